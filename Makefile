@@ -1,0 +1,24 @@
+# bifusion: `make demo` runs the whole pipeline on synthetic scenes; `make test` runs the tests.
+# Both install what they need (idempotently) into .venv via `make setup`.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DATA ?= data/demo
+DEMO_SCENES ?= 12
+
+.PHONY: setup demo test bench clean-demo
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@bash scripts/demo.sh
+
+test: setup
+	$(BIN)/python -m pytest -q tests
+
+bench: setup
+	$(BIN)/python bench/step_time.py
+
+clean-demo:
+	rm -rf $(DEMO_DATA) outputs/demo

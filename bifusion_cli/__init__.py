@@ -1,0 +1,1 @@
+"""Thin Typer/Rich front end over bifusion_core."""

@@ -1,0 +1,157 @@
+"""Rich rendering: progress bars, the live training panel, result tables. No logic lives here."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from bifusion_core.reporting import Reporter
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class RichReporter(Reporter):
+    """Progress bars for long steps; ``metrics`` drives the live training panel."""
+
+    def __init__(self, title: str = "bifusion", refresh_every: float = 0.5):
+        self.title = title
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        )
+        self.tasks: dict[str, Any] = {}
+        self.latest: dict[str, Any] = {}
+        self.val: dict[str, Any] = {}
+        self.live: Live | None = None
+        self.interactive = console.is_terminal
+        self.refresh_every = refresh_every
+        self._last_line = 0.0
+
+    def __enter__(self) -> "RichReporter":
+        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.update(self._render())
+            self.live.__exit__(*exc)
+            if not self.interactive:
+                console.line()
+
+    def task(self, name: str, total: int | None) -> None:
+        if name in self.tasks:
+            self.progress.update(self.tasks[name], total=total)
+        else:
+            self.tasks[name] = self.progress.add_task(name, total=total)
+        self._refresh()
+
+    def advance(self, name: str, n: int = 1) -> None:
+        if name not in self.tasks:
+            self.task(name, None)
+        self.progress.advance(self.tasks[name], n)
+        self._refresh()
+
+    def note(self, message: str) -> None:
+        console.print(f"[cyan]•[/] {message}")
+
+    def metrics(self, values: dict[str, Any]) -> None:
+        if any(k.startswith("val/") for k in values):
+            self.val = {k: v for k, v in values.items() if k.startswith("val/")}
+            if not self.interactive:
+                console.print(f"eval @ {values.get('iteration')}: " + "  ".join(f"{k[4:]}={fmt(v)}" for k, v in self.val.items()))
+        else:
+            self.latest = values
+            now = time.monotonic()
+            if not self.interactive and now - self._last_line > 10:
+                self._last_line = now
+                console.print(self._line())
+        self._refresh()
+
+    def _refresh(self) -> None:
+        if self.live is not None:
+            self.live.update(self._render())
+
+    def _line(self) -> str:
+        v = self.latest
+        losses = " ".join(f"{k[5:]}={fmt(x)}" for k, x in v.items() if k.startswith("loss/"))
+        return f"it {v.get('iteration')}/{v.get('total')} · {fmt(v.get('it/s', 0.0))} it/s · ETA {duration(v.get('eta_s', 0))} · {losses}"
+
+    def _render(self):
+        parts: list[Any] = [self.progress]
+        if self.latest:
+            v = self.latest
+            head = Table.grid(padding=(0, 2))
+            head.add_row(
+                f"[bold]iteration[/] {v['iteration']}/{v['total']}", f"[bold]epoch[/] {v.get('epoch', '-')}",
+                f"[bold]{fmt(v.get('it/s', 0.0))}[/] it/s", f"[bold]ETA[/] {duration(v.get('eta_s', 0))}",
+                f"[bold]lr[/] {v.get('lr', 0):.2e}",
+            )
+            losses = Table(title="loss terms", show_header=False, box=None, padding=(0, 1))
+            losses.add_column(no_wrap=True)
+            losses.add_column(justify="right")
+            for k, x in v.items():
+                if k.startswith("loss/"):
+                    losses.add_row(k[5:].replace("instance_", "inst "), fmt(x))
+            gate = Table(title="fusion · projection", show_header=False, box=None, padding=(0, 1))
+            gate.add_column(no_wrap=True)
+            gate.add_column(justify="right")
+            for k in ("fusion/w2d_mean", "fusion/w3d_mean", "fusion/gate_entropy", "projection/valid_rate", "clip/fallbacks", "grad_norm"):
+                if k in v:
+                    gate.add_row(k.split("/")[-1], fmt(v[k]))
+            val = Table(title="last evaluation", show_header=False, box=None, padding=(0, 1))
+            val.add_column(no_wrap=True)
+            val.add_column(justify="right")
+            for k, x in self.val.items():
+                if not k.startswith("val/instance_per_class"):
+                    val.add_row(k[4:], fmt(x))
+            row = Table.grid(padding=(0, 4))
+            row.add_row(losses, gate, val)
+            parts.append(Panel(Group(head, row), title=self.title, border_style="blue"))
+        return Group(*parts)
+
+
+def metrics_table(title: str, columns: dict[str, dict[str, float]]) -> Table:
+    """One row per metric, one column per evaluated checkpoint."""
+    table = Table(title=title)
+    table.add_column("metric")
+    for name in columns:
+        table.add_column(name, justify="right")
+    keys: list[str] = []
+    for values in columns.values():
+        keys += [k for k in values if k not in keys]
+    for key in keys:
+        table.add_row(key, *[fmt(values.get(key, float("nan"))) for values in columns.values()])
+    return table
+
+
+def error(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def is_tty() -> bool:
+    return sys.stdout.isatty()

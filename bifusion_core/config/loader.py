@@ -1,0 +1,157 @@
+"""Preset files -> validated ``Preset``: ``base:`` inheritance, dotted overrides, one-line errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ..errors import ConfigError
+from ..io import write_text
+from .schema import Preset
+
+PRESET_DIR = Path(os.environ.get("BIFUSION_PRESETS", Path(__file__).resolve().parents[2] / "presets"))
+
+
+def preset_path(name_or_path: str | Path) -> Path:
+    """A preset is named (``bif-sv-advanced``) or given as a path to a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.is_file():
+            raise ConfigError(candidate, "preset file not found")
+        return candidate
+    path = PRESET_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"preset '{name_or_path}'", f"unknown (available: {', '.join(available_presets())})"
+        )
+    return path
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, f"invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(path, "a preset must be a mapping of sections")
+    return data
+
+
+def deep_merge(base: dict[str, Any], diff: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in diff.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def resolve_raw(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The preset's mapping with its ``base:`` chain merged in (child wins)."""
+    path = preset_path(name_or_path).resolve()
+    if path in _seen:
+        raise ConfigError(path, "circular base: chain " + " -> ".join(p.stem for p in (*_seen, path)))
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    data.setdefault("name", path.stem)
+    if base is None:
+        return data
+    if isinstance(base, str) and not base.endswith((".yaml", ".yml")):
+        parent = resolve_raw(base, (*_seen, path))
+    else:
+        parent = resolve_raw(path.parent / str(base), (*_seen, path))
+    parent.pop("description", None)
+    return deep_merge(parent, data)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``model.fusion.gate=lite`` -> (["model", "fusion", "gate"], "lite"); values typed by YAML."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item}", "expected KEY=VALUE, e.g. model.fusion.gate=lite")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    data = dict(data)
+    for item in overrides:
+        keys, value = parse_override(item)
+        node = data
+        for depth, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"--set {item}", f"'{'.'.join(keys[:depth + 1])}' is a value, not a section")
+            node[key] = dict(child)
+            node = node[key]
+        node[keys[-1]] = value
+    return data
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    cls: Any = model
+    for part in loc[:-1]:
+        field = cls.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        cls = field.annotation
+    return list(cls.model_fields)
+
+
+def format_validation_error(exc: ValidationError, data: dict[str, Any]) -> ConfigError:
+    """First problem as one line: the dotted key, the value given, and what is allowed."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc) or "preset"
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(Preset, loc)
+        return ConfigError(key, f"unknown key (allowed here: {', '.join(allowed)})")
+    value = err.get("input")
+    message = err["msg"].removeprefix("Value error, ")
+    if "expected" in err.get("ctx", {}):
+        message = f"must be one of {err['ctx']['expected']}"
+    if isinstance(value, dict):  # a check across several keys of this section
+        return ConfigError(key, message)
+    return ConfigError(key, f"invalid value {value!r}: {message}")
+
+
+def load_preset(name_or_path: str | Path, overrides: list[str] | None = None, **fields: Any) -> Preset:
+    """Resolve, override and validate a preset. ``fields`` are dotted-key shortcuts from CLI flags."""
+    data = resolve_raw(name_or_path)
+    extra = [f"{k}={v}" for k, v in fields.items() if v is not None]
+    data = apply_overrides(data, list(overrides or []) + extra)
+    return validate_preset(data)
+
+
+def validate_preset(data: dict[str, Any]) -> Preset:
+    try:
+        return Preset.model_validate(data)
+    except ValidationError as exc:
+        raise format_validation_error(exc, data) from None
+
+
+def preset_to_yaml(preset: Preset) -> str:
+    return yaml.safe_dump(preset.model_dump(mode="json"), sort_keys=False)
+
+
+def save_preset(preset: Preset, path: str | Path) -> None:
+    write_text(path, preset_to_yaml(preset))
+
+
+def load_saved_config(path: str | Path) -> Preset:
+    """A run folder's ``config.yaml`` (already fully resolved)."""
+    return validate_preset(_read_yaml(Path(path)))

@@ -1,0 +1,84 @@
+"""Everything a run needs, built from one validated preset (train, resume, eval, validate share it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..config.schema import Preset
+from ..data.batch import collate
+from ..data.dataset import PreparedFrames
+from ..data.labels import LABEL_SETS, LabelSet
+from ..reporting import NULL_REPORTER, Reporter
+
+RANDOM_CLIP_NAME = "random-vitb16-seed0.bin"
+
+
+def label_set(cfg: Preset) -> LabelSet:
+    return LABEL_SETS[cfg.data.benchmark]
+
+
+def pick_device(cfg: Preset) -> torch.device:
+    if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def clip_weights_path(cfg: Preset, data_root: Path, reporter: Reporter = NULL_REPORTER) -> Path:
+    """The preset's CLIP weights, or a seeded random ViT-B/16 saved once under DATA/clip/.
+
+    The random file goes through the same loading code as real weights, so tests and the
+    demo exercise the path users take with ``--clip-weights open_clip_pytorch_model.bin``.
+    """
+    if cfg.clip.weights is not None:
+        return Path(cfg.clip.weights)
+    from ..features.clip_encoder import save_random_clip_weights
+
+    path = Path(data_root) / "clip" / RANDOM_CLIP_NAME
+    if not path.is_file():
+        save_random_clip_weights(path, seed=0)
+    reporter.note(f"no CLIP weights given: using a RANDOM ViT-B/16 initialisation ({path})")
+    return path
+
+
+def clip_source(cfg: Preset, data_root: Path, reporter: Reporter = NULL_REPORTER):
+    """Stored CLIP tokens with online fallback; None for 3D-only presets."""
+    if not cfg.model.use_2d:
+        return None
+    from ..features.clip_store import ClipFeatureSource
+
+    weights = clip_weights_path(cfg, data_root, reporter)
+    settings = dict(num_layers=cfg.clip.num_layers, weights=weights, image_size=tuple(cfg.data.image_size))
+    if not cfg.clip.use_precomputed:
+        return ClipFeatureSource(None, **settings)
+    return ClipFeatureSource.for_data_root(data_root, **settings)
+
+
+def dataset(cfg: Preset, data_root: Path, split: str | None, train: bool, source=None, limit: int | None = None) -> PreparedFrames:
+    return PreparedFrames(
+        data_root,
+        split,
+        label_set(cfg),
+        cfg.data.voxel_size,
+        augment=cfg.data.augment if train else None,
+        clip_source=source,
+        mode=cfg.data.mode,
+        limit=limit,
+    )
+
+
+def loader(cfg: Preset, ds: PreparedFrames, train: bool, seed: int = 0) -> DataLoader:
+    workers = cfg.data.num_workers
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        ds,
+        batch_size=cfg.data.batch_size,
+        shuffle=train,
+        drop_last=train and len(ds) >= cfg.data.batch_size,
+        num_workers=workers,
+        collate_fn=collate,
+        persistent_workers=workers > 0,
+        generator=generator,
+    )

@@ -1,0 +1,60 @@
+"""Evaluate a saved checkpoint: rebuild the model from the config stored with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config.loader import validate_preset
+from ..io import write_json
+from ..models.bifusion import build_model
+from ..reporting import NULL_REPORTER, Reporter
+from . import builders
+from .checkpoint import load_checkpoint, resolve_checkpoint
+
+
+@dataclass
+class CheckpointEvaluation:
+    name: str
+    summary: dict[str, float]
+    per_class: dict[str, float]
+    metrics_path: Path
+
+
+def evaluate_checkpoint(
+    target: str | Path,
+    *,
+    split: str = "val",
+    data_root: Path | None = None,
+    export_dir: Path | None = None,
+    show_dir: Path | None = None,
+    reporter: Reporter = NULL_REPORTER,
+) -> CheckpointEvaluation:
+    from ..evaluation.evaluate import evaluate_model
+
+    ckpt_path, run_dir = resolve_checkpoint(target)
+    payload = load_checkpoint(ckpt_path)
+    cfg = validate_preset(payload["config"])
+    if data_root is not None:
+        cfg.data.root = Path(data_root)
+    root = Path(cfg.data.root)
+    labels = builders.label_set(cfg)
+    device = builders.pick_device(cfg)
+    model = build_model(cfg, labels)
+    model.load_state_dict(payload["model"])
+    model.to(device)
+    source = builders.clip_source(cfg, root, reporter)
+    ds = builders.dataset(cfg, root, split, train=False, source=source)
+    result = evaluate_model(model, builders.loader(cfg, ds, train=False), labels, cfg.eval, device, export_dir, show_dir, reporter)
+    summary = {**result.summary(), "frames": float(result.frames), "iteration": float(payload.get("iteration", 0))}
+    metrics = {
+        "checkpoint": str(ckpt_path),
+        "split": split,
+        "summary": summary,
+        "per_class_ap50": result.per_class_ap50(),
+        "per_class_iou": result.per_class_iou(),
+    }
+    metrics_path = run_dir / f"metrics_{split}_{ckpt_path.stem}.json"
+    write_json(metrics_path, metrics)
+    name = f"{ckpt_path.stem} @ {summary['iteration']:.0f}"
+    return CheckpointEvaluation(name, summary, result.per_class_ap50(), metrics_path)

@@ -1,0 +1,1 @@
+"""evaluation stage of the bifusion pipeline."""

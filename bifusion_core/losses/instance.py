@@ -1,0 +1,60 @@
+"""Instance loss on the decoder's superpoint masks: class CE, mask BCE + Dice after matching."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..config.schema import LossConfig
+from ..models.decoder import DecoderOutput
+from .matching import hungarian_match
+
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    probs = logits.sigmoid()
+    numerator = 2 * (probs * targets).sum(-1)
+    denominator = probs.sum(-1) + targets.sum(-1)
+    return (1 - (numerator + 1) / (denominator + 1)).mean()
+
+
+def superpoint_targets(
+    instance: torch.Tensor, instance_class: torch.Tensor, sp_index: torch.Tensor, num_sp: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GT instances of one sample as soft superpoint masks (fraction of the superpoint's points).
+
+    Soft targets keep the supervision honest where a superpoint straddles two objects.
+    """
+    ids = torch.unique(instance[instance > 0])
+    if ids.numel() == 0:
+        return instance.new_zeros(0), torch.zeros(0, num_sp, device=instance.device)
+    onehot = (instance[None, :] == ids[:, None]).float()  # (G,N)
+    sums = torch.zeros(ids.numel(), num_sp, device=instance.device).index_add_(1, sp_index, onehot)
+    counts = torch.bincount(sp_index, minlength=num_sp).clamp(min=1).float()
+    classes = torch.stack([instance_class[instance == i][0] for i in ids])
+    return classes, sums / counts
+
+
+def instance_loss(
+    out: DecoderOutput,
+    gt_classes: torch.Tensor,
+    gt_masks: torch.Tensor,
+    num_classes: int,
+    cfg: LossConfig,
+) -> dict[str, torch.Tensor]:
+    """Summed over the supervised layers (all, or only the last without ``aux_layers``)."""
+    layers = range(len(out.cls_logits)) if cfg.aux_layers else [len(out.cls_logits) - 1]
+    class_weight = torch.ones(num_classes + 1, device=gt_masks.device)
+    class_weight[-1] = cfg.no_object_weight
+    terms = {"cls": 0.0, "mask_bce": 0.0, "mask_dice": 0.0}
+    for layer in layers:
+        cls_logits, mask_logits = out.cls_logits[layer], out.mask_logits[layer]
+        rows, cols = hungarian_match(cls_logits, mask_logits, gt_classes, gt_masks)
+        target = torch.full((cls_logits.shape[0],), num_classes, dtype=torch.long, device=cls_logits.device)
+        target[rows] = gt_classes[cols]
+        terms["cls"] = terms["cls"] + F.cross_entropy(cls_logits, target, weight=class_weight)
+        if rows.numel():
+            pred, tgt = mask_logits[rows], gt_masks[cols]
+            terms["mask_bce"] = terms["mask_bce"] + F.binary_cross_entropy_with_logits(pred, tgt)
+            terms["mask_dice"] = terms["mask_dice"] + dice_loss(pred, tgt)
+    n = len(layers)
+    return {k: (v / n if torch.is_tensor(v) else gt_masks.new_zeros(())) for k, v in terms.items()}

@@ -1,0 +1,83 @@
+"""Superpoint query decoder (ESAM-style): queries are superpoints, masks are over superpoints.
+
+Each layer: masked cross-attention to all superpoint tokens, self-attention among queries,
+FFN. Heads run after the initial projection and after every layer so that each layer can
+be supervised (auxiliary losses) and the next layer's attention mask comes from the
+previous prediction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..config.schema import DecoderConfig
+
+
+def mlp(dim_in: int, dim_hidden: int, dim_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim_in, dim_hidden), nn.ReLU(inplace=True), nn.Linear(dim_hidden, dim_out))
+
+
+@dataclass
+class DecoderOutput:
+    """Per layer (initial + each decoder layer): class logits (Q,C+1) and mask logits (Q,S)."""
+
+    cls_logits: list[torch.Tensor]
+    mask_logits: list[torch.Tensor]
+    query_index: torch.Tensor  # which superpoints seeded the queries
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, dim: int, cfg: DecoderConfig):
+        super().__init__()
+        self.cross = nn.MultiheadAttention(dim, cfg.num_heads, dropout=cfg.dropout)
+        self.self_attn = nn.MultiheadAttention(dim, cfg.num_heads, dropout=cfg.dropout)
+        self.ffn = nn.Sequential(nn.Linear(dim, cfg.ffn_dim), nn.GELU(), nn.Linear(cfg.ffn_dim, dim))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(3))
+
+    def forward(self, q, q_pos, kv, kv_pos, attn_mask):
+        q = self.norms[0](q + self.cross(q + q_pos, kv + kv_pos, kv, attn_mask=attn_mask, need_weights=False)[0])
+        q = self.norms[1](q + self.self_attn(q + q_pos, q + q_pos, q, need_weights=False)[0])
+        return self.norms[2](q + self.ffn(q))
+
+
+class QueryDecoder(nn.Module):
+    def __init__(self, dim: int, num_classes: int, cfg: DecoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.query_proj = mlp(dim, dim, dim)
+        self.mask_feat = mlp(dim, dim, dim)
+        self.layers = nn.ModuleList(DecoderLayer(dim, cfg) for _ in range(cfg.num_layers))
+        self.out_norm = nn.LayerNorm(dim)
+        self.cls_head = nn.Linear(dim, num_classes + 1)
+        self.mask_embed = mlp(dim, dim, dim)
+
+    def _heads(self, q: torch.Tensor, mask_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.out_norm(q)
+        return self.cls_head(q), self.mask_embed(q) @ mask_feats.T
+
+    def forward(self, sp_feats: torch.Tensor, sp_pos: torch.Tensor) -> DecoderOutput:
+        """One sample: ``sp_feats``/``sp_pos`` (S,dim). At training a random subset seeds the queries."""
+        num_sp = sp_feats.shape[0]
+        if self.training:
+            lo, hi = self.cfg.query_ratio
+            ratio = float(torch.empty(()).uniform_(lo, hi))
+            keep = max(1, int(round(ratio * num_sp)))
+            query_index = torch.randperm(num_sp, device=sp_feats.device)[:keep]
+        else:
+            query_index = torch.arange(num_sp, device=sp_feats.device)
+        q = self.query_proj(sp_feats[query_index])
+        q_pos = sp_pos[query_index]
+        mask_feats = self.mask_feat(sp_feats)
+        cls, masks = self._heads(q, mask_feats)
+        out = DecoderOutput([cls], [masks], query_index)
+        for layer in self.layers:
+            attn_mask = masks.detach().sigmoid() < 0.5
+            attn_mask[attn_mask.all(dim=-1)] = False  # a query may not attend to nothing
+            q = layer(q, q_pos, sp_feats, sp_pos, attn_mask)
+            cls, masks = self._heads(q, mask_feats)
+            out.cls_logits.append(cls)
+            out.mask_logits.append(masks)
+        return out

@@ -1,0 +1,114 @@
+"""Model blocks on the real MinkowskiEngine path, tiny sizes."""
+
+import numpy as np
+import pytest
+import torch
+
+from bifusion_core.config import load_preset
+from bifusion_core.config.schema import FusionConfig
+from bifusion_core.data.labels import LABEL_SETS
+from bifusion_core.engine.validate import tiny_batch
+from bifusion_core.losses.criterion import Criterion
+from bifusion_core.losses.matching import hungarian_match
+from bifusion_core.models.backbone3d import Backbone3D
+from bifusion_core.models.bifusion import build_model, count_parameters
+from bifusion_core.models.fusion import FusionGate
+from bifusion_core.models.postprocess import mask_nms
+
+LABELS = LABEL_SETS["scannet200"]
+
+
+def _coords(n=400, seed=0, extent=12):
+    rng = np.random.default_rng(seed)
+    pts = np.unique(rng.integers(0, extent, (n, 3)), axis=0)
+    coords = torch.from_numpy(np.concatenate([np.zeros((len(pts), 1)), pts], 1)).int()
+    return coords, torch.from_numpy(rng.normal(size=(len(pts), 3)).astype(np.float32))
+
+
+@pytest.mark.parametrize("arch", ["MinkUNetTiny", "MinkUNet18A", "Res16UNet34C"])
+def test_backbone_rows_follow_input_order(arch):
+    torch.manual_seed(0)
+    net = Backbone3D(arch, 3, 32, width=0.5).eval()
+    coords, feats = _coords()
+    perm = torch.randperm(len(coords))
+    with torch.no_grad():
+        out = net(coords, feats)
+        out_perm = net(coords[perm], feats[perm])
+    assert out.shape == (len(coords), 32)
+    torch.testing.assert_close(out[perm], out_perm, atol=1e-4, rtol=1e-4)
+
+
+def test_backbone_backward_reaches_stem():
+    net = Backbone3D("MinkUNetTiny", 3, 16)
+    coords, feats = _coords(1500, seed=1, extent=40)
+    net(coords, feats).pow(2).mean().backward()
+    stem_weight = net.unet.stem[0].kernel
+    assert stem_weight.grad is not None and stem_weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("preset", ["demo", "3d-sv"])
+def test_full_model_forward_backward(preset):
+    cfg = load_preset(preset, ["model.backbone3d.arch=MinkUNetTiny", "data.voxel_size=0.1", "model.fusion.warmup_iters=0"])
+    torch.manual_seed(0)
+    model = build_model(cfg, LABELS).train()
+    batch = tiny_batch(cfg, LABELS, num_points=300)
+    out = model(batch)
+    loss, terms = Criterion(cfg.loss, LABELS.num_instance)(out, batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert out.semantic_logits.shape == (batch.points.shape[0], LABELS.num_semantic)
+    assert len(out.decoder) == 2 and len(out.decoder[0].cls_logits) == cfg.model.decoder.num_layers + 1
+    assert out.decoder[0].cls_logits[-1].shape[1] == LABELS.num_instance + 1
+    assert all(terms[k] > 0 for k in ("semantic", "instance_cls", "instance_mask_bce", "instance_mask_dice"))
+    if cfg.model.use_2d:
+        assert "clip_align" in terms and out.valid.float().mean() > 0.5
+        assert model.head2d.net[2].weight.grad.abs().sum() > 0
+        assert 0 <= out.stats["fusion/w2d_mean"] <= 1
+    else:
+        assert not hasattr(model, "head2d") and out.f2d is None and "clip_align" not in terms
+    assert model.backbone3d.unet.stem[0].kernel.grad.abs().sum() > 0
+
+
+def test_three_d_only_model_has_no_2d_parameters():
+    cfg2d, cfg3d = load_preset("bif-sv-simple"), load_preset("3d-sv")
+    n2d, n3d = count_parameters(build_model(cfg2d, LABELS)), count_parameters(build_model(cfg3d, LABELS))
+    m2d = build_model(cfg2d, LABELS)
+    assert n2d - n3d == count_parameters(m2d.head2d) + count_parameters(m2d.gate)
+
+
+def test_gate_warmup_and_no_view_points():
+    cfg = FusionConfig(gate="plain", warmup_iters=10, no_view_alpha=0.1)
+    gate = FusionGate(8, cfg).train()
+    f2d = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    f3d = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)
+    valid = torch.tensor([1, 1, 1, 0, 0, 1], dtype=torch.bool)
+    batch = torch.zeros(6, dtype=torch.long)
+    _, alpha = gate(f2d, f3d, valid, batch, 1, iteration=3)
+    torch.testing.assert_close(alpha, torch.tensor([0.5, 0.5, 0.5, 0.1, 0.1, 0.5]))
+    fused, alpha = gate(f2d, f3d, valid, batch, 1, iteration=10)
+    assert torch.allclose(alpha[~valid], torch.tensor(0.1))
+    assert not torch.allclose(alpha[valid], torch.tensor(0.5))
+    torch.testing.assert_close(fused.norm(dim=-1), torch.ones(6))
+
+
+def test_lite_gate_is_small():
+    gate = FusionGate(256, FusionConfig(gate="lite"))
+    # α-MLP 512→64→1 plus SE 256→64→256: about 0.07 M parameters
+    assert 50_000 < count_parameters(gate) < 130_000
+
+
+def test_hungarian_matching_picks_the_right_queries():
+    gt_masks = torch.tensor([[1, 1, 0, 0, 0], [0, 0, 0, 1, 1]], dtype=torch.float32)
+    gt_classes = torch.tensor([3, 5])
+    mask_logits = torch.full((4, 5), -6.0)
+    mask_logits[2, 3:] = 6.0  # query 2 predicts instance 1
+    mask_logits[0, :2] = 6.0  # query 0 predicts instance 0
+    cls_logits = torch.zeros(4, 8)
+    rows, cols = hungarian_match(cls_logits, mask_logits, gt_classes, gt_masks)
+    assert dict(zip(rows.tolist(), cols.tolist())) == {0: 0, 2: 1}
+
+
+def test_mask_nms_drops_duplicates():
+    masks = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
+    keep = mask_nms(masks, torch.ones(4), torch.tensor([0.5, 0.9, 0.3]), iou=0.5)
+    assert keep.tolist() == [1, 2]

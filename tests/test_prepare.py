@@ -1,0 +1,407 @@
+"""Raw ScanNet I/O, the synthetic generator and preparation, checked against the generator's own truth."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bifusion_core.data.labels import read_labels_tsv
+from bifusion_core.data.prepare import prepare_scannet, register_color, rescale_intrinsic
+from bifusion_core.data.scannet_raw import (
+    ScanFiles,
+    SegGroup,
+    read_aggregation,
+    read_depth,
+    read_intrinsics,
+    read_matrix,
+    read_mesh,
+    read_scene_meta,
+    read_segs,
+    vertex_annotations,
+    write_depth,
+    write_matrix,
+    write_mesh,
+    write_scene_meta,
+    write_segs,
+)
+from bifusion_core.data.superpoints import image_superpoints
+from bifusion_core.data.synthetic import (
+    CATEGORIES,
+    SYNTHETIC_FRAME_STEP,
+    TEXTURE_PERIOD_M,
+    RenderedView,
+    SyntheticObject,
+    SyntheticScene,
+    synthetic_scene,
+)
+from bifusion_core.errors import BifusionError
+from bifusion_core.reporting import RecordingReporter
+from conftest import PREPARED_IMAGE_SIZE, PREPARED_NUM_POINTS, SYNTHETIC_OPTIONS, SYNTHETIC_SCENES, SYNTHETIC_SEED
+
+NPZ_FIELDS = {
+    "points": (np.float32, (PREPARED_NUM_POINTS, 3)),
+    "colors": (np.uint8, (PREPARED_NUM_POINTS, 3)),
+    "pixels": (np.float32, (PREPARED_NUM_POINTS, 2)),
+    "depth_mm": (np.uint16, PREPARED_IMAGE_SIZE[::-1]),
+    "label200": (np.int32, (PREPARED_NUM_POINTS,)),
+    "label20": (np.int32, (PREPARED_NUM_POINTS,)),
+    "instance": (np.int32, (PREPARED_NUM_POINTS,)),
+    "superpoints": (np.int32, (PREPARED_NUM_POINTS,)),
+    "pose": (np.float32, (4, 4)),
+    "intrinsic": (np.float32, (3, 3)),
+    "axis_align": (np.float32, (4, 4)),
+}
+
+
+def _manifest(root: Path) -> dict:
+    return json.loads((root / "sv" / "manifest.json").read_text())
+
+
+@functools.lru_cache(maxsize=None)
+def _scene(name: str) -> SyntheticScene:
+    return synthetic_scene(SYNTHETIC_SEED, int(name[5:9]), SYNTHETIC_OPTIONS)
+
+
+def _samples(root: Path):
+    for entry in _manifest(root)["samples"]:
+        with np.load(root / "sv" / entry["file"]) as data:
+            yield entry, {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="module")
+def with_truth(synthetic_data: Path) -> list[tuple[dict, dict, RenderedView, np.ndarray, np.ndarray]]:
+    """Each prepared sample with the generator's own render from the sample's camera, and the
+    points' pixel coordinates (u, v) to look the truth up."""
+    result = []
+    for entry, sample in _samples(synthetic_data):
+        pose, intrinsic = sample["pose"].astype(np.float64), sample["intrinsic"].astype(np.float64)
+        view = _scene(entry["scene"]).render(pose, intrinsic, PREPARED_IMAGE_SIZE)
+        u, v = np.round(sample["pixels"]).astype(int).T
+        result.append((entry, sample, view, u, v))
+    return result
+
+
+def _copy_scene(src: Path, dst: Path, scene: str = "scene0000_00") -> ScanFiles:
+    shutil.copytree(src / "scans" / scene, dst / "scans" / scene)
+    shutil.copy(src / "scannetv2-labels.combined.tsv", dst / "scannetv2-labels.combined.tsv")
+    return ScanFiles(dst / "scans" / scene)
+
+
+# ----------------------------------------------------------------------------- prepared format
+
+
+def test_manifest_lists_every_frame_with_its_split(synthetic_data: Path) -> None:
+    manifest = _manifest(synthetic_data)
+    assert manifest["format"] == "bifusion-prepared" and manifest["version"] == 1 and manifest["mode"] == "sv"
+    assert manifest["image_size"] == list(PREPARED_IMAGE_SIZE) and manifest["num_points"] == PREPARED_NUM_POINTS
+    assert manifest["frame_step"] == SYNTHETIC_FRAME_STEP and manifest["superpoints"] == "image"
+    assert Path(manifest["source"]) == synthetic_data.resolve()
+    samples = manifest["samples"]
+    assert len(samples) == SYNTHETIC_SCENES * SYNTHETIC_OPTIONS.num_frames and manifest["skipped"] == []
+    splits = {s["scene"]: s["split"] for s in samples}
+    assert splits == {"scene0000_00": "train", "scene0001_00": "train", "scene0002_00": "val"}
+    assert samples[1] == {
+        "key": "scene0000_00/000020", "scene": "scene0000_00", "frame": 20, "split": "train",
+        "file": "samples/scene0000_00/000020.npz", "image": "images/scene0000_00/000020.jpg",
+    }
+    for entry in samples:
+        assert (synthetic_data / "sv" / entry["file"]).is_file()
+        with Image.open(synthetic_data / "sv" / entry["image"]) as image:
+            assert image.size == PREPARED_IMAGE_SIZE and image.mode == "RGB"
+
+
+def test_samples_have_exactly_the_documented_fields(synthetic_data: Path) -> None:
+    for entry, sample in _samples(synthetic_data):
+        assert set(sample) == set(NPZ_FIELDS)
+        for key, (dtype, shape) in NPZ_FIELDS.items():
+            assert sample[key].dtype == dtype and sample[key].shape == shape, key
+        sp = sample["superpoints"]
+        assert sp.min() == 0 and set(np.unique(sp)) == set(range(sp.max() + 1))  # contiguous
+        assert 20 < sp.max() + 1 < 600
+        u, v = sample["pixels"].T
+        assert np.all(u == np.round(u)) and 0 <= u.min() and u.max() < PREPARED_IMAGE_SIZE[0] and v.max() < PREPARED_IMAGE_SIZE[1]
+        # each point's colour is the prepared image's pixel (JPEG-compressed on disk)
+        with Image.open(synthetic_data / "sv" / entry["image"]) as image:
+            pixels = np.asarray(image)[v.astype(int), u.astype(int)].astype(int)
+        assert np.abs(pixels - sample["colors"]).mean() < 6
+        # 6 frames of 160x120 depth cover far more than 2048 pixels: no repeated pixel
+        assert len(np.unique(sample["pixels"], axis=0)) == PREPARED_NUM_POINTS
+
+
+def test_labels_match_the_generators_ground_truth(synthetic_data: Path, with_truth) -> None:
+    table = read_labels_tsv(synthetic_data / "scannetv2-labels.combined.tsv")
+    nyu40_of = {raw_id: nyu40 for raw_id, nyu40 in table.values()} | {0: 0}
+    label_hits = instance_hits = total = 0
+    seen_instances = set()
+    for _, sample, view, u, v in with_truth:
+        label_hits += np.sum(view.label200[v, u] == sample["label200"])
+        instance_hits += np.sum(view.instance[v, u] == sample["instance"])
+        total += len(u)
+        assert [nyu40_of[int(x)] for x in sample["label200"]] == sample["label20"].tolist()
+        seen_instances.update(sample["instance"].tolist())
+    assert label_hits / total >= 0.95 and instance_hits / total >= 0.95
+    assert len(seen_instances) >= 8  # floor, walls and several objects, not a trivial agreement
+
+
+def test_unannotated_object_gets_label_zero(with_truth) -> None:
+    """Each scene has one object left out of the aggregation, like the unlabelled bits of real scans."""
+    zero_in_truth = zero_both = 0
+    for _, sample, view, u, v in with_truth:
+        clutter = view.instance[v, u] == 0
+        zero_in_truth += clutter.sum()
+        zero_both += np.sum(clutter & (sample["instance"] == 0) & (sample["label200"] == 0))
+    assert zero_in_truth > 20 and zero_both / zero_in_truth > 0.8
+
+
+def test_poses_and_intrinsics_round_trip(synthetic_data: Path, with_truth) -> None:
+    for name in ("scene0000_00", "scene0002_00"):
+        scene, files = _scene(name), ScanFiles(synthetic_data / "scans" / name)
+        intrinsics = read_intrinsics(files)
+        assert np.allclose(intrinsics.depth, scene.depth_intrinsic, atol=1e-5)
+        assert np.allclose(intrinsics.color, scene.color_intrinsic, atol=1e-5)
+        meta = read_scene_meta(files.meta)
+        assert np.allclose(meta.axis_align, scene.axis_align, atol=1e-5) and not np.allclose(meta.axis_align, np.eye(4))
+        assert np.allclose(meta.intrinsic("depth"), scene.depth_intrinsic, atol=1e-5)
+        for frame in scene.frames:
+            assert np.allclose(read_matrix(files.pose(frame)), scene.pose(frame), atol=2e-6)
+    for entry, sample, view, u, v in with_truth:
+        scene = _scene(entry["scene"])
+        assert np.allclose(sample["pose"], scene.pose(entry["frame"]), atol=1e-5)
+        expected_k = rescale_intrinsic(scene.depth_intrinsic, SYNTHETIC_OPTIONS.depth_size, PREPARED_IMAGE_SIZE)
+        assert np.allclose(sample["intrinsic"], expected_k, atol=1e-4)
+        # points re-project onto their own pixels, at the depth the generator rendered there
+        world = sample["points"].astype(np.float64)
+        pose = sample["pose"].astype(np.float64)
+        camera = (world - pose[:3, 3]) @ pose[:3, :3]
+        projected = camera[:, :2] / camera[:, 2:] * np.diag(expected_k)[:2] + expected_k[:2, 2]
+        assert np.abs(projected - sample["pixels"]).max() < 1e-2
+        assert np.median(np.abs(view.depth_m[v, u] - camera[:, 2])) < 0.02
+
+
+def test_superpoints_rarely_straddle_instances(with_truth) -> None:
+    pure = total = 0
+    for _, sample, view, u, v in with_truth:
+        truth = view.instance[v, u]
+        for sp in np.unique(sample["superpoints"]):
+            members = truth[sample["superpoints"] == sp]
+            pure += np.bincount(members).max()
+            total += len(members)
+    assert pure / total >= 0.9
+
+
+def test_depth_edges_split_image_superpoints_even_with_equal_colours() -> None:
+    """Two grey planes, one in front of the other: colour alone cannot separate them."""
+    color = np.full((60, 80, 3), 128, np.uint8)
+    depth = np.full((60, 80), 3.0, np.float32)
+    depth[:, 40:] = 1.5
+    segments = image_superpoints(color, depth, num_segments=4)
+    assert segments.dtype == np.int32
+    assert not set(np.unique(segments[:, :40])) & set(np.unique(segments[:, 40:]))
+
+
+def test_prepare_reports_progress_and_rerun_leaves_finished_scenes_untouched(synthetic_data: Path) -> None:
+    before = {p: p.stat().st_mtime_ns for p in (synthetic_data / "sv").rglob("*") if p.is_file() and p.suffix in (".npz", ".jpg")}
+    manifest = _manifest(synthetic_data)
+    reporter = RecordingReporter()
+    summary = prepare_scannet(
+        synthetic_data, synthetic_data, frame_step=SYNTHETIC_FRAME_STEP, image_size=PREPARED_IMAGE_SIZE,
+        num_points=PREPARED_NUM_POINTS, reporter=reporter,
+    )
+    assert summary.resumed == ["scene0000_00", "scene0001_00", "scene0002_00"]
+    assert summary.frames == len(manifest["samples"]) and summary.points == summary.frames * PREPARED_NUM_POINTS
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert len(before) == 2 * summary.frames and after == before
+    assert _manifest(synthetic_data) == manifest
+    assert reporter.done == reporter.totals == {"scenes": 3, "frames": summary.frames}
+
+
+def test_changed_settings_are_refused_instead_of_mixing(synthetic_data: Path) -> None:
+    with pytest.raises(BifusionError, match="other settings"):
+        prepare_scannet(synthetic_data, synthetic_data, frame_step=SYNTHETIC_FRAME_STEP, image_size=PREPARED_IMAGE_SIZE, num_points=512)
+
+
+def test_interrupted_scene_is_redone_identically(synthetic_data: Path, tmp_path: Path) -> None:
+    _copy_scene(synthetic_data, tmp_path)
+    settings = dict(frame_step=40, image_size=(64, 48), num_points=300, seed=3)
+    first = prepare_scannet(tmp_path, tmp_path, **settings)
+    assert first.frames == 3 and first.unlisted == ["scene0000_00"]  # no split lists: train, and said so
+    sample = tmp_path / "sv" / "samples" / "scene0000_00" / "000040.npz"
+    reference = dict(np.load(sample))
+    (tmp_path / "sv" / "samples" / "scene0000_00" / "scene.json").unlink()  # as if killed before the end
+    second = prepare_scannet(tmp_path, tmp_path, **settings)
+    assert second.resumed == [] and second.frames == 3
+    again = np.load(sample)
+    assert all(np.array_equal(reference[k], again[k]) for k in reference)
+    assert _manifest(tmp_path)["samples"][0]["split"] == "train" and _manifest(tmp_path)["unlisted"] == ["scene0000_00"]
+
+
+def test_invalid_pose_and_empty_depth_frames_are_skipped_with_a_reason(synthetic_data: Path, tmp_path: Path) -> None:
+    files = _copy_scene(synthetic_data, tmp_path)
+    write_matrix(files.pose(20), np.full((4, 4), -np.inf))
+    write_depth(files.depth(40), np.zeros((120, 160), np.uint16))
+    summary = prepare_scannet(tmp_path, tmp_path / "out", frame_step=20, image_size=(64, 48), num_points=256)
+    assert summary.frames == 4
+    reasons = {frame: reason for _, frame, reason in summary.skipped}
+    assert set(reasons) == {20, 40} and "pose" in reasons[20] and "zero" in reasons[40]
+    assert [s["frame"] for s in _manifest(tmp_path / "out")["skipped"]] == [20, 40]
+    assert not (tmp_path / "out" / "sv" / "samples" / "scene0000_00" / "000020.npz").exists()
+
+
+# ----------------------------------------------------------------------------- one-line errors naming the file
+
+
+def test_missing_pose_file_names_the_file(synthetic_data: Path, tmp_path: Path) -> None:
+    files = _copy_scene(synthetic_data, tmp_path)
+    files.pose(60).unlink()
+    with pytest.raises(BifusionError) as error:
+        prepare_scannet(tmp_path, tmp_path / "out", frame_step=20, image_size=(64, 48), num_points=64)
+    assert error.value.where == str(files.pose(60)) and "not found" in error.value.problem
+    assert not (tmp_path / "out" / "sv" / "samples" / "scene0000_00").exists()  # nothing half-written
+
+
+def test_segs_of_wrong_length_names_the_file(synthetic_data: Path, tmp_path: Path) -> None:
+    files = _copy_scene(synthetic_data, tmp_path)
+    segs = read_segs(files.segs)
+    write_segs(files.segs, files.scene, segs[:-5])
+    with pytest.raises(BifusionError) as error:
+        prepare_scannet(tmp_path, tmp_path / "out", frame_step=20, image_size=(64, 48), num_points=64)
+    assert error.value.where == str(files.segs)
+    assert f"{len(segs) - 5} segIndices" in error.value.problem and f"{len(segs)} vertices" in error.value.problem
+
+
+def test_label_missing_from_the_tsv_names_the_aggregation_and_label(synthetic_data: Path, tmp_path: Path) -> None:
+    files = _copy_scene(synthetic_data, tmp_path)
+    data = json.loads(files.aggregation.read_text())
+    data["segGroups"][-1]["label"] = "flux capacitor"
+    files.aggregation.write_text(json.dumps(data))
+    with pytest.raises(BifusionError, match="'flux capacitor'.*scannetv2-labels.combined.tsv") as error:
+        prepare_scannet(tmp_path, tmp_path / "out", frame_step=20, image_size=(64, 48), num_points=64)
+    assert error.value.where == str(files.aggregation)
+
+
+def test_unreadable_image_and_missing_label_table(synthetic_data: Path, tmp_path: Path) -> None:
+    files = _copy_scene(synthetic_data, tmp_path)
+    files.color(0).write_bytes(b"not a jpeg")
+    with pytest.raises(BifusionError) as error:
+        prepare_scannet(tmp_path, tmp_path / "out", frame_step=20, image_size=(64, 48), num_points=64)
+    assert error.value.where == str(files.color(0)) and "unreadable" in error.value.problem
+    (tmp_path / "scannetv2-labels.combined.tsv").unlink()
+    with pytest.raises(BifusionError, match="label table not found"):
+        prepare_scannet(tmp_path, tmp_path / "out", frame_step=20)
+
+
+# ----------------------------------------------------------------------------- raw readers and the generator
+
+
+def test_vertex_annotations_follow_the_official_export_rules() -> None:
+    seg_indices = np.array([7, 7, 9, 9, 11, 40])
+    groups = [
+        SegGroup(group_id=0, object_id=0, segments=(7, 9), label="chair"),
+        SegGroup(group_id=1, object_id=4, segments=(9,), label="table"),  # later group overwrites segment 9
+    ]
+    table = {"chair": (2, 5), "table": (4, 7)}
+    labels = vertex_annotations(seg_indices, groups, table)
+    assert labels.instance.tolist() == [1, 1, 5, 5, 0, 0]
+    assert labels.label200.tolist() == [2, 2, 4, 4, 0, 0]
+    assert labels.label20.tolist() == [5, 5, 7, 7, 0, 0]
+
+
+def test_raw_files_round_trip(tmp_path: Path) -> None:
+    vertices = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    colors = np.random.default_rng(1).integers(0, 256, (50, 3)).astype(np.uint8)
+    faces = np.array([[0, 1, 2], [2, 3, 4], [5, 6, 49]])
+    write_mesh(tmp_path / "m.ply", vertices, colors, faces)
+    header = (tmp_path / "m.ply").read_bytes()[:400].decode("ascii", "replace")
+    assert "binary_little_endian" in header and "property uchar alpha" in header
+    assert "property list uchar int vertex_indices" in header
+    mesh = read_mesh(tmp_path / "m.ply")
+    assert np.array_equal(mesh.vertices, vertices) and np.array_equal(mesh.colors, colors) and np.array_equal(mesh.faces, faces)
+
+    depth = np.array([[0, 1, 255], [256, 4000, 65535]], np.uint16)
+    write_depth(tmp_path / "d.png", depth)
+    assert np.array_equal(read_depth(tmp_path / "d.png"), depth)
+    with Image.open(tmp_path / "d.png") as image:
+        assert image.mode.startswith("I;16")
+
+    write_matrix(tmp_path / "pose.txt", np.full((4, 4), -np.inf))
+    assert (tmp_path / "pose.txt").read_text().splitlines()[0] == "-inf -inf -inf -inf"
+    assert np.all(np.isneginf(read_matrix(tmp_path / "pose.txt")))
+
+    write_scene_meta(tmp_path / "s.txt", {"sceneType": "Office", "colorWidth": 1296})
+    meta = read_scene_meta(tmp_path / "s.txt")
+    assert np.array_equal(meta.axis_align, np.eye(4)) and meta.values["colorWidth"] == "1296"  # no axisAlignment: identity
+    (tmp_path / "bad.txt").write_text("axisAlignment = 1 2 3\n")
+    with pytest.raises(BifusionError, match="16 numbers"):
+        read_scene_meta(tmp_path / "bad.txt")
+    (tmp_path / "m.ply").write_bytes(b"ply\nformat nonsense\n")
+    with pytest.raises(BifusionError, match="unreadable PLY"):
+        read_mesh(tmp_path / "m.ply")
+
+
+def test_synthetic_scan_is_consistent_and_deterministic(synthetic_data: Path) -> None:
+    files = ScanFiles(synthetic_data / "scans" / "scene0001_00")
+    scene = _scene("scene0001_00")
+    mesh = read_mesh(files.mesh)
+    assert np.allclose(mesh.vertices, scene.world_vertices, atol=1e-4) and len(mesh.faces) == len(scene.faces)
+    assert np.array_equal(synthetic_scene(SYNTHETIC_SEED, 1, SYNTHETIC_OPTIONS).vertices, scene.vertices)
+    # no segment straddles two objects, and every annotated object is one aggregation group
+    segs = read_segs(files.segs, len(mesh.vertices))
+    owners = {}
+    for segment, owner in zip(segs.tolist(), scene.vertex_object.tolist()):
+        assert owners.setdefault(segment, owner) == owner
+    groups = read_aggregation(files.aggregation)
+    assert sorted(g.label for g in groups) == sorted(o.category for o in scene.objects if o.object_id >= 0)
+    assert {"pillow", "towel", "floor", "wall"} <= {g.label for g in groups}
+    assert 4 + 5 <= len(groups) <= 8 + 5
+    # colour has twice the depth resolution, like real ScanNet (1296x968 vs 640x480)
+    depth = read_depth(files.depth(0))
+    with Image.open(files.color(0)) as color:
+        assert color.size == (2 * depth.shape[1], 2 * depth.shape[0])
+    table = read_labels_tsv(synthetic_data / "scannetv2-labels.combined.tsv")
+    assert all(table[g.label] == CATEGORIES[g.label][:2] for g in groups)
+
+
+def test_pillow_and_towel_differ_only_below_a_5cm_voxel() -> None:
+    """Same mean colour; the texture is strong per pixel but mostly averages away in 5 cm cells."""
+    scene = synthetic_scene(SYNTHETIC_SEED, 0, SYNTHETIC_OPTIONS)
+    fine: dict[str, SyntheticObject] = {o.category: o for o in scene.objects if o.category in ("pillow", "towel")}
+    axis = np.arange(0.00125, 0.35, 0.0025)  # sample centres; 0.35 m = 7 whole 5 cm cells
+    grid = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    means, voxel_spread, pixel_spread = {}, {}, {}
+    for name, obj in fine.items():
+        local = np.column_stack([grid, np.full(len(grid), 0.113)])  # a horizontal patch, object frame
+        to_aligned = np.linalg.inv(obj.to_local)
+        albedo = obj.albedo(local @ to_aligned[:3, :3].T + to_aligned[:3, 3])
+        means[name] = albedo.mean(0)
+        _, cell = np.unique(np.floor(grid / 0.05).astype(int), axis=0, return_inverse=True)
+        cell = cell.reshape(-1)
+        per_cell = np.stack([np.bincount(cell, albedo[:, c]) / np.bincount(cell) for c in range(3)], 1)
+        voxel_spread[name] = per_cell.std(0).max()
+        pixel_spread[name] = albedo.std(0).max()
+    assert np.abs(means["pillow"] - means["towel"]).max() < 0.15
+    for name in fine:
+        assert pixel_spread[name] > 0.15 and voxel_spread[name] < 0.25 * pixel_spread[name]
+    assert TEXTURE_PERIOD_M < 0.05
+
+
+def test_register_color_matches_a_render_at_the_target_camera() -> None:
+    """When colour and depth cameras differ in field of view, the registered image equals a direct render."""
+    scene = synthetic_scene(SYNTHETIC_SEED, 2, SYNTHETIC_OPTIONS)
+    pose = scene.pose(scene.frames[1])
+    wide = scene.color_intrinsic.copy()
+    wide[0, 0] *= 0.75
+    wide[1, 1] *= 0.75
+    wide[0, 2] += 10
+    source = scene.render(pose, wide, SYNTHETIC_OPTIONS.color_size).color
+    target = rescale_intrinsic(scene.depth_intrinsic, SYNTHETIC_OPTIONS.depth_size, (112, 80))
+    registered = register_color(source, wide, target, (112, 80)).astype(float)
+    direct = scene.render(pose, target, (112, 80)).color.astype(float)
+    naive = np.asarray(Image.fromarray(source).resize((112, 80), Image.Resampling.BILINEAR)).astype(float)
+    inner = (slice(4, -4), slice(4, -4))
+    assert np.abs(registered - direct)[inner].mean() < 4 and np.abs(naive - direct)[inner].mean() > 8
