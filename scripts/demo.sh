@@ -14,7 +14,7 @@ else
   echo "[demo] $DATA already prepared (make clean-demo to start over)"
 fi
 "$BIN/bifusion" validate --preset demo --data "$DATA"
-"$BIN/bifusion" precompute-clip --preset demo --data "$DATA" --workers 2 --verify 4
+"$BIN/bifusion" precompute-clip --preset demo --data "$DATA" --workers 1 --verify 4
 "$BIN/bifusion" train --preset demo --data "$DATA" ${DEMO_ITERS:+--max-iters "$DEMO_ITERS"}
 RUN=$(ls -td outputs/demo/*/ | head -1)
 "$BIN/bifusion" eval "$RUN/checkpoints/init.pt" "$RUN" --data "$DATA" --export "$RUN/benchmark"

@@ -289,3 +289,27 @@ def test_manifest_with_other_image_size_is_rejected(tmp_path: Path, clip_weights
         precompute_clip_features(root, num_layers=1, weights=clip_weights, image_size=(320, 240))
     with pytest.raises(BifusionError, match="multiples of 16"):
         precompute_clip_features(root, num_layers=1, weights=clip_weights, image_size=(230, 160))
+
+
+def test_failing_worker_keeps_published_shards_and_rerun_resumes(clip_weights: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    root = tmp_path / "DATA"
+    samples = [_write_frame(root, "scene0000_00", f, rng) for f in (0, 200, 400, 600)]
+    _write_manifest(root, samples)
+    missing = root / "sv" / samples[3]["image"]
+    kept = missing.read_bytes()
+    missing.unlink()
+    settings = dict(num_layers=0, weights=clip_weights, image_size=(W, H))
+
+    # Worker 0 gets frames 0-1, worker 1 frames 2-3; one frame per shard; frame 3 fails.
+    with pytest.raises(BifusionError) as info:
+        precompute_clip_features(root, workers=2, batch_size=1, frames_per_shard=1, **settings)
+    assert info.value.where == str(missing) and "not found" in info.value.problem
+    out_dir = next((root / "clip").iterdir())
+    assert len(list(out_dir.glob("shard-*.h5"))) == 3
+    assert not list(out_dir.glob("*.tmp")) and not list(out_dir.glob(".*"))
+
+    missing.write_bytes(kept)
+    resumed = precompute_clip_features(root, workers=1, **settings)
+    assert (resumed.computed, resumed.skipped) == (1, 3)
+    assert sorted(ClipFeatureStore(out_dir).keys()) == sorted(s["key"] for s in samples)

@@ -241,6 +241,27 @@ def test_interrupted_scene_is_redone_identically(synthetic_data: Path, tmp_path:
     assert _manifest(tmp_path)["samples"][0]["split"] == "train" and _manifest(tmp_path)["unlisted"] == ["scene0000_00"]
 
 
+def test_split_lists_next_to_the_scans_root_are_found(synthetic_data: Path, tmp_path: Path) -> None:
+    root = tmp_path / "scannet"
+    _copy_scene(synthetic_data, root)
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "scannetv2_val.txt").write_text("scene0000_00\n")
+    summary = prepare_scannet(root, tmp_path / "out", frame_step=100, image_size=(64, 48), num_points=64)
+    assert summary.unlisted == [] and summary.frames == 2  # raw frames 0 and 100
+    assert {s["split"] for s in _manifest(tmp_path / "out")["samples"]} == {"val"}
+
+
+def test_mesh_superpoints_follow_the_segments_file(synthetic_data: Path, tmp_path: Path) -> None:
+    _copy_scene(synthetic_data, tmp_path)
+    prepare_scannet(tmp_path, tmp_path, frame_step=40, image_size=(64, 48), num_points=500, superpoints="mesh")
+    for _, sample in _samples(tmp_path):
+        sp, instance = sample["superpoints"], sample["instance"]
+        assert set(np.unique(sp)) == set(range(sp.max() + 1))
+        # a mesh segment never spans two objects; points off their box (instance 0) aside
+        labelled = instance > 0
+        assert all(len(np.unique(instance[labelled & (sp == k)])) <= 1 for k in np.unique(sp))
+
+
 def test_invalid_pose_and_empty_depth_frames_are_skipped_with_a_reason(synthetic_data: Path, tmp_path: Path) -> None:
     files = _copy_scene(synthetic_data, tmp_path)
     write_matrix(files.pose(20), np.full((4, 4), -np.inf))
