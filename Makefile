@@ -4,7 +4,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DATA ?= data/demo
-DEMO_SCENES ?= 12
+DEMO_SCENES ?= 64
+
+export DEMO_DATA DEMO_SCENES
 
 .PHONY: setup demo test bench clean-demo
 

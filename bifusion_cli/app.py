@@ -28,6 +28,7 @@ app = typer.Typer(
 PresetOpt = typer.Option("demo", "--preset", "-p", help="preset name (see `bifusion presets`) or a YAML file")
 SetOpt = typer.Option(None, "--set", "-s", help="override a preset key, e.g. --set model.fusion.gate=lite (repeatable)")
 DataOpt = typer.Option(None, "--data", "-d", help="data root (overrides data.root)")
+ClipWeightsOpt = typer.Option(None, "--clip-weights", help="open_clip_pytorch_model.bin (ViT-B/16); random init when absent")
 
 
 def cli_command(*names: str, **kwargs):
@@ -43,6 +44,9 @@ def cli_command(*names: str, **kwargs):
                 raise typer.Exit(2)
             except BifusionError as exc:
                 render.error(str(exc))
+                raise typer.Exit(1)
+            except ModuleNotFoundError as exc:
+                render.error(f"{exc.name}: not installed; run `make setup` to install bifusion's dependencies into .venv")
                 raise typer.Exit(1)
             except KeyboardInterrupt:
                 render.error("interrupted")
@@ -140,7 +144,7 @@ def precompute_clip_cmd(
     preset: str = PresetOpt,
     data: Optional[Path] = DataOpt,
     overrides: Optional[List[str]] = SetOpt,
-    clip_weights: Optional[Path] = typer.Option(None, "--clip-weights", help="open_clip_pytorch_model.bin (ViT-B/16)"),
+    clip_weights: Optional[Path] = ClipWeightsOpt,
     workers: int = typer.Option(1, "--workers", "-w", min=1),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     verify: int = typer.Option(0, "--verify", min=0, help="recompute K random stored frames and report the max difference"),
@@ -162,7 +166,7 @@ def precompute_clip_cmd(
     if verify:
         diff = verify_clip_features(Path(cfg.data.root), k=verify, **common)
         ok = diff < 1e-3
-        render.console.print(f"verify {verify} frames: max L2 difference {diff:.2e} " + ("[green](< 1e-3)[/]" if ok else "[red](≥ 1e-3)[/]"))
+        render.console.print(f"verify {verify} frames: max relative L2 difference {diff:.2e} " + ("[green](< 1e-3)[/]" if ok else "[red](≥ 1e-3)[/]"))
         if not ok:
             raise typer.Exit(1)
 
@@ -173,7 +177,7 @@ def train_cmd(
     data: Optional[Path] = DataOpt,
     overrides: Optional[List[str]] = SetOpt,
     max_iters: Optional[int] = typer.Option(None, "--max-iters", help="stop after N iterations (overrides epochs)"),
-    clip_weights: Optional[Path] = typer.Option(None, "--clip-weights"),
+    clip_weights: Optional[Path] = ClipWeightsOpt,
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="runs go to OUTPUT_DIR/<preset>/<timestamp>/"),
 ) -> None:
     """Train a model; the run folder gets config.yaml, checkpoints, TensorBoard events, metrics.csv."""

@@ -23,6 +23,8 @@ def fmt(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "–"
+        if value.is_integer() and abs(value) >= 1:
+            return f"{int(value):,}"
         return f"{value:.4f}" if abs(value) < 100 else f"{value:,.0f}"
     return str(value)
 

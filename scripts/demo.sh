@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
 DATA=${DEMO_DATA:-data/demo}
-SCENES=${DEMO_SCENES:-12}
+SCENES=${DEMO_SCENES:-64}
 export PYTHONUNBUFFERED=1
 
 if [ ! -f "$DATA/sv/manifest.json" ]; then

@@ -64,7 +64,8 @@ fi
 
 if [ -f pyproject.toml ]; then
   log "installing bifusion (editable) and its dependencies"
-  "${PIP[@]}" install -q -e ".[test]"
+  # quiet unless it fails: the editable build prints setuptools warnings nobody can act on
+  "${PIP[@]}" install -q -e ".[test]" > "$VENV/setup-pip.log" 2>&1 || { cat "$VENV/setup-pip.log"; exit 1; }
   hash_inputs > "$STAMP"
 fi
 log "done"
