@@ -81,11 +81,12 @@ def tiny_batch(cfg, labels, num_points: int = 600, seed: int = 0):
             "superpoints": np.unique(rng.integers(0, 20, num_points), return_inverse=True)[1],
             "semantic": labels.semantic_train_ids(raw), "instance": instance,
             "instance_class": np.where(instance > 0, labels.instance_class_ids(raw), -1), "label_raw": raw,
-            "pose": np.eye(4, dtype=np.float32), "intrinsic": intrinsic, "depth": depth,
+            "point_frame": np.zeros(num_points, np.int64),
+            "pose": np.eye(4, dtype=np.float32)[None], "intrinsic": intrinsic[None], "depth": depth[None],
         })
         if cfg.model.use_2d:
-            samples[-1]["clip_patch"] = torch.randn(768, h // 16, w // 16)
-            samples[-1]["clip_global"] = torch.randn(768)
+            samples[-1]["clip_patch"] = torch.randn(1, 768, h // 16, w // 16)
+            samples[-1]["clip_global"] = torch.randn(1, 768)
     return collate(samples)
 
 

@@ -55,13 +55,14 @@ class BiFusionSegmentor(nn.Module):
         self.iteration.fill_(iteration)
 
     def project(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each point into its own frame; valid = inside the image and depth-consistent."""
         uv = batch.points.new_zeros(batch.points.shape[0], 2)
         valid = torch.zeros(batch.points.shape[0], dtype=torch.bool, device=batch.points.device)
-        for b in range(batch.num_samples):
-            sel = batch.point_batch == b
+        for f in range(batch.num_frames):
+            sel = batch.point_frame == f
             uv[sel], valid[sel] = project_points(
-                batch.points[sel], batch.pose[b], batch.intrinsic[b], batch.image_size,
-                batch.depth[b], depth_tolerance=self.depth_tolerance,
+                batch.points[sel], batch.pose[f], batch.intrinsic[f], batch.image_size,
+                batch.depth[f], depth_tolerance=self.depth_tolerance,
             )
         return uv, valid
 
@@ -76,7 +77,7 @@ class BiFusionSegmentor(nn.Module):
                 raise ValueError("this model fuses 2D features but the batch carries no CLIP tokens")
             uv, valid = self.project(batch)
             fmap = self.head2d(batch.clip_patch)
-            f2d = self.head2d.point_features(fmap, uv, batch.point_batch, batch.image_size)
+            f2d = self.head2d.point_features(fmap, uv, batch.point_frame, batch.image_size)
             fused, alpha = self.gate(f2d, f3d, valid, batch.point_batch, batch.num_samples, int(self.iteration))
             out_2d = {"f2d": f2d, "valid": valid, "alpha": alpha}
             stats = gate_statistics(alpha, valid)

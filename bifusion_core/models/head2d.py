@@ -30,11 +30,11 @@ class ProjectionHead2D(nn.Module):
         return F.normalize(out, dim=-1).transpose(1, 2).reshape(b, -1, h, w)
 
     def point_features(
-        self, fmap: torch.Tensor, uv: torch.Tensor, batch: torch.Tensor, image_size: tuple[int, int]
+        self, fmap: torch.Tensor, uv: torch.Tensor, point_frame: torch.Tensor, image_size: tuple[int, int]
     ) -> torch.Tensor:
-        """Bilinear samples of each sample's map at its points' pixels, re-normalised."""
+        """Bilinear samples of each frame's map at its points' pixels, re-normalised."""
         out = fmap.new_zeros(uv.shape[0], fmap.shape[1])
-        for b in range(fmap.shape[0]):
-            sel = batch == b
-            out[sel] = sample_feature_map(fmap[b], uv[sel], image_size)
+        for f in range(fmap.shape[0]):
+            sel = point_frame == f
+            out[sel] = sample_feature_map(fmap[f], uv[sel], image_size)
         return F.normalize(out, dim=-1)
