@@ -1,0 +1,124 @@
+"""A training/eval batch: samples concatenated point-wise, voxelised for the sparse U-Net.
+
+Everything the model needs is a tensor here, so moving a batch to the device is one call
+and the model never touches numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def voxelize(points: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """Unique voxel coordinates and, per point, the index of its voxel."""
+    grid = np.floor(points / voxel_size).astype(np.int32)
+    grid -= grid.min(axis=0)
+    coords, inverse = np.unique(grid, axis=0, return_inverse=True)
+    return coords, inverse.reshape(-1)
+
+
+@dataclass
+class Batch:
+    keys: list[str]
+    # points (N = all points of the batch)
+    points: torch.Tensor  # (N,3) world frame: projection into the frame uses these
+    points_aug: torch.Tensor  # (N,3) augmented copy the 3D branch sees
+    point_batch: torch.Tensor  # (N,) sample index
+    point_voxel: torch.Tensor  # (N,) row in vox_coords
+    superpoints: torch.Tensor  # (N,) global superpoint index
+    sp_batch: torch.Tensor  # (S,) sample index of each superpoint
+    semantic: torch.Tensor  # (N,) train id, -1 ignore
+    instance: torch.Tensor  # (N,) thing instance id, 0 none (stuff counts as none)
+    instance_class: torch.Tensor  # (N,) thing class id, -1 none
+    label_raw: torch.Tensor  # (N,) raw benchmark label id (for evaluation)
+    # voxels
+    vox_coords: torch.Tensor  # (M,4) int: batch index + xyz
+    vox_feats: torch.Tensor  # (M,C) mean point features per voxel
+    # frames (F = all frames of the batch: one per sample single-view, T per sample multi-view)
+    point_frame: torch.Tensor  # (N,) global frame index of each point
+    frame_batch: torch.Tensor  # (F,) sample index of each frame
+    pose: torch.Tensor  # (F,4,4) camera-to-world
+    intrinsic: torch.Tensor  # (F,3,3)
+    depth: torch.Tensor  # (F,H,W) metres
+    clip_patch: torch.Tensor | None = None  # (F,768,h,w)
+    clip_global: torch.Tensor | None = None  # (F,768)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.keys)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frame_batch.shape[0])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.depth.shape[2]), int(self.depth.shape[1])
+
+    def to(self, device: torch.device | str) -> "Batch":
+        moved = {
+            f.name: (getattr(self, f.name).to(device, non_blocking=True) if torch.is_tensor(getattr(self, f.name)) else getattr(self, f.name))
+            for f in fields(self)
+        }
+        return Batch(**moved)
+
+
+def collate(samples: list[dict[str, Any]]) -> Batch:
+    """Samples (``PreparedFrames`` / multi-view sequences) → one ``Batch`` with globally offset indices."""
+    vox_coords, vox_feats, point_voxel, superpoints, sp_batch, point_batch = [], [], [], [], [], []
+    point_frame, frame_batch = [], []
+    vox_offset = sp_offset = frame_offset = 0
+    for b, s in enumerate(samples):
+        coords, inverse = s["voxel_coords"], s["voxel_inverse"]
+        feats = np.zeros((len(coords), s["point_feats"].shape[1]), np.float32)
+        np.add.at(feats, inverse, s["point_feats"])
+        feats /= np.bincount(inverse, minlength=len(coords))[:, None]
+        vox_coords.append(np.concatenate([np.full((len(coords), 1), b, np.int32), coords], axis=1))
+        vox_feats.append(feats)
+        point_voxel.append(inverse + vox_offset)
+        num_sp = int(s["superpoints"].max()) + 1
+        superpoints.append(s["superpoints"] + sp_offset)
+        sp_batch.append(np.full(num_sp, b))
+        point_batch.append(np.full(len(s["points"]), b))
+        num_frames = len(s["pose"])
+        point_frame.append(s["point_frame"] + frame_offset)
+        frame_batch.append(np.full(num_frames, b))
+        vox_offset += len(coords)
+        sp_offset += num_sp
+        frame_offset += num_frames
+
+    def cat(key: str, dtype=None) -> torch.Tensor:
+        t = torch.from_numpy(np.concatenate([s[key] for s in samples]))
+        return t if dtype is None else t.to(dtype)
+
+    def frames(key: str) -> torch.Tensor:
+        return torch.cat([torch.as_tensor(s[key]) for s in samples]).float()
+
+    has_clip = all(s.get("clip_patch") is not None for s in samples)
+    return Batch(
+        keys=[s["key"] for s in samples],
+        points=cat("points", torch.float32),
+        points_aug=cat("points_aug", torch.float32),
+        point_batch=torch.from_numpy(np.concatenate(point_batch)).long(),
+        point_voxel=torch.from_numpy(np.concatenate(point_voxel)).long(),
+        superpoints=torch.from_numpy(np.concatenate(superpoints)).long(),
+        sp_batch=torch.from_numpy(np.concatenate(sp_batch)).long(),
+        semantic=cat("semantic", torch.long),
+        instance=cat("instance", torch.long),
+        instance_class=cat("instance_class", torch.long),
+        label_raw=cat("label_raw", torch.long),
+        vox_coords=torch.from_numpy(np.concatenate(vox_coords)).int(),
+        vox_feats=torch.from_numpy(np.concatenate(vox_feats)),
+        point_frame=torch.from_numpy(np.concatenate(point_frame)).long(),
+        frame_batch=torch.from_numpy(np.concatenate(frame_batch)).long(),
+        pose=frames("pose"),
+        intrinsic=frames("intrinsic"),
+        depth=frames("depth"),
+        clip_patch=frames("clip_patch") if has_clip else None,
+        clip_global=frames("clip_global") if has_clip else None,
+    )

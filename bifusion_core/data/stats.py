@@ -1,0 +1,51 @@
+"""``bifusion stats``: what a prepared data root holds, before spending hours training on it."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .dataset import load_manifest
+from .labels import LABEL_SETS
+
+
+def dataset_stats(cfg) -> dict[str, Any]:
+    root = Path(cfg.data.root)
+    manifest = load_manifest(root, cfg.data.mode)
+    labels = LABEL_SETS[cfg.data.benchmark]
+    splits = Counter(r["split"] for r in manifest["samples"])
+    classes: Counter = Counter()
+    instances, superpoints, points = [], [], 0
+    for rec in manifest["samples"]:
+        with np.load(root / cfg.data.mode / rec["file"]) as z:
+            raw = z[labels.sample_key]
+            sem = labels.semantic_train_ids(raw)
+            ids, counts = np.unique(sem[sem >= 0], return_counts=True)
+            classes.update({labels.names[i]: int(c) for i, c in zip(ids, counts)})
+            inst = z["instance"][labels.instance_class_ids(raw) >= 0]
+            instances.append(len(np.unique(inst[inst > 0])))
+            superpoints.append(len(np.unique(z["superpoints"])))
+            points += len(raw)
+    clip_frames = 0
+    clip_root = root / "clip"
+    if clip_root.is_dir():
+        import h5py
+
+        keys: set[str] = set()
+        for shard in clip_root.glob("*/shard-*.h5"):
+            with h5py.File(shard, "r") as f:
+                f.visit(lambda name: keys.add(name) if name.count("/") == 1 else None)
+        clip_frames = len(keys)
+    summary = {
+        "scenes": float(len({r["scene"] for r in manifest["samples"]})),
+        **{f"frames/{s}": float(n) for s, n in sorted(splits.items())},
+        "points": float(points),
+        "instances per frame": float(np.mean(instances)) if instances else 0.0,
+        "superpoints per frame": float(np.mean(superpoints)) if superpoints else 0.0,
+        "frames with CLIP features (any setting)": float(clip_frames),
+        "skipped frames": float(len(manifest.get("skipped", []))),
+    }
+    return {"summary": summary, "classes": {k: float(v) for k, v in classes.most_common(20)}}

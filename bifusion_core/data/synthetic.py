@@ -1,0 +1,616 @@
+"""Synthetic ScanNet scans: small furnished rooms written in the exact raw ScanNet layout.
+
+They exist so the whole pipeline (prepare, train, evaluate) runs end-to-end in tests and demos
+without the 1.3 TB dataset, through the *same* readers as real scans. Two classes (``pillow``
+with fine stripes, ``towel`` with a fine checkerboard) share shape, size distribution and mean
+colour and differ only in a ~3.5 cm texture: a >= 5 cm voxel averages it away, the image keeps
+it, so only a model that uses 2D features can tell them apart.
+
+Frames are rendered by ray casting the scene mesh (embree through trimesh), so the generator
+also knows the exact per-pixel instance of every frame (``SyntheticScene.render``), which is the
+ground truth the preparation round-trip tests compare against.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..reporting import NULL_REPORTER, Reporter
+from .labels import write_labels_tsv
+from .scannet_raw import (
+    ScanFiles,
+    SegGroup,
+    write_aggregation,
+    write_color,
+    write_depth,
+    write_intrinsics,
+    write_matrix,
+    write_mesh,
+    write_scene_meta,
+    write_segs,
+    write_split,
+)
+
+#: Raw frame indices are ``0, SYNTHETIC_FRAME_STEP, 2*SYNTHETIC_FRAME_STEP, ...`` (like a
+#: SensReader export with ``frame_skip=20``); prepare them with ``frame_step`` a multiple of it.
+SYNTHETIC_FRAME_STEP = 20
+
+# raw category -> (tsv id, nyu40 id, nyu40 class name); a small, consistent slice of ScanNet's table.
+CATEGORIES: dict[str, tuple[int, int, str]] = {
+    "wall": (1, 1, "wall"),
+    "floor": (3, 2, "floor"),
+    "chair": (2, 5, "chair"),
+    "table": (4, 7, "table"),
+    "cabinet": (7, 3, "cabinet"),
+    "bed": (11, 4, "bed"),
+    "pillow": (13, 18, "pillow"),
+    "bookshelf": (18, 10, "bookshelf"),
+    "box": (26, 29, "box"),
+    "towel": (31, 27, "towel"),
+    "nightstand": (34, 32, "night stand"),
+    "trash can": (56, 39, "otherfurniture"),
+}
+TEXTURE_PERIOD_M = 0.035  # stripes and checkerboard of pillow/towel
+ROOM_HEIGHT_M = 2.6
+
+
+@dataclass(frozen=True)
+class SyntheticOptions:
+    """Everything that shapes a generated scan; the same options rebuild the same scene."""
+
+    num_frames: int = 8
+    frame_step: int = SYNTHETIC_FRAME_STEP
+    depth_size: tuple[int, int] = (160, 120)  # (W, H)
+    color_size: tuple[int, int] = (320, 240)  # (W, H), 2x depth like ScanNet's 1296x968 vs 640x480
+    min_objects: int = 4
+    max_objects: int = 8
+    room_edge_m: float = 0.05  # mesh edge length of floor and walls
+    object_edge_m: float = 0.03  # mesh edge length of furniture
+    depth_noise: float = 0.001  # sigma = depth_noise * z^2 metres (structured-light-like)
+    color_noise: float = 2.0  # sigma in 0..255 units
+
+
+# --------------------------------------------------------------------------- geometry primitives
+
+
+def _parametric_grid(
+    surface: Callable[[np.ndarray, np.ndarray], np.ndarray], ns: int, nt: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Triangulate ``surface(s, t)`` over a (ns x nt)-cell grid of [0,1]^2: near-uniform edges, no slivers."""
+    s, t = np.meshgrid(np.linspace(0, 1, ns + 1), np.linspace(0, 1, nt + 1), indexing="ij")
+    vertices = surface(s.reshape(-1), t.reshape(-1))
+    i, j = np.meshgrid(np.arange(ns), np.arange(nt), indexing="ij")
+    a = (i * (nt + 1) + j).reshape(-1)
+    b, c, d = a + nt + 1, a + 1, a + nt + 2
+    faces = np.concatenate([np.stack([a, b, c], 1), np.stack([b, d, c], 1)])
+    return vertices, faces
+
+
+def _cells(length: float, edge: float) -> int:
+    return max(1, math.ceil(length / edge))
+
+
+def _rectangle(origin: np.ndarray, u: np.ndarray, v: np.ndarray, edge: float) -> tuple[np.ndarray, np.ndarray]:
+    origin, u, v = (np.asarray(x, np.float64) for x in (origin, u, v))
+    return _parametric_grid(
+        lambda s, t: origin + s[:, None] * u + t[:, None] * v,
+        _cells(np.linalg.norm(u), edge),
+        _cells(np.linalg.norm(v), edge),
+    )
+
+
+def _box(size: tuple[float, float, float], centre_xy: tuple[float, float], z0: float, edge: float, bottom: bool):
+    """Axis-aligned box resting at height ``z0``; hidden bottoms of floor-standing boxes are left out."""
+    w, d, h = size
+    x0, y0 = centre_xy[0] - w / 2, centre_xy[1] - d / 2
+    o = np.array([x0, y0, z0])
+    ex, ey, ez = np.array([w, 0, 0]), np.array([0, d, 0]), np.array([0, 0, h])
+    faces = [
+        (o + ez, ex, ey),  # top
+        (o, ex, ez),  # front (-y)
+        (o + ey, ex, ez),  # back
+        (o, ey, ez),  # left (-x)
+        (o + ex, ey, ez),  # right
+    ]
+    if bottom:
+        faces.append((o, ex, ey))
+    return _merge([_rectangle(*f, edge) for f in faces])
+
+
+def _cylinder(radius: float, height: float, centre_xy: tuple[float, float], z0: float, edge: float):
+    """Upright cylinder with a top cap (polar grid, so cap points are near a vertex too)."""
+    cx, cy = centre_xy
+    n_around = max(8, _cells(2 * math.pi * radius, edge))
+
+    def side(s: np.ndarray, t: np.ndarray) -> np.ndarray:
+        a = 2 * math.pi * s
+        return np.stack([cx + radius * np.cos(a), cy + radius * np.sin(a), z0 + height * t], 1)
+
+    def cap(s: np.ndarray, t: np.ndarray) -> np.ndarray:
+        a = 2 * math.pi * s
+        return np.stack([cx + radius * t * np.cos(a), cy + radius * t * np.sin(a), np.full_like(s, z0 + height)], 1)
+
+    return _merge([_parametric_grid(side, n_around, _cells(height, edge)), _parametric_grid(cap, n_around, _cells(radius, edge))])
+
+
+def _merge(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    vertices, faces, offset = [], [], 0
+    for v, f in parts:
+        vertices.append(v)
+        faces.append(f + offset)
+        offset += len(v)
+    return np.concatenate(vertices), np.concatenate(faces)
+
+
+# --------------------------------------------------------------------------- furniture
+
+
+@dataclass(frozen=True)
+class _Design:
+    """An object in its own frame (origin at the footprint centre on the floor, +z up)."""
+
+    category: str
+    footprint: tuple[float, float]
+    parts: list[tuple[np.ndarray, np.ndarray]]
+    texture: str
+
+
+def _design(category: str, rng: np.random.Generator, edge: float) -> _Design:
+    u = rng.uniform
+    if category == "chair":
+        w, d, seat = u(0.42, 0.52), u(0.42, 0.52), u(0.42, 0.48)
+        legs = [_box((0.04, 0.04, seat - 0.05), (sx * (w / 2 - 0.04), sy * (d / 2 - 0.04)), 0, edge, False)
+                for sx in (-1, 1) for sy in (-1, 1)]
+        parts = legs + [
+            _box((w, d, 0.05), (0, 0), seat - 0.05, edge, True),
+            _box((w, 0.04, u(0.38, 0.5)), (0, -d / 2 + 0.02), seat, edge, False),
+        ]
+        return _Design(category, (w, d), parts, "plain")
+    if category == "table":
+        w, d, h = u(0.8, 1.4), u(0.6, 0.9), u(0.7, 0.78)
+        legs = [_cylinder(0.025, h - 0.04, (sx * (w / 2 - 0.07), sy * (d / 2 - 0.07)), 0, edge)
+                for sx in (-1, 1) for sy in (-1, 1)]
+        return _Design(category, (w, d), legs + [_box((w, d, 0.04), (0, 0), h - 0.04, edge, True)], "wood")
+    if category == "bed":
+        w, d = u(1.3, 1.7), u(1.9, 2.1)
+        parts = [_box((w, d, u(0.4, 0.5)), (0, 0), 0, edge, False),
+                 _box((w, 0.08, u(0.9, 1.1)), (0, -d / 2 + 0.04), 0, edge, False)]
+        return _Design(category, (w, d), parts, "plain")
+    if category == "trash can":
+        r = u(0.13, 0.18)
+        return _Design(category, (2 * r, 2 * r), [_cylinder(r, u(0.3, 0.45), (0, 0), 0, edge)], "plain")
+    sizes = {
+        "cabinet": ((0.5, 1.0), (0.4, 0.6), (0.6, 1.1), "panel"),
+        "nightstand": ((0.4, 0.5), (0.35, 0.45), (0.5, 0.6), "panel"),
+        "bookshelf": ((0.6, 1.0), (0.28, 0.35), (1.0, 1.2), "panel"),
+        "box": ((0.3, 0.55), (0.3, 0.55), (0.3, 0.55), "plain"),
+        # pillow and towel: one shape and size distribution; only the texture differs
+        "pillow": ((0.45, 0.6), (0.3, 0.4), (0.1, 0.16), "stripes"),
+        "towel": ((0.45, 0.6), (0.3, 0.4), (0.1, 0.16), "checker"),
+        "clutter": ((0.15, 0.3), (0.15, 0.3), (0.1, 0.25), "plain"),
+    }
+    (w0, w1), (d0, d1), (h0, h1), texture = sizes[category]
+    w, d, h = u(w0, w1), u(d0, d1), u(h0, h1)
+    return _Design(category, (w, d), [_box((w, d, h), (0, 0), 0, edge, False)], texture)
+
+
+_FURNITURE = ("chair", "table", "cabinet", "bed", "box", "nightstand", "bookshelf", "trash can", "pillow", "towel")
+_PALETTE = np.array(
+    [[0.55, 0.40, 0.28], [0.70, 0.62, 0.50], [0.35, 0.35, 0.38], [0.60, 0.25, 0.22], [0.25, 0.40, 0.55],
+     [0.45, 0.55, 0.35], [0.75, 0.72, 0.68], [0.50, 0.45, 0.60]]
+)
+
+
+# --------------------------------------------------------------------------- scene
+
+
+@dataclass(frozen=True, eq=False)
+class SyntheticObject:
+    """One object; ``object_id`` is its aggregation objectId (-1: deliberately left unannotated)."""
+
+    object_id: int
+    category: str
+    texture: str
+    base_color: np.ndarray  # mean albedo, RGB in 0..1
+    contrast: np.ndarray  # texture swings base +- contrast
+    to_local: np.ndarray  # 4x4 aligned frame -> object frame (textures live there)
+    segment_size_m: float
+
+    @property
+    def instance_id(self) -> int:
+        return self.object_id + 1 if self.object_id >= 0 else 0
+
+    @property
+    def label200(self) -> int:
+        return CATEGORIES[self.category][0] if self.object_id >= 0 else 0
+
+    def albedo(self, points_aligned: np.ndarray, *, blur_fine: bool = False) -> np.ndarray:
+        """Procedural colour at points (aligned frame); ``blur_fine`` gives the mean for fine textures
+        (mesh vertex colours are blurred in real scans too)."""
+        p = points_aligned @ self.to_local[:3, :3].T + self.to_local[:3, 3]
+        x, y, z = p[:, 0], p[:, 1], p[:, 2]
+        if self.texture in ("stripes", "checker"):
+            if blur_fine:
+                return np.broadcast_to(self.base_color, p.shape).copy()
+            if self.texture == "stripes":
+                sign = np.where(np.mod(x / TEXTURE_PERIOD_M, 1.0) < 0.5, 1.0, -1.0)
+            else:
+                cell = TEXTURE_PERIOD_M / 2
+                parity = np.floor(x / cell) + np.floor(y / cell) + np.floor(z / cell + 0.25)
+                sign = np.where(np.mod(parity, 2) == 0, 1.0, -1.0)
+            return self.base_color + sign[:, None] * self.contrast
+        if self.texture == "wood":  # planks along x, grain
+            plank = np.floor(y / 0.18)
+            shade = 0.9 + 0.2 * np.mod(plank * 0.618, 1.0) + 0.04 * np.sin(x * 23.0 + plank * 1.7)
+        elif self.texture == "panel":  # horizontal bands like drawers/shelves
+            shade = np.where(np.mod(z, 0.3) < 0.02, 0.7, 1.0) + 0.03 * np.sin(x * 5.0)
+        else:
+            shade = 1.0 + 0.06 * np.sin(x * 2.1 + 0.7) * np.sin(y * 1.7 + z * 1.3)
+        return self.base_color * shade[:, None]
+
+
+@dataclass(frozen=True)
+class RenderedView:
+    """The generator's own truth for one camera: what the sensor sees and who it belongs to."""
+
+    depth_m: np.ndarray  # float32 (H,W), z in the camera frame, 0 = no hit
+    color: np.ndarray  # uint8 (H,W,3), no noise
+    instance: np.ndarray  # int32 (H,W), objectId+1, 0 = none/unannotated
+    label200: np.ndarray  # int32 (H,W), tsv id, 0 = none
+
+
+@dataclass(frozen=True, eq=False)
+class SyntheticScene:
+    """A room in the axis-aligned frame plus the alignment that hides it in an arbitrary world frame."""
+
+    name: str
+    index: int
+    seed: int
+    options: SyntheticOptions
+    objects: tuple[SyntheticObject, ...]
+    vertices: np.ndarray  # float64 (V,3), aligned frame
+    faces: np.ndarray  # int64 (F,3)
+    vertex_object: np.ndarray  # (V,) index into objects
+    vertex_segment: np.ndarray  # (V,) segs.json id
+    axis_align: np.ndarray  # 4x4, aligned = axis_align @ world
+    depth_intrinsic: np.ndarray  # 3x3 at options.depth_size
+    color_intrinsic: np.ndarray  # 3x3 at options.color_size
+    aligned_poses: np.ndarray  # (num_frames,4,4) camera->aligned
+    frames: tuple[int, ...] = field(default=())
+
+    @property
+    def world_vertices(self) -> np.ndarray:
+        inverse = np.linalg.inv(self.axis_align)
+        return self.vertices @ inverse[:3, :3].T + inverse[:3, 3]
+
+    def pose(self, frame: int) -> np.ndarray:
+        """Camera-to-world pose of raw frame ``frame`` (what ``pose/<frame>.txt`` holds)."""
+        return np.linalg.inv(self.axis_align) @ self.aligned_poses[self.frames.index(frame)]
+
+    @functools.cached_property
+    def _face_object(self) -> np.ndarray:
+        return self.vertex_object[self.faces[:, 0]]
+
+    @functools.cached_property
+    def _intersector(self):
+        import trimesh
+
+        mesh = trimesh.Trimesh(self.vertices, self.faces, process=False)
+        try:
+            from trimesh.ray.ray_pyembree import RayMeshIntersector
+
+            return RayMeshIntersector(mesh)
+        except ImportError:  # pragma: no cover - embreex missing: correct but ~100x slower
+            from trimesh.ray.ray_triangle import RayMeshIntersector as SlowIntersector
+
+            return SlowIntersector(mesh)
+
+    @functools.cached_property
+    def _face_normals(self) -> np.ndarray:
+        v = self.vertices[self.faces]
+        n = np.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+        return n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+
+    def vertex_colors(self) -> np.ndarray:
+        colors = np.zeros((len(self.vertices), 3))
+        for k, obj in enumerate(self.objects):
+            mask = self.vertex_object == k
+            colors[mask] = obj.albedo(self.vertices[mask], blur_fine=True)
+        return np.clip(colors * 255, 0, 255).round().astype(np.uint8)
+
+    def render(self, pose_world: np.ndarray, intrinsic: np.ndarray, size: tuple[int, int]) -> RenderedView:
+        """Ray-cast one pinhole camera (pixel-index convention: pixel (0,0) centre at (0,0))."""
+        width, height = size
+        pose = self.axis_align @ np.asarray(pose_world, np.float64)
+        rotation, eye = pose[:3, :3], pose[:3, 3]
+        k = np.asarray(intrinsic, np.float64)
+        u, v = np.meshgrid(np.arange(width), np.arange(height))
+        rays_cam = np.stack([(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], np.ones_like(u, float)], -1).reshape(-1, 3)
+        directions = rays_cam @ rotation.T
+        directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+        origins = np.broadcast_to(eye, directions.shape)
+        faces, rays, hits = self._intersector.intersects_id(
+            origins, directions, multiple_hits=False, return_locations=True
+        )
+        n = width * height
+        depth = np.zeros(n, np.float32)
+        instance = np.zeros(n, np.int32)
+        label = np.zeros(n, np.int32)
+        color = np.zeros((n, 3))
+        depth[rays] = (hits - eye) @ rotation[:, 2]
+        hit_object = self._face_object[faces]
+        light = np.array([0.3, 0.5, 0.81])
+        normals = self._face_normals[faces]
+        shade = 0.45 + 0.3 * np.abs(normals @ light) + 0.25 * np.abs(np.sum(normals * directions[rays], 1))
+        for k_obj in np.unique(hit_object):
+            obj = self.objects[k_obj]
+            sel = hit_object == k_obj
+            color[rays[sel]] = obj.albedo(hits[sel]) * shade[sel, None]
+            instance[rays[sel]] = obj.instance_id
+            label[rays[sel]] = obj.label200
+        return RenderedView(
+            depth_m=depth.reshape(height, width),
+            color=np.clip(color * 255, 0, 255).round().astype(np.uint8).reshape(height, width, 3),
+            instance=instance.reshape(height, width),
+            label200=label.reshape(height, width),
+        )
+
+
+def _yaw_transform(yaw: float, x: float, y: float) -> np.ndarray:
+    c, s = math.cos(yaw), math.sin(yaw)
+    t = np.eye(4)
+    t[:3, :3] = [[c, -s, 0], [s, c, 0], [0, 0, 1]]
+    t[:3, 3] = [x, y, 0]
+    return t
+
+
+def _look_at(eye: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Camera-to-world pose in ScanNet's camera convention (x right, y down, z forward)."""
+    forward = (target - eye) / np.linalg.norm(target - eye)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    down = np.cross(forward, right)
+    pose = np.eye(4)
+    pose[:3, :3] = np.stack([right, down, forward], 1)
+    pose[:3, 3] = eye
+    return pose
+
+
+def _place(
+    footprints: list[tuple[float, float]], room: tuple[float, float], rng: np.random.Generator
+) -> list[tuple[int, float, float, float]]:
+    """(index, yaw, x, y) per footprint that fits, rejecting overlaps of the rotated footprints'
+    boxes (plus clearance); earlier footprints are placed first, so they always fit."""
+    placed: list[tuple[int, float, float, float]] = []
+    boxes: list[np.ndarray] = []
+    for index, (w, d) in enumerate(footprints):
+        for _ in range(200):
+            yaw = rng.uniform(0, 2 * math.pi)
+            half = 0.5 * np.array([abs(w * math.cos(yaw)) + abs(d * math.sin(yaw)),
+                                   abs(w * math.sin(yaw)) + abs(d * math.cos(yaw))])
+            margin = half + 0.12
+            if np.any(2 * margin >= room):
+                break
+            centre = rng.uniform(margin, np.array(room) - margin)
+            box = np.concatenate([centre - half - 0.08, centre + half + 0.08])
+            if all(box[0] >= b[2] or box[2] <= b[0] or box[1] >= b[3] or box[3] <= b[1] for b in boxes):
+                boxes.append(box)
+                placed.append((index, yaw, float(centre[0]), float(centre[1])))
+                break
+    return placed
+
+
+def synthetic_scene(seed: int, index: int, options: SyntheticOptions | None = None) -> SyntheticScene:
+    """Build scene ``index`` of a synthetic set; deterministic in (seed, index, options)."""
+    options = options or SyntheticOptions()
+    rng = np.random.default_rng([seed, index, 0])
+    room = (rng.uniform(4.0, 6.0), rng.uniform(3.5, 5.0))
+    rw, rd, rh = room[0], room[1], ROOM_HEIGHT_M
+
+    designs: list[tuple[_Design, np.ndarray, str]] = []  # (design, object->aligned, category)
+    edge = options.room_edge_m
+    floor = _Design("floor", room, [_rectangle([0, 0, 0], [rw, 0, 0], [0, rd, 0], edge)], "wood")
+    walls = [
+        _rectangle([0, 0, 0], [rw, 0, 0], [0, 0, rh], edge),
+        _rectangle([0, rd, 0], [rw, 0, 0], [0, 0, rh], edge),
+        _rectangle([0, 0, 0], [0, rd, 0], [0, 0, rh], edge),
+        _rectangle([rw, 0, 0], [0, rd, 0], [0, 0, rh], edge),
+    ]
+    designs.append((floor, np.eye(4), "floor"))
+    designs.extend((_Design("wall", room, [w], "plain"), np.eye(4), "wall") for w in walls)
+
+    count = int(rng.integers(options.min_objects, options.max_objects + 1))
+    chosen = ["pillow", "towel"] + [str(c) for c in rng.choice(_FURNITURE, size=max(0, count - 2))]
+    furniture = [_design(c, rng, options.object_edge_m) for c in chosen[:count]]
+    furniture.append(_design("clutter", rng, options.object_edge_m))  # unannotated, like real scans
+    for k, yaw, x, y in _place([f.footprint for f in furniture], room, rng):
+        designs.append((furniture[k], _yaw_transform(yaw, x, y), furniture[k].category))
+
+    objects, vertex_chunks, face_chunks, owner = [], [], [], []
+    offset, next_object_id = 0, 0
+    fine_mean = _PALETTE[rng.integers(len(_PALETTE))] * 0.8 + 0.1  # pillow and towel share it
+    for design, to_aligned, category in designs:
+        vertices, faces = _merge(design.parts)
+        vertices = vertices @ to_aligned[:3, :3].T + to_aligned[:3, 3]
+        if design.texture in ("stripes", "checker"):
+            base, contrast = fine_mean + rng.normal(0, 0.03, 3), np.full(3, 0.22)
+        elif category == "wall":
+            base, contrast = np.array([0.82, 0.8, 0.76]) * rng.uniform(0.85, 1.0), np.zeros(3)
+        elif category == "floor":
+            base, contrast = np.array([0.6, 0.45, 0.3]) * rng.uniform(0.8, 1.1), np.zeros(3)
+        else:
+            base, contrast = np.clip(_PALETTE[rng.integers(len(_PALETTE))] + rng.normal(0, 0.04, 3), 0.05, 0.95), np.zeros(3)
+        annotated = category != "clutter"
+        objects.append(SyntheticObject(
+            object_id=next_object_id if annotated else -1,
+            category=category,
+            texture=design.texture,
+            base_color=np.clip(base, contrast, 1 - contrast),
+            contrast=contrast,
+            to_local=np.linalg.inv(to_aligned),
+            segment_size_m=0.5 if category in ("floor", "wall") else 0.25,
+        ))
+        next_object_id += int(annotated)
+        vertex_chunks.append(vertices)
+        face_chunks.append(faces + offset)
+        owner.append(np.full(len(vertices), len(objects) - 1))
+        offset += len(vertices)
+    vertices = np.concatenate(vertex_chunks)
+    faces = np.concatenate(face_chunks)
+    vertex_object = np.concatenate(owner)
+    vertex_segment = _segments(vertices, vertex_object, objects)
+
+    yaw = rng.uniform(0, 2 * math.pi)
+    axis_align = _yaw_transform(yaw, *rng.uniform(-3, 3, 2))
+    axis_align[2, 3] = rng.uniform(-0.3, 0.3)
+    axis_align = np.linalg.inv(axis_align)  # world frame = an arbitrary rigid motion of the room
+
+    fx = 144.0 * rng.uniform(0.98, 1.02)
+    dw, dh = options.depth_size
+    depth_k = np.array([[fx, 0, (dw - 1) / 2 + rng.uniform(-1, 1)], [0, fx, (dh - 1) / 2 + rng.uniform(-1, 1)], [0, 0, 1]])
+    scale = options.color_size[0] / dw
+    color_k = depth_k.copy()
+    color_k[:2, :2] *= scale
+    color_k[:2, 2] = (depth_k[:2, 2] + 0.5) * scale - 0.5  # same field of view: registered like ScanNet
+
+    centre = np.array([rw / 2, rd / 2])
+    start = rng.uniform(0, 2 * math.pi)
+    poses = []
+    for k in range(options.num_frames):
+        angle = start + 2 * math.pi * k / max(1, options.num_frames)
+        radius = rng.uniform(0.55, 0.75) * (centre - 0.3)
+        eye = np.array([*(centre + radius * [math.cos(angle), math.sin(angle)]), rng.uniform(1.35, 1.65)])
+        target = np.array([*(centre + rng.uniform(-0.6, 0.6, 2)), rng.uniform(0.2, 0.5)])
+        poses.append(_look_at(eye, target))
+    return SyntheticScene(
+        name=f"scene{index:04d}_00",
+        index=index,
+        seed=seed,
+        options=options,
+        objects=tuple(objects),
+        vertices=vertices,
+        faces=faces,
+        vertex_object=vertex_object,
+        vertex_segment=vertex_segment,
+        axis_align=axis_align,
+        depth_intrinsic=depth_k,
+        color_intrinsic=color_k,
+        aligned_poses=np.stack(poses),
+        frames=tuple(k * options.frame_step for k in range(options.num_frames)),
+    )
+
+
+def _segments(vertices: np.ndarray, vertex_object: np.ndarray, objects: list[SyntheticObject]) -> np.ndarray:
+    """Patches of at most ~segment_size per object (never across objects), named like ScanNet's
+    segmentator: arbitrary ints (here the smallest vertex index of the patch)."""
+    cells = np.zeros((len(vertices), 4), np.int64)
+    cells[:, 0] = vertex_object
+    for k, obj in enumerate(objects):
+        mask = vertex_object == k
+        local = vertices[mask] @ obj.to_local[:3, :3].T + obj.to_local[:3, 3]
+        cells[mask, 1:] = np.floor(local / obj.segment_size_m + 1e-6).astype(np.int64)
+    _, patch = np.unique(cells, axis=0, return_inverse=True)
+    patch = patch.reshape(-1)
+    first = np.full(patch.max() + 1, len(vertices), np.int64)
+    np.minimum.at(first, patch, np.arange(len(vertices)))
+    return first[patch]
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_synthetic_scene(scans_dir: str | Path, scene: SyntheticScene) -> Path:
+    """One scan folder in the raw ScanNet layout (mesh, annotations, metadata, exported frames)."""
+    files = ScanFiles(Path(scans_dir) / scene.name)
+    options = scene.options
+    write_mesh(files.mesh, scene.world_vertices, scene.vertex_colors(), scene.faces)
+    write_segs(files.segs, scene.name, scene.vertex_segment)
+    groups = []
+    for k, obj in enumerate(scene.objects):
+        if obj.object_id < 0:
+            continue
+        segments = np.unique(scene.vertex_segment[scene.vertex_object == k])
+        groups.append(SegGroup(group_id=obj.object_id, object_id=obj.object_id, segments=tuple(int(s) for s in segments), label=obj.category))
+    write_aggregation(files.aggregation, scene.name, groups)
+
+    dk, ck = scene.depth_intrinsic, scene.color_intrinsic
+    num_raw_frames = (options.num_frames - 1) * options.frame_step + 1
+    write_scene_meta(files.meta, {
+        "axisAlignment": scene.axis_align,
+        "colorWidth": options.color_size[0], "colorHeight": options.color_size[1],
+        "depthWidth": options.depth_size[0], "depthHeight": options.depth_size[1],
+        "fx_color": f"{ck[0, 0]:.6f}", "fy_color": f"{ck[1, 1]:.6f}", "mx_color": f"{ck[0, 2]:.6f}", "my_color": f"{ck[1, 2]:.6f}",
+        "fx_depth": f"{dk[0, 0]:.6f}", "fy_depth": f"{dk[1, 1]:.6f}", "mx_depth": f"{dk[0, 2]:.6f}", "my_depth": f"{dk[1, 2]:.6f}",
+        "colorToDepthExtrinsics": np.eye(4),
+        "numColorFrames": num_raw_frames, "numDepthFrames": num_raw_frames, "numIMUmeasurements": 0,
+        "sceneType": "Bedroom / Hotel",
+    })
+    write_intrinsics(files, ck, dk)
+    for frame in scene.frames:
+        write_synthetic_frame(files, scene, frame)
+    return files.root
+
+
+def write_synthetic_frame(files: ScanFiles, scene: SyntheticScene, frame: int) -> None:
+    """Render one frame like a sensor would deliver it: noisy mm depth, noisy JPEG colour."""
+    options = scene.options
+    rng = np.random.default_rng([scene.seed, scene.index, 1, frame])
+    pose = scene.pose(frame)
+    depth_view = scene.render(pose, scene.depth_intrinsic, options.depth_size)
+    z = depth_view.depth_m.astype(np.float64)
+    z = z + rng.normal(0, 1, z.shape) * options.depth_noise * z**2
+    depth_mm = np.where(depth_view.depth_m > 0, np.clip(np.round(z * 1000), 0, 65535), 0).astype(np.uint16)
+    color = scene.render(pose, scene.color_intrinsic, options.color_size).color.astype(np.float64)
+    color = np.clip(color + rng.normal(0, options.color_noise, color.shape), 0, 255).round().astype(np.uint8)
+    write_depth(files.depth(frame), depth_mm)
+    write_color(files.color(frame), color)
+    write_matrix(files.pose(frame), pose)
+
+
+def labels_table_rows(categories: list[str]) -> list[dict[str, object]]:
+    return [
+        {"id": CATEGORIES[c][0], "raw_category": c, "category": c, "count": 1,
+         "nyu40id": CATEGORIES[c][1], "nyu40class": CATEGORIES[c][2]}
+        for c in sorted(categories, key=lambda c: CATEGORIES[c][0])
+    ]
+
+
+def write_synthetic_scannet(
+    out_root: str | Path,
+    num_scenes: int,
+    seed: int = 0,
+    *,
+    num_val: int | None = None,
+    options: SyntheticOptions | None = None,
+    reporter: Reporter = NULL_REPORTER,
+) -> list[str]:
+    """Write ``num_scenes`` scans under ``out_root/scans`` plus the label table and split lists.
+
+    The last ``num_val`` scenes (default: a quarter, at least one when there are two or more)
+    form the val split. Returns the scene names.
+    """
+    if num_scenes < 1:
+        raise ValueError("num_scenes must be >= 1")
+    options = options or SyntheticOptions()
+    out_root = Path(out_root)
+    if num_val is None:
+        num_val = max(1, num_scenes // 4) if num_scenes > 1 else 0
+    names: list[str] = []
+    used: set[str] = set()
+    reporter.task("synthetic scenes", num_scenes)
+    for index in range(num_scenes):
+        scene = synthetic_scene(seed, index, options)
+        write_synthetic_scene(out_root / "scans", scene)
+        used.update(o.category for o in scene.objects if o.object_id >= 0)
+        names.append(scene.name)
+        reporter.advance("synthetic scenes")
+    write_labels_tsv(out_root / "scannetv2-labels.combined.tsv", labels_table_rows(sorted(used)))
+    write_split(out_root / "splits" / "scannetv2_train.txt", names[: num_scenes - num_val])
+    write_split(out_root / "splits" / "scannetv2_val.txt", names[num_scenes - num_val:])
+    return names
