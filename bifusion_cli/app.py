@@ -102,41 +102,70 @@ def validate_cmd(preset: str = PresetOpt, data: Optional[Path] = DataOpt, overri
 
 @cli_command("prepare")
 def prepare_cmd(
-    out: Path = typer.Option(..., "--out", "-o", help="data root to write (prepared samples go to OUT/sv/)"),
+    out: Path = typer.Option(..., "--out", "-o", help="data root to write (OUT/sv/, OUT/mv/, OUT/gt/)"),
     synthetic: Optional[int] = typer.Option(None, "--synthetic", help="first write N synthetic scenes in ScanNet's raw layout under OUT/scans/"),
-    scannet: Optional[Path] = typer.Option(None, "--scannet", help="a ScanNet folder containing scans/"),
+    scannet: Optional[Path] = typer.Option(None, "--scannet", help="a ScanNet folder containing scans/<scene>/ (.sens or exported frames)"),
     preset: str = PresetOpt,
     overrides: Optional[List[str]] = SetOpt,
+    mode: Optional[str] = typer.Option(None, "--mode", help="sv (single frames), mv (frame sequences) or both; default: the preset's"),
+    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="scannet200 or scannet: the label set the summary reports and checks"),
+    workers: int = typer.Option(1, "--workers", "-w", min=1, help="scenes prepared in parallel processes"),
+    strict: bool = typer.Option(False, "--strict", help="stop at the first bad scene or frame instead of skipping it"),
+    superpoints: str = typer.Option("image", "--superpoints", help="image (default), mesh (segs.json) or sam (needs --sam-checkpoint)"),
+    sam_checkpoint: Optional[Path] = typer.Option(None, "--sam-checkpoint", help="SAM (sam_vit_h_*.pth) or FastSAM (FastSAM-x.pt) weights"),
+    mv_frame_step: Optional[int] = typer.Option(None, "--mv-frame-step", min=1, help="mv: raw frames between sequence frames (default 40; synthetic: 20)"),
+    source: str = typer.Option("auto", "--source", help="frames from: auto (exported folders if present, else .sens), exported, sens"),
+    layout: str = typer.Option("exported", "--synthetic-layout", help="synthetic scans' frames: exported, sens or both"),
     seed: int = typer.Option(0, "--seed"),
     labels_tsv: Optional[Path] = typer.Option(None, "--labels-tsv", help="scannetv2-labels.combined.tsv"),
     splits: Optional[Path] = typer.Option(None, "--splits", help="folder with scannetv2_{train,val}.txt"),
 ) -> None:
-    """Turn raw ScanNet scans (or generated synthetic ones) into training samples."""
+    """Turn raw ScanNet scans (or generated synthetic ones) into training samples; bad scenes are skipped and listed."""
+    from collections import Counter
+
+    from rich.markup import escape
     from rich.table import Table
 
-    from bifusion_core.data.prepare import prepare_scannet
+    from bifusion_core.data.prepare import MV_FRAME_STEP, prepare_scannet
+    from bifusion_core.data.superpoints import check_superpoint_method
 
     if (synthetic is None) == (scannet is None):
         raise BifusionError("prepare", "give exactly one of --synthetic N or --scannet ROOT")
     cfg = _preset(preset, overrides)
+    check_superpoint_method(superpoints, sam_checkpoint)  # refused before any scene is generated or read
     with render.RichReporter("prepare") as reporter:
         root = scannet
+        step = mv_frame_step or MV_FRAME_STEP
         if synthetic is not None:
-            from bifusion_core.data.synthetic import write_synthetic_scannet
+            from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP, write_synthetic_scannet
 
-            write_synthetic_scannet(out, synthetic, seed=seed, reporter=reporter)
+            if layout not in ("exported", "sens", "both"):
+                raise BifusionError("--synthetic-layout", f"unknown layout {layout!r}; choose exported, sens or both")
+            write_synthetic_scannet(out, synthetic, seed=seed, layout=layout, reporter=reporter)
             root = out
+            step = mv_frame_step or SYNTHETIC_FRAME_STEP
         summary = prepare_scannet(
-            root, out, mode=cfg.data.mode, frame_step=cfg.data.frame_step, image_size=tuple(cfg.data.image_size),
-            num_points=cfg.data.num_points, labels_tsv=labels_tsv, splits_dir=splits, seed=seed, reporter=reporter,
+            root, out, mode=mode or cfg.data.mode, frame_step=cfg.data.frame_step, mv_frame_step=step,
+            image_size=tuple(cfg.data.image_size), num_points=cfg.data.num_points, superpoints=superpoints,
+            sam_checkpoint=sam_checkpoint, benchmark=benchmark or cfg.data.benchmark, labels_tsv=labels_tsv,
+            splits_dir=splits, seed=seed, workers=workers, strict=strict, source=source, reporter=reporter,
         )
-    table = Table(title=f"prepared → {out / cfg.data.mode}")
-    for col in ("scenes", "frames", "points", "skipped frames"):
+    table = Table(title=f"prepared → {out} in {render.duration(summary.seconds)}")
+    for col in ("mode", "scenes", "frames", "points", "skipped frames"):
         table.add_column(col, justify="right")
-    table.add_row(str(summary.scenes), str(summary.frames), f"{summary.points:,}", str(len(summary.skipped)))
+    for name, part in summary.modes.items():
+        table.add_row(name, str(part.scenes), str(part.frames), f"{part.points:,}", str(part.skipped_frames))
     render.console.print(table)
-    for scene, frame, reason in summary.skipped[:20]:
-        render.console.print(f"[yellow]skipped[/] {scene} frame {frame}: {reason}")
+    render.console.print(
+        f"{summary.benchmark}: {summary.labelled_fraction:.1%} of points carry one of its classes; "
+        f"{summary.classes} classes present · {summary.scenes} scenes found, {len(summary.resumed)} already prepared, "
+        f"{len(summary.skipped_scenes)} skipped"
+    )
+    for reason, count in Counter(reason for _, _, reason in summary.skipped).most_common():
+        scenes = len({scene for scene, _, r in summary.skipped if r == reason})
+        render.console.print(f"[yellow]skipped frames[/] {count} × {escape(reason)} (in {scenes} scene(s))", soft_wrap=True)
+    for scene, reason in summary.skipped_scenes:  # one line each, never wrapped: grep-able in logs
+        render.console.print(f"[red]skipped scene[/] {scene}: {escape(reason)}", soft_wrap=True, highlight=False)
 
 
 @cli_command("precompute-clip")
@@ -179,12 +208,26 @@ def train_cmd(
     max_iters: Optional[int] = typer.Option(None, "--max-iters", help="stop after N iterations (overrides epochs)"),
     clip_weights: Optional[Path] = ClipWeightsOpt,
     output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="runs go to OUTPUT_DIR/<preset>/<timestamp>/"),
+    init_from: Optional[Path] = typer.Option(
+        None, "--init-from", help="a run folder or checkpoint (e.g. a 3D-only run) whose 3D branch is loaded first (train.init.*)"
+    ),
 ) -> None:
     """Train a model; the run folder gets config.yaml, checkpoints, TensorBoard events, metrics.csv."""
     from bifusion_core.engine.trainer import train
 
-    cfg = _preset(preset, overrides, **{"data.root": data, "train.max_iters": max_iters, "clip.weights": clip_weights, "train.output_dir": output_dir})
-    _train(lambda reporter: train(cfg, reporter=reporter), f"train · {cfg.name}")
+    cfg = _preset(preset, overrides, **{
+        "data.root": data, "train.max_iters": max_iters, "clip.weights": clip_weights, "train.output_dir": output_dir,
+        "train.init.checkpoint": init_from,
+    })
+    results = []
+
+    def run(reporter):
+        results.append(train(cfg, reporter=reporter))
+        return results[-1]
+
+    _train(run, f"train · {cfg.name}")
+    if results and results[0].init_reports:
+        render.console.print(render.load_report_table(results[0].init_reports))
 
 
 @cli_command("resume")

@@ -72,10 +72,16 @@ class RichReporter(Reporter):
             self.tasks[name] = self.progress.add_task(name, total=total)
         self._refresh()
 
+    KEEP_FINISHED = 3  # the first bars (totals) stay; finished per-item bars after them are dropped
+
     def advance(self, name: str, n: int = 1) -> None:
         if name not in self.tasks:
             self.task(name, None)
-        self.progress.advance(self.tasks[name], n)
+        task_id = self.tasks[name]
+        self.progress.advance(task_id, n)
+        task = self.progress._tasks.get(task_id)
+        if task is not None and task.finished and list(self.tasks).index(name) >= self.KEEP_FINISHED:
+            self.progress.remove_task(task_id)  # 1500 scenes must not leave 1500 bars
         self._refresh()
 
     def note(self, message: str) -> None:
@@ -101,7 +107,7 @@ class RichReporter(Reporter):
     def _line(self) -> str:
         v = self.latest
         losses = " ".join(f"{k[5:]}={fmt(x)}" for k, x in v.items() if k.startswith("loss/"))
-        return f"it {v.get('iteration')}/{v.get('total')} · {fmt(v.get('it/s', 0.0))} it/s · ETA {duration(v.get('eta_s', 0))} · {losses}"
+        return f"it {v.get('iteration')}/{v.get('total')} · S{v.get('stage', 0)} · {fmt(v.get('it/s', 0.0))} it/s · ETA {duration(v.get('eta_s', 0))} · {losses}"
 
     def _render(self):
         parts: list[Any] = [self.progress]
@@ -110,6 +116,7 @@ class RichReporter(Reporter):
             head = Table.grid(padding=(0, 2))
             head.add_row(
                 f"[bold]iteration[/] {v['iteration']}/{v['total']}", f"[bold]epoch[/] {v.get('epoch', '-')}",
+                f"[bold]stage[/] S{v.get('stage', 0)}",
                 f"[bold]{fmt(v.get('it/s', 0.0))}[/] it/s", f"[bold]ETA[/] {duration(v.get('eta_s', 0))}",
                 f"[bold]lr[/] {v.get('lr', 0):.2e}",
             )
@@ -157,3 +164,24 @@ def error(message: str) -> None:
 
 def is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+def load_report_table(reports: list, shown: int = 3) -> Table:
+    """Partial loading (``--init-from``): per submodule, counts and the first keys of each kind."""
+    table = Table(title="weights loaded from " + (reports[0].source if reports else "?"))
+    for col in ("submodule", "loaded", "missing", "unexpected", "shape-mismatched"):
+        table.add_column(col, justify="left" if col == "submodule" else "right")
+    for r in reports:
+        if r.absent:
+            table.add_row(r.submodule, "[dim]not built by this preset[/]", "", "", "")
+            continue
+
+        def cell(keys: list, style: str) -> str:
+            if not keys:
+                return "0"
+            names = ", ".join(str(k[0] if isinstance(k, tuple) else k) for k in keys[:shown])
+            return f"[{style}]{len(keys)}[/] ({names}{', …' if len(keys) > shown else ''})"
+
+        table.add_row(r.submodule or "model", f"[green]{len(r.loaded)}[/]", cell(r.missing, "yellow"),
+                      cell(r.unexpected, "yellow"), cell(r.mismatched, "red"))
+    return table

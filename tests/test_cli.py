@@ -24,7 +24,7 @@ def test_presets_lists_descriptions():
 def test_validate_bad_key_is_one_line_exit_2():
     proc = run_cli("validate", "--preset", "demo", "--set", "model.fusion.gate=heavy", check=False)
     assert proc.returncode == 2
-    assert "model.fusion.gate" in proc.stderr and "'plain' or 'lite'" in proc.stderr
+    assert "model.fusion.gate" in proc.stderr and "'plain', 'lite' or 'enhanced'" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     proc = run_cli("validate-config", "--preset", "demo", "--set", "optim.lrr=1", check=False)
     assert proc.returncode == 2 and "optim.lrr: unknown key" in proc.stderr

@@ -27,7 +27,7 @@ def test_inheritance_chain_child_wins():
     advanced = load_preset("bif-sv-advanced")
     assert not base.model.use_2d and simple.model.use_2d and advanced.model.use_2d
     assert simple.clip.num_layers == 4 and advanced.clip.num_layers == 6
-    assert simple.model.fusion.gate == "plain" and advanced.model.fusion.gate == "lite"
+    assert simple.model.fusion.gate == "plain" and advanced.model.fusion.gate == "enhanced"
     # inherited untouched from 3d-sv through two levels
     assert advanced.data.voxel_size == base.data.voxel_size == 0.02
     assert advanced.model.backbone3d.arch == "Res16UNet34C"
@@ -48,7 +48,7 @@ def test_overrides_are_typed_and_order_free():
 @pytest.mark.parametrize(
     "override, key, fragment",
     [
-        ("model.fusion.gate=heavy", "model.fusion.gate", "'plain' or 'lite'"),
+        ("model.fusion.gate=heavy", "model.fusion.gate", "'plain', 'lite' or 'enhanced'"),
         ("model.fusion.gatex=1", "model.fusion.gatex", "unknown key"),
         ("data.voxel_size=-1", "data.voxel_size", "greater than 0"),
         ("data.image_size=[100,100]", "data.image_size", "multiples of 16"),
@@ -91,3 +91,36 @@ def test_saved_config_round_trip(tmp_path):
     preset = load_preset("bif-sv-advanced", ["train.max_iters=7"])
     save_preset(preset, tmp_path / "config.yaml")
     assert load_saved_config(tmp_path / "config.yaml") == preset
+
+
+FAMILY = ("3d-sv", "3d-mv", "3dtsa-sv", "3dtsa-mv", "bif-sv-simple", "bif-sv-advanced", "bif-mv")
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_preset_family_and_its_scannet_twin(name):
+    p200, p20 = load_preset(name), load_preset(f"scannet-{name}")
+    assert p200.data.benchmark == "scannet200" and p20.data.benchmark == "scannet"
+    twin = p20.model_copy(deep=True)
+    twin.data.benchmark, twin.name, twin.description = "scannet200", name, p200.description
+    assert twin == p200  # the 20-class twin differs only in its label set
+    assert yaml.safe_load((PRESETS / f"scannet-{name}.yaml").read_text())["base"] == name
+    mv = name.endswith("-mv")
+    assert (p200.data.mode, p200.data.num_frames) == (("mv", 8) if mv else ("sv", 8))
+    assert p200.model.use_2d == name.startswith("bif")
+    assert p200.model.tiny_sa.enabled == ("tsa" in name or name in ("bif-sv-advanced", "bif-mv"))
+    if not p200.model.use_2d:  # trained from scratch: the whole 3D branch trains from S0
+        assert {"backbone3d", "tiny_sa"} <= set(p200.train.unfreeze.s0)
+    else:  # started from a 3D-only run: S0 adapts only the heads
+        assert p200.train.unfreeze.s0 == ["head2d", "head3d"]
+
+
+def test_bifusion_hyper_parameters_follow_the_notes():
+    simple, advanced, mv = (load_preset(n) for n in ("bif-sv-simple", "bif-sv-advanced", "bif-mv"))
+    assert (simple.clip.num_layers, advanced.clip.num_layers, mv.clip.num_layers) == (4, 6, 6)
+    assert (simple.optim.lr, simple.optim.weight_decay, simple.optim.accumulate, simple.data.batch_size) == (1e-4, 0.05, 2, 4)
+    assert (advanced.optim.lr, advanced.optim.weight_decay, advanced.optim.warmup_iters) == (5e-4, 0.01, 2000)
+    assert (simple.train.epochs, advanced.train.epochs, mv.train.epochs) == (64, 128, 160)
+    assert (simple.model.fusion.gate, advanced.model.fusion.gate, mv.model.fusion.gate) == ("plain", "enhanced", "lite")
+    assert mv.model.fusion.warmup_iters == 3000 and mv.data.batch_size == 4
+    assert advanced.loss.stages[0].clip == 0.2 and simple.loss.stages[1].clip == 0.02
+    assert (simple.loss.clip_gradient_flow, advanced.loss.clip_gradient_flow) == (0.01, 0.05)

@@ -41,6 +41,8 @@ def test_run_folder_contents(tiny_run):
     val_rows = [r for r in rows if r.get("val/instance/ap50")]
     assert len(train_rows) == 6 and len(val_rows) == 2
     assert all(float(r["projection/valid_rate"]) > 0.5 for r in train_rows)
+    # 6 iterations: S0 while progress < 0.3, S1 < 0.7, then S2
+    assert [int(r["stage"]) for r in train_rows] == [0, 0, 1, 1, 1, 2]
     last = torch.load(run_dir / "checkpoints/last.pt", weights_only=False)
     assert last["iteration"] == 6 and last["config"]["name"] == "demo"
 
@@ -55,6 +57,7 @@ def test_tensorboard_tags(tiny_run):
     assert "train/detailed_loss/total" in tags and "train/detailed_loss/clip_align" in tags
     assert "train/fusion/w2d_mean" in tags and "train/fusion/gate_entropy" in tags
     assert "train/projection/valid_rate" in tags and "val/instance/ap50" in tags
+    assert [e.value for e in acc.Scalars("train/stage")] == [0, 0, 1, 1, 1, 2]
 
 
 def test_eval_export_round_trip(tiny_run, tmp_path):
@@ -92,3 +95,17 @@ def test_two_checkpoints_side_by_side(tiny_run):
     run_dir, _ = tiny_run
     out = run_cli("eval", run_dir / "checkpoints" / "init.pt", run_dir).stdout
     assert "init @ 0" in out and "best @" in out
+
+
+def test_init_from_loads_the_3d_branch_and_reports_it(tiny_run, synthetic_data, tmp_path):
+    run_dir, _ = tiny_run
+    stdout = run_cli(
+        "train", "--preset", "demo", "--data", synthetic_data, "--init-from", run_dir, "--max-iters", "1",
+        "--output-dir", tmp_path, "--set", "model.use_2d=false", *TINY,
+    ).stdout
+    assert "weights loaded from" in stdout and "backbone3d" in stdout and "not built by this preset" in stdout
+    new_run = next((tmp_path / "demo").iterdir())
+    init = torch.load(new_run / "checkpoints/init.pt", weights_only=False)["model"]
+    source = torch.load(run_dir / "checkpoints/best.pt", weights_only=False)["model"]
+    assert all(torch.equal(init[k], v) for k, v in source.items() if k.startswith("backbone3d."))
+    assert not torch.equal(init["decoder.cls_head.weight"], source["decoder.cls_head.weight"])

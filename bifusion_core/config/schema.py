@@ -29,7 +29,8 @@ class AugmentConfig(Section):
 class DataConfig(Section):
     root: Path = Path("data/scannet")
     benchmark: Literal["scannet200", "scannet"] = "scannet200"
-    mode: Literal["sv"] = "sv"
+    mode: Literal["sv", "mv"] = "sv"
+    num_frames: int = Field(8, ge=1, description="mv: consecutive frames per sample, one shared augmentation")
     image_size: tuple[int, int] = (320, 240)
     num_points: int = Field(20000, gt=0)
     frame_step: int = Field(200, gt=0)
@@ -63,12 +64,38 @@ class Backbone3DConfig(Section):
 
 
 class FusionConfig(Section):
-    """Point-wise gate between the 2D and 3D features (ignored by 3D-only presets)."""
+    """Point-wise gate between the 2D and 3D features (ignored by 3D-only presets).
 
-    gate: Literal["plain", "lite"] = "lite"
-    warmup_iters: int = Field(3000, ge=0)
+    ``plain``: α-MLP only. ``lite``: LiteFusionGate, α-MLP + SE channel re-weighting (≈0.12 M
+    parameters at dim 256 with the default hidden sizes). ``enhanced``: per-channel α from a wider
+    MLP over [f2D, f3D, f2D⊙f3D, |f2D−f3D|] plus SE (≈0.74 M at dim 256).
+    """
+
+    gate: Literal["plain", "lite", "enhanced"] = "lite"
+    warmup_iters: int = Field(3000, ge=0, description="α is held at 0.5 for this many iterations")
     no_view_alpha: float = Field(0.1, ge=0, le=1)
-    hidden: int = Field(64, gt=0)
+    hidden: int = Field(64, gt=0, description="α-MLP hidden width")
+    se_hidden: int = Field(168, gt=0, description="SE bottleneck width (lite, enhanced)")
+    enhanced_hidden: int = Field(512, gt=0)
+
+
+class FilmConfig(Section):
+    """Geometry → (γ, β) FiLM on both branches; starts as the identity."""
+
+    enabled: bool = True
+    num_freqs: int = Field(8, ge=1, description="learnable log-frequencies of the Fourier terms (8 → 64-d input)")
+    hidden: int = Field(128, gt=0)
+
+
+class TinySAConfig(Section):
+    """Self-attention neck after the 3D backbone, on superpoint tokens or coarse voxel cells."""
+
+    enabled: bool = False
+    tokens: Literal["superpoint", "voxel"] = "superpoint"
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(8, gt=0)
+    ffn_dim: int = Field(512, gt=0)
+    cell_size: float = Field(0.2, gt=0, description="voxel tokens: edge of the cells voxels are pooled into, metres")
 
 
 class DecoderConfig(Section):
@@ -84,28 +111,75 @@ class ModelConfig(Section):
     feat_dim: int = Field(256, gt=0)
     head2d_hidden: int = Field(512, gt=0)
     backbone3d: Backbone3DConfig = Backbone3DConfig()
+    tiny_sa: TinySAConfig = TinySAConfig()
+    film: FilmConfig = FilmConfig()
     fusion: FusionConfig = FusionConfig()
     decoder: DecoderConfig = DecoderConfig()
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":
-        if self.feat_dim % self.decoder.num_heads:
-            raise ValueError(
-                f"feat_dim {self.feat_dim} must be divisible by decoder.num_heads {self.decoder.num_heads}"
-            )
+        for name, heads in (("decoder", self.decoder.num_heads), ("tiny_sa", self.tiny_sa.num_heads)):
+            if self.feat_dim % heads:
+                raise ValueError(f"feat_dim {self.feat_dim} must be divisible by {name}.num_heads {heads}")
         return self
 
 
+class LossStage(Section):
+    """Weights of the four loss groups until ``until`` (fraction of training) is reached."""
+
+    until: float = Field(gt=0, le=1)
+    semantic: float = Field(ge=0)
+    instance: float = Field(ge=0)
+    clip: float = Field(ge=0)
+    aux: float = Field(ge=0)
+
+
+DEFAULT_STAGES = (
+    LossStage(until=0.3, semantic=0.3, instance=0.4, clip=0.2, aux=0.1),  # S0: establish the alignment
+    LossStage(until=0.7, semantic=0.4, instance=0.5, clip=0.08, aux=0.02),  # S1: main training
+    LossStage(until=1.0, semantic=0.45, instance=0.5, clip=0.04, aux=0.01),  # S2: fine-tuning
+)
+
+
 class LossConfig(Section):
-    semantic: float = Field(0.4, ge=0)
-    instance: float = Field(0.5, ge=0)
-    clip: float = Field(0.1, ge=0)
+    """total = semantic·L_sem + instance·L_inst + clip·L_clip + aux·L_aux, weights by stage.
+
+    L_inst = cls·focal + mask·(mask_bce·BCE + mask_dice·Dice) + objectness·BCE, averaged over the
+    supervised decoder layers; L_aux = spatial·L_spatial + no_view·L_no_view.
+    """
+
+    stages: list[LossStage] = Field(default_factory=lambda: [s.model_copy() for s in DEFAULT_STAGES])
     cls: float = Field(1.0, ge=0)
-    mask_bce: float = Field(1.0, ge=0)
-    mask_dice: float = Field(1.0, ge=0)
-    no_object_weight: float = Field(0.1, ge=0)
+    mask: float = Field(0.8, ge=0)
+    objectness: float = Field(0.2, ge=0)
+    mask_bce: float = Field(0.6, ge=0)
+    mask_dice: float = Field(0.4, ge=0)
+    focal_alpha: float = Field(0.25, ge=0, le=1)
+    focal_gamma: float = Field(2.0, ge=0)
+    match_cls: float = Field(1.0, ge=0)
+    match_bce: float = Field(1.0, ge=0)
+    match_dice: float = Field(1.0, ge=0)
     temperature: float = Field(0.07, gt=0)
+    clip_gradient_flow: float = Field(
+        0.05, ge=0, le=1, description="share of the alignment gradient that reaches the 2D side (value unchanged)"
+    )
+    spatial: float = Field(1.0, ge=0)
+    no_view: float = Field(1.0, ge=0)
+    knn: int = Field(8, ge=1)
+    spatial_anchors: int = Field(2048, ge=1, description="points per sample the kNN consistency is evaluated at")
+    pseudo_threshold: float = Field(0.8, ge=0, le=1)
     aux_layers: bool = True
+
+    @field_validator("stages")
+    @classmethod
+    def _stages_cover_training(cls, value: list[LossStage]) -> list[LossStage]:
+        ends = [s.until for s in value]
+        if not ends or any(b <= a for a, b in zip(ends, ends[1:])) or ends[-1] != 1.0:
+            raise ValueError(f"stage ends {ends} must increase strictly and the last must be 1.0")
+        return value
+
+
+MODEL_PARTS = ("backbone3d", "tiny_sa", "clip_tail", "head2d", "film", "gate", "pool", "decoder")
 
 
 class OptimConfig(Section):
@@ -115,6 +189,51 @@ class OptimConfig(Section):
     min_lr_ratio: float = Field(0.01, ge=0, le=1)
     clip_grad: Optional[float] = Field(10.0, gt=0)
     accumulate: int = Field(1, ge=1)
+    lr_mult: dict[str, float] = Field(
+        default_factory=lambda: {"clip_tail": 0.1},
+        description="learning-rate multiplier by parameter-name prefix; pos_embed is never scaled",
+    )
+
+    @field_validator("lr_mult")
+    @classmethod
+    def _prefixes_name_modules(cls, value: dict[str, float]) -> dict[str, float]:
+        for prefix, mult in value.items():
+            if prefix.split(".")[0] not in MODEL_PARTS:
+                raise ValueError(f"unknown prefix {prefix!r} (parameter names start with {', '.join(MODEL_PARTS)})")
+            if mult < 0:
+                raise ValueError(f"{prefix}: multiplier {mult} must be >= 0")
+        return value
+
+
+TrainableGroup = Literal["head2d", "head3d", "backbone3d", "tiny_sa", "film", "gate"]
+
+
+class UnfreezeConfig(Section):
+    """What trains in each stage; a stage also trains everything its predecessors did.
+
+    Pooling, decoder and heads always train. Groups a preset does not build are ignored.
+    ``clip_blocks``: the last k CLIP blocks train in S2 (they then run online on stored tokens).
+    """
+
+    s0: list[TrainableGroup] = ["head2d", "head3d"]
+    s1: list[TrainableGroup] = ["film", "backbone3d", "tiny_sa", "gate"]
+    s2: list[TrainableGroup] = []
+    clip_blocks: int = Field(0, ge=0, le=12)
+
+
+class InitConfig(Section):
+    """Partial loading of another run's weights before training (``bifusion train --init-from``)."""
+
+    checkpoint: Optional[Path] = None
+    submodule: list[str] = ["backbone3d", "tiny_sa"]
+    prefix_replace: Optional[tuple[str, str]] = None
+    strict: bool = False
+
+    @model_validator(mode="after")
+    def _one_prefix_per_submodule(self) -> "InitConfig":
+        if self.prefix_replace is not None and len(self.submodule) != 1:
+            raise ValueError("prefix_replace needs exactly one submodule")
+        return self
 
 
 class TrainConfig(Section):
@@ -127,6 +246,8 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[int] = Field(None, gt=0)
     output_dir: Path = Path("outputs")
+    unfreeze: UnfreezeConfig = UnfreezeConfig()
+    init: InitConfig = InitConfig()
 
 
 class EvalConfig(Section):
@@ -148,3 +269,12 @@ class Preset(Section):
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _clip_blocks_fit(self) -> "Preset":
+        k = self.train.unfreeze.clip_blocks
+        if k and not self.model.use_2d:
+            raise ValueError(f"train.unfreeze.clip_blocks={k} needs a 2D branch (model.use_2d=true)")
+        if k > self.clip.num_layers:
+            raise ValueError(f"train.unfreeze.clip_blocks={k} exceeds the {self.clip.num_layers} CLIP blocks kept (clip.num_layers)")
+        return self

@@ -14,6 +14,7 @@ from ..errors import BifusionError
 from ..io import read_json
 from .batch import voxelize
 from .labels import LabelSet
+from .targets import contiguous_superpoints, label_targets, load_prepared, point_colors
 
 MANIFEST_FORMAT = "bifusion-prepared"
 
@@ -47,6 +48,59 @@ def augment_points(points: np.ndarray, cfg: AugmentConfig, rng: np.random.Genera
     return out.astype(np.float32)
 
 
+def build_item(
+    root: Path,
+    records: list[dict[str, Any]],
+    labels: LabelSet,
+    voxel_size: float,
+    augment: AugmentConfig | None,
+    clip_source: Any,
+) -> dict[str, Any]:
+    """T ≥ 1 prepared frames → one model input: points concatenated, per-frame arrays stacked.
+
+    The frames share one augmentation (they are one rigid scene) and superpoint ids are made
+    unique across frames (a 2D superpoint belongs to one frame).
+    """
+    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+    frames = [load_prepared(root / r["file"]) for r in records]
+    targets = [label_targets(z, labels) for z in frames]
+    points = np.concatenate([z["points"] for z in frames]).astype(np.float32)
+    colors = np.concatenate([point_colors(z) for z in frames])
+    if augment is not None:
+        points_aug = augment_points(points, augment, rng)
+        if augment.color_jitter > 0:
+            colors = colors + rng.normal(0, augment.color_jitter, (1, 3)).astype(np.float32)
+    else:
+        points_aug = points - points.mean(axis=0)
+    coords, inverse = voxelize(points_aug, voxel_size)
+    superpoints, offset = [], 0
+    for z in frames:
+        ids = contiguous_superpoints(z)
+        superpoints.append(ids + offset)
+        offset += int(ids.max()) + 1
+    first = records[0]
+    item = {
+        "key": first["key"] if len(records) == 1 else f"{first['scene']}/{first['frame']:06d}+{len(records)}",
+        "frame_keys": [r["key"] for r in records],
+        "points": points,
+        "points_aug": points_aug,
+        "point_feats": colors.astype(np.float32),
+        "voxel_coords": coords,
+        "voxel_inverse": inverse,
+        "superpoints": np.concatenate(superpoints),
+        "point_frame": np.concatenate([np.full(len(z["points"]), t, np.int64) for t, z in enumerate(frames)]),
+        **{k: np.concatenate([t[k] for t in targets]) for k in ("semantic", "instance", "instance_class", "label_raw")},
+        "pose": np.stack([z["pose"] for z in frames]).astype(np.float32),
+        "intrinsic": np.stack([z["intrinsic"] for z in frames]).astype(np.float32),
+        "depth": np.stack([z["depth_mm"] for z in frames]).astype(np.float32) / 1000.0,
+    }
+    if clip_source is not None:
+        features = [clip_source.get(r["key"], root / r["image"]) for r in records]
+        item["clip_patch"] = torch.stack([torch.as_tensor(p).float() for p, _ in features])
+        item["clip_global"] = torch.stack([torch.as_tensor(g).float() for _, g in features])
+    return item
+
+
 class PreparedFrames(Dataset):
     """One item per prepared frame of a split; CLIP tokens come from ``clip_source`` when given."""
 
@@ -76,53 +130,5 @@ class PreparedFrames(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def _load(self, record: dict[str, Any]) -> dict[str, np.ndarray]:
-        path = self.root / record["file"]
-        try:
-            with np.load(path) as z:
-                return {k: z[k] for k in z.files}
-        except (OSError, ValueError, KeyError) as exc:
-            raise BifusionError(path, f"unreadable sample ({exc})") from None
-
     def __getitem__(self, index: int) -> dict[str, Any]:
-        record = self.records[index]
-        z = self._load(record)
-        raw = z[self.labels.sample_key].astype(np.int64)
-        semantic = self.labels.semantic_train_ids(raw)
-        instance_class = self.labels.instance_class_ids(raw)
-        instance = np.where(instance_class >= 0, z["instance"], 0).astype(np.int64)
-        instance_class = np.where(instance > 0, instance_class, -1)
-        points = z["points"].astype(np.float32)
-        colors = z["colors"].astype(np.float32) / 255.0 - 0.5
-        if self.augment is not None:
-            rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
-            points_aug = augment_points(points, self.augment, rng)
-            if self.augment.color_jitter > 0:
-                colors = colors + rng.normal(0, self.augment.color_jitter, (1, 3)).astype(np.float32)
-        else:
-            points_aug = points - points.mean(axis=0)
-        coords, inverse = voxelize(points_aug, self.voxel_size)
-        sample = {
-            "key": record["key"],
-            "points": points,
-            "points_aug": points_aug,
-            "point_feats": colors.astype(np.float32),
-            "voxel_coords": coords,
-            "voxel_inverse": inverse,
-            # sampling may have dropped whole superpoints: make the ids contiguous again
-            "superpoints": np.unique(z["superpoints"], return_inverse=True)[1].reshape(-1).astype(np.int64),
-            "semantic": semantic,
-            "instance": instance,
-            "instance_class": instance_class,
-            "label_raw": np.where(semantic >= 0, raw, 0),
-            # per-frame arrays carry a leading frame axis (T = 1 here, T > 1 for multi-view)
-            "point_frame": np.zeros(len(points), np.int64),
-            "pose": z["pose"].astype(np.float32)[None],
-            "intrinsic": z["intrinsic"].astype(np.float32)[None],
-            "depth": (z["depth_mm"].astype(np.float32) / 1000.0)[None],
-        }
-        if self.clip_source is not None:
-            patch, global_vec = self.clip_source.get(record["key"], self.root / record["image"])
-            sample["clip_patch"] = torch.as_tensor(patch).float()[None]
-            sample["clip_global"] = torch.as_tensor(global_vec).float()[None]
-        return sample
+        return build_item(self.root, [self.records[index]], self.labels, self.voxel_size, self.augment, self.clip_source)

@@ -1,56 +1,84 @@
-"""Raw ScanNet scans -> prepared single-view samples (``DATA/sv/``), see docs/ARCHITECTURE.md.
+"""Raw ScanNet scans -> prepared samples (``DATA/sv/``, ``DATA/mv/``, ``DATA/gt/``), see docs/ARCHITECTURE.md.
 
-Differences from ESAM's preparation, on purpose: per-scene intrinsics rescaled to the size
-actually used (not one fixed matrix), a depth range cut, a colour image registered to the depth
-camera by its own intrinsics, seeded sampling that does not depend on processing order, one
-scene per atomic folder so an interrupted run resumes, and one-line errors naming the bad file.
+Differences from ESAM's preparation, on purpose: reads ``.sens`` directly (no export step),
+per-scene intrinsics rescaled to the size actually used (not one fixed matrix), a depth range
+cut, a colour image registered to the depth camera by its own intrinsics, seeded sampling that
+does not depend on processing order (so 1 or N workers give the same bytes), single- and
+multi-view data from one pass over the frames, one scene per atomic folder so an interrupted run
+resumes, and bad input reported in one line per scene while the rest of the run goes on.
+
+Problems with a scene's *files* (missing or truncated ``.sens``, unknown compression, missing
+pose files, images of the wrong size, no annotated objects, labels missing from the table,
+segments that do not fit the mesh) skip the scene; conditions of the *data* skip a frame: an
+invalid pose (ScanNet marks lost tracking with -inf, expected and only counted), empty depth.
+With ``strict`` every problem except invalid poses stops the run with the same one-line message.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import multiprocessing
+import queue
+import shutil
+import time
 import zlib
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from ..errors import BifusionError
-from ..io import atomic_dir, read_json, write_json
+from ..io import atomic_dir, atomic_path, read_json, write_json
 from ..reporting import NULL_REPORTER, Reporter
-from .labels import read_labels_tsv
-from .scannet_raw import (
-    CameraIntrinsics,
-    ScanFiles,
-    list_frames,
-    read_color,
-    read_depth,
-    read_intrinsics,
-    read_matrix,
-    read_scan_annotations,
-    read_scene_meta,
-    read_split,
-)
-from .superpoints import SUPERPOINT_METHODS, SuperpointView, point_superpoints
+from .frames import SOURCES, FrameSource, count_frames, open_frame_source
+from .labels import LABEL_SETS, get_label_set, read_labels_tsv
+from .scannet_raw import CameraIntrinsics, ScanFiles, read_scan_annotations, read_scene_meta, read_split
+from .superpoints import SuperpointView, check_superpoint_method, point_superpoints, superpoint_method
 
 MANIFEST_FORMAT = "bifusion-prepared"
 MANIFEST_VERSION = 1
+MODES = ("sv", "mv", "both")
+SV_FRAME_STEP = 200  # ESAM's single-view sampling: every 10th frame of a frame_skip=20 export
+MV_FRAME_STEP = 40  # multi-view: every 2nd exported frame, so 8 consecutive frames span ~10 s
 LABELS_TSV_NAME = "scannetv2-labels.combined.tsv"
-SCENE_RECORD = "scene.json"  # written last into samples/<scene>/: its presence means "scene finished"
+SCENE_RECORD = "scene.json"  # written last into <mode>/samples/<scene>/: its presence means "scene finished"
+GT_DIR = "gt"
 INSTANCE_BOX_MARGIN_M = 0.05
-DEPTH_SHIFT = 1000.0  # ScanNet depth PNGs hold millimetres
+MM = 1000.0  # prepared depth is millimetres
+EXPECTED_FRAME_SKIPS = ("invalid pose",)  # ScanNet's lost-tracking frames: counted, never a problem
+
+
+@dataclass
+class ModeSummary:
+    mode: str
+    scenes: int  # scenes with at least one sample
+    frames: int
+    points: int
+    skipped_frames: int
+    manifest: Path
 
 
 @dataclass
 class PrepareSummary:
-    scenes: int
-    frames: int
+    """What a run did; the CLI renders it, tests read it."""
+
+    scenes: int  # scene folders found
+    frames: int  # samples of the first prepared mode (sv, else mv)
     points: int
-    skipped: list[tuple[str, int, str]] = field(default_factory=list)
+    skipped: list[tuple[str, int, str]] = field(default_factory=list)  # frames left out: (scene, frame, reason)
+    skipped_scenes: list[tuple[str, str]] = field(default_factory=list)  # (scene, one-line reason)
     resumed: list[str] = field(default_factory=list)  # scenes found finished and left untouched
     unlisted: list[str] = field(default_factory=list)  # scenes in no split list (treated as train)
     manifest: Path | None = None
+    modes: dict[str, ModeSummary] = field(default_factory=dict)
+    benchmark: str = "scannet200"
+    labelled_fraction: float = 0.0  # share of prepared points with a class of the benchmark
+    classes: int = 0  # benchmark classes present in the prepared points
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -72,121 +100,344 @@ class _Settings:
         }
 
 
+@dataclass(frozen=True)
+class _SceneJob:
+    """Everything a worker process needs for one scene (plain data: it crosses a process boundary)."""
+
+    scene_dir: Path
+    out: Path
+    frames: dict[str, tuple[int, ...]]  # mode -> raw frames to write
+    settings: dict[str, _Settings]
+    superpoints: str
+    sam_checkpoint: str | None
+    source: str
+    benchmark: str
+    strict: bool
+    label_table: dict[str, tuple[int, int]]
+    table_name: str
+
+
+@dataclass
+class _SceneResult:
+    scene: str
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: tuple[str, str] | None = None  # (where, problem)
+    fatal: bool = False  # a problem of the run (e.g. the SAM checkpoint), not of the scene
+
+
 def prepare_scannet(
     root: str | Path,
     out: str | Path,
     *,
     mode: str = "sv",
-    frame_step: int = 200,
+    frame_step: int = SV_FRAME_STEP,
+    mv_frame_step: int = MV_FRAME_STEP,
     image_size: tuple[int, int] = (640, 480),
     num_points: int = 20000,
     superpoints: str = "image",
+    sam_checkpoint: str | Path | None = None,
+    benchmark: str = "scannet200",
     labels_tsv: str | Path | None = None,
     splits_dir: str | Path | None = None,
     depth_range: tuple[float, float] = (0.1, 6.0),
     seed: int = 0,
+    workers: int = 1,
+    strict: bool = False,
+    source: str = "auto",
     reporter: Reporter = NULL_REPORTER,
 ) -> PrepareSummary:
-    """Prepare every scan under ``root/scans`` into ``out/sv`` and write ``out/sv/manifest.json``.
+    """Prepare every scan under ``root/scans`` into ``out/sv`` and/or ``out/mv`` plus ``out/gt``.
 
-    Frames whose raw index is a multiple of ``frame_step`` are used; scenes already finished
-    with the same settings are skipped, so an interrupted run can simply be started again.
+    SV uses frames whose raw index is a multiple of ``frame_step``; MV those at multiples of
+    ``mv_frame_step``. Scenes already finished with the same settings are left untouched, so an
+    interrupted run can simply be started again. Bad scenes are skipped and listed in the summary
+    (``strict``: the first problem raises).
     """
+    started = time.monotonic()
     root, out = Path(root).resolve(), Path(out)
     scans = root / "scans"
-    if mode != "sv":
-        raise BifusionError("mode", f"{mode!r} is not supported; only 'sv' (single view) is implemented")
+    if mode not in MODES:
+        raise BifusionError("mode", f"{mode!r} is not a mode; choose one of {', '.join(MODES)}")
+    if source not in SOURCES:
+        raise BifusionError("source", f"unknown frame source {source!r}; choose one of {', '.join(SOURCES)}")
     if not scans.is_dir():
         raise BifusionError(scans, "no scans folder (root must contain scans/<scene>/)")
-    image_size = _check_settings(frame_step, image_size, num_points, superpoints, depth_range)
+    get_label_set(benchmark)
+    if int(workers) != workers or workers < 1:
+        raise BifusionError("workers", f"must be a positive integer, got {workers}")
+    image_size = _check_settings(frame_step, image_size, num_points, depth_range)
+    _check_step("mv_frame_step", mv_frame_step)
+    check_superpoint_method(superpoints, sam_checkpoint)
     tsv = Path(labels_tsv) if labels_tsv is not None else root / LABELS_TSV_NAME
     if labels_tsv is None and not tsv.is_file():
         raise BifusionError(tsv, "label table not found; pass labels_tsv (ScanNet's scannetv2-labels.combined.tsv)")
     label_table = read_labels_tsv(tsv)
-    settings = _Settings(
-        mode, frame_step, image_size, num_points, superpoints, (float(depth_range[0]), float(depth_range[1])),
-        seed, hashlib.sha256(tsv.read_bytes()).hexdigest()[:16],
-    )
+    digest = hashlib.sha256(tsv.read_bytes()).hexdigest()[:16]
+    superpoints_record = superpoints if superpoints != "sam" else f"sam:{Path(str(sam_checkpoint)).name}"
+    modes = ("sv", "mv") if mode == "both" else (mode,)
+    steps = {"sv": int(frame_step), "mv": int(mv_frame_step)}
+    settings = {
+        m: _Settings(m, steps[m], image_size, int(num_points), superpoints_record,
+                     (float(depth_range[0]), float(depth_range[1])), int(seed), digest)
+        for m in modes
+    }
 
     scenes = sorted(p.name for p in scans.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not scenes:
         raise BifusionError(scans, "no scene folders")
     splits, unlisted = _assign_splits(root, splits_dir, scenes, reporter)
-    frames_of = {s: [f for f in list_frames(ScanFiles(scans / s)) if f % frame_step == 0] for s in scenes}
+    summary = PrepareSummary(scenes=len(scenes), frames=0, points=0, unlisted=unlisted, benchmark=benchmark)
 
-    sv = out / "sv"
-    summary = PrepareSummary(scenes=len(scenes), frames=0, points=0, unlisted=unlisted)
-    reporter.task("scenes", len(scenes))
-    reporter.task("frames", sum(len(f) for f in frames_of.values()))
-    records = {}
+    records: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in scenes}
+    jobs: list[_SceneJob] = []
+    frame_total = 0
     for scene in scenes:
-        record = _finished_record(sv, scene, settings)
-        if record is not None:
+        finished = {m: _finished_record(out / m, scene, settings[m]) for m in modes}
+        todo = [m for m in modes if finished[m] is None]
+        for m in modes:
+            if finished[m] is not None:
+                records[scene][m] = finished[m]
+        if not todo:
             summary.resumed.append(scene)
-            reporter.advance("frames", len(frames_of[scene]))
-        else:  # advances "frames" as it goes
-            record = _prepare_scene(ScanFiles(scans / scene), frames_of[scene], sv, settings, label_table, tsv, reporter)
-        records[scene] = record
-        reporter.advance("scenes")
+            continue
+        try:
+            available = count_frames(ScanFiles(scans / scene), source)
+        except BifusionError as exc:
+            _scene_problem(summary, scene, exc.where, exc.problem, strict, reporter)
+            continue
+        frames = {m: tuple(f for f in available if f % steps[m] == 0) for m in todo}
+        frame_total += len(set().union(*frames.values()))
+        jobs.append(_SceneJob(
+            scans / scene, out, frames, {m: settings[m] for m in todo}, superpoints,
+            None if sam_checkpoint is None else str(sam_checkpoint), source, benchmark, strict, label_table, tsv.name,
+        ))
 
-    samples, skipped = [], []
-    for scene in scenes:
-        for frame in records[scene]["frames"]:
-            samples.append({
-                "key": f"{scene}/{frame:06d}", "scene": scene, "frame": frame, "split": splits[scene],
-                "file": f"samples/{scene}/{frame:06d}.npz", "image": f"images/{scene}/{frame:06d}.jpg",
-            })
-        skipped.extend({"scene": scene, "frame": frame, "reason": reason} for frame, reason in records[scene]["skipped"])
-    manifest = {
-        "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "mode": mode,
-        "image_size": list(image_size), "num_points": num_points, "frame_step": frame_step,
-        "superpoints": superpoints, "source": str(root),
-        "samples": samples, "skipped": skipped, "unlisted": unlisted,
+    reporter.task("scenes", len(jobs))
+    reporter.task("frames", frame_total)
+    with contextlib.closing(_run_jobs(jobs, workers, strict, reporter)) as results:
+        for result in results:
+            reporter.advance("scenes")
+            if result.error is not None:
+                where, problem = result.error
+                if result.fatal:
+                    raise BifusionError(where, problem)
+                _scene_problem(summary, result.scene, where, problem, strict, reporter)
+                continue
+            records[result.scene].update(result.records)
+
+    summary.seconds = time.monotonic() - started
+    manifests = {
+        m: _write_manifest(out, m, root, scenes, records, splits, unlisted, summary.skipped_scenes, settings[m], benchmark)
+        for m in modes
     }
-    write_json(sv / "manifest.json", manifest)
-    summary.frames = len(samples)
-    summary.points = len(samples) * num_points
-    summary.skipped = [(s["scene"], s["frame"], s["reason"]) for s in skipped]
-    summary.manifest = sv / "manifest.json"
+    _summarise(summary, out, manifests, records, int(num_points))
     return summary
+
+
+def _summarise(
+    summary: PrepareSummary, out: Path, manifests: dict[str, dict[str, Any]], records: dict[str, dict[str, dict[str, Any]]],
+    num_points: int,
+) -> None:
+    """Per-mode counts, skipped frames (once per frame, whatever the modes), and the benchmark's label coverage."""
+    labelled = total = 0
+    classes: set[int] = set()
+    skipped_frames: dict[tuple[str, int], str] = {}
+    for m, manifest in manifests.items():
+        samples = manifest["samples"]
+        points = len(samples) * num_points
+        summary.modes[m] = ModeSummary(
+            m, len({s["scene"] for s in samples}), len(samples), points, len(manifest["skipped"]), out / m / "manifest.json"
+        )
+        for entry in manifest["skipped"]:
+            skipped_frames.setdefault((entry["scene"], entry["frame"]), entry["reason"])
+        for scene_records in records.values():
+            stats = scene_records.get(m, {}).get("labels", {}).get(summary.benchmark)
+            if stats:
+                labelled += stats["points"]
+                classes.update(stats["classes"])
+        total += points
+    first = summary.modes[next(iter(manifests))]
+    summary.frames, summary.points, summary.manifest = first.frames, first.points, first.manifest
+    summary.skipped = [(scene, frame, reason) for (scene, frame), reason in sorted(skipped_frames.items())]
+    summary.labelled_fraction = labelled / total if total else 0.0
+    summary.classes = len(classes)
+
+
+def _scene_problem(summary: PrepareSummary, scene: str, where: str, problem: str, strict: bool, reporter: Reporter) -> None:
+    if strict:
+        raise BifusionError(where, problem)
+    line = problem if where == scene else f"{where}: {problem}"
+    summary.skipped_scenes.append((scene, line))
+    reporter.note(f"skipped scene {scene}: {line}")
+
+
+# --------------------------------------------------------------------------- running scenes (1 or N processes)
+
+
+def _run_jobs(jobs: list[_SceneJob], workers: int, strict: bool, reporter: Reporter) -> Iterator[_SceneResult]:
+    """Scene results in completion order; with ``workers > 1`` a spawn process pool, progress via a queue."""
+    if workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            yield _prepare_scene(job, reporter)
+        return
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    pool = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_worker_init, initargs=(messages,))
+    try:
+        pending = {pool.submit(_worker_run, job) for job in jobs}
+        while pending:
+            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+            _forward(messages, reporter)
+            for future in done:
+                result = future.result()
+                if result.error is not None and (strict or result.fatal):
+                    for other in pending:  # the caller stops: scenes not started stay untouched
+                        other.cancel()
+                yield result
+        _forward(messages, reporter)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _forward(messages: Any, reporter: Reporter) -> None:
+    while True:
+        try:
+            kind, name, value = messages.get_nowait()
+        except queue.Empty:
+            return
+        if kind == "task":
+            reporter.task(name, value)
+        elif kind == "advance":
+            reporter.advance(name, value)
+        else:
+            reporter.note(value)
+
+
+class _QueueReporter(Reporter):
+    """A worker's reporter: every call becomes a message the parent forwards to the real one."""
+
+    def __init__(self, messages: Any):
+        self.messages = messages
+
+    def task(self, name: str, total: int | None) -> None:
+        self.messages.put(("task", name, total))
+
+    def advance(self, name: str, n: int = 1) -> None:
+        self.messages.put(("advance", name, n))
+
+    def note(self, message: str) -> None:
+        self.messages.put(("note", "", message))
+
+
+_WORKER_REPORTER: Reporter = NULL_REPORTER
+
+
+def _worker_init(messages: Any) -> None:
+    global _WORKER_REPORTER
+    _WORKER_REPORTER = _QueueReporter(messages)
+
+
+def _worker_run(job: _SceneJob) -> _SceneResult:
+    return _prepare_scene(job, _WORKER_REPORTER)
 
 
 # --------------------------------------------------------------------------- one scene
 
 
-def _prepare_scene(
-    files: ScanFiles,
-    frames: list[int],
-    sv: Path,
-    settings: _Settings,
-    label_table: dict[str, tuple[int, int]],
-    tsv: Path,
-    reporter: Reporter,
-) -> dict[str, Any]:
+def _prepare_scene(job: _SceneJob, reporter: Reporter) -> _SceneResult:
+    """All modes of one scene from one pass over its frames; nothing is renamed into place unless it all worked."""
+    files = ScanFiles(job.scene_dir)
+    scene = files.scene
+    wanted = sorted(set().union(*job.frames.values()))
+    reporter.task(scene, len(wanted))
+    try:
+        method = superpoint_method(job.superpoints, job.sam_checkpoint)
+    except BifusionError as exc:
+        return _SceneResult(scene, error=(exc.where, exc.problem), fatal=True)
+    try:
+        if not wanted:
+            raise BifusionError(scene, "no frames to prepare (none at the requested frame steps)")
+        geometry = _SceneGeometry.load(files, job.label_table, job.table_name, job.benchmark)
+        meta = read_scene_meta(files.meta)
+        with contextlib.ExitStack() as stack:
+            frame_source: FrameSource = open_frame_source(files, meta, job.source, needed=wanted)
+            stack.callback(frame_source.close)
+            targets = {}
+            _remove_stale_temporaries(job.out / GT_DIR, scene)
+            for mode in job.frames:
+                for kind in ("samples", "images"):
+                    _remove_stale_temporaries(job.out / mode / kind, scene)
+                samples_tmp = stack.enter_context(atomic_dir(job.out / mode / "samples" / scene))
+                images_tmp = stack.enter_context(atomic_dir(job.out / mode / "images" / scene))
+                targets[mode] = (samples_tmp, images_tmp)
+            records = {
+                mode: {"scene": scene, "settings": job.settings[mode].record(), "source": frame_source.kind,
+                       "frames": [], "skipped": [], "labels": {name: {"points": 0, "classes": []} for name in LABEL_SETS}}
+                for mode in job.frames
+            }
+            frame_settings = next(iter(job.settings.values()))  # modes differ only in their frame step
+            for frame in wanted:
+                result = _prepare_frame(frame_source, frame, geometry, frame_settings, method)
+                if isinstance(result, str):
+                    if job.strict and not result.startswith(EXPECTED_FRAME_SKIPS):
+                        raise BifusionError(f"{scene} frame {frame}", result)
+                    for mode, record in records.items():
+                        if frame in job.frames[mode]:
+                            record["skipped"].append([frame, result])
+                else:
+                    sample_bytes, image_bytes, label_stats = _encode_frame(*result)
+                    for mode, record in records.items():
+                        if frame not in job.frames[mode]:
+                            continue
+                        samples_tmp, images_tmp = targets[mode]
+                        (samples_tmp / f"{frame:06d}.npz").write_bytes(sample_bytes)
+                        (images_tmp / f"{frame:06d}.jpg").write_bytes(image_bytes)
+                        record["frames"].append(frame)
+                        for name, (count, ids) in label_stats.items():
+                            stats = record["labels"][name]
+                            stats["points"] += count
+                            stats["classes"] = sorted(set(stats["classes"]) | ids)
+                reporter.advance(scene)
+                reporter.advance("frames")
+            gt = job.out / GT_DIR / f"{scene}.npz"
+            if not gt.is_file():
+                geometry.write_ground_truth(gt)
+            for mode, record in records.items():
+                record["gt"] = f"{GT_DIR}/{scene}.npz"
+                write_json(targets[mode][0] / SCENE_RECORD, record)
+        return _SceneResult(scene, records=records)
+    except BifusionError as exc:
+        return _SceneResult(scene, error=(exc.where, exc.problem))
+
+
+def _remove_stale_temporaries(folder: Path, scene: str) -> None:
+    """Temporary files and folders a killed run left behind for this scene (never under a final name)."""
+    if folder.is_dir():
+        for stale in folder.glob(f".{scene}.*.tmp"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
+
+
+def _encode_frame(sample: dict[str, np.ndarray], image: np.ndarray) -> tuple[bytes, bytes, dict[str, tuple[int, set[int]]]]:
+    """npz and JPEG bytes once (SV and MV get identical copies), plus per-benchmark label counts."""
     from PIL import Image
 
-    scene = _SceneGeometry.load(files, label_table, tsv.name)
-    written: list[int] = []
-    skipped: list[tuple[int, str]] = []
-    with atomic_dir(sv / "samples" / files.scene) as samples_tmp:
-        with atomic_dir(sv / "images" / files.scene) as images_tmp:
-            for frame in frames:
-                result = _prepare_frame(files, frame, scene, settings)
-                if isinstance(result, str):
-                    skipped.append((frame, result))
-                else:
-                    sample, image = result
-                    np.savez_compressed(samples_tmp / f"{frame:06d}.npz", **sample)
-                    Image.fromarray(image).save(images_tmp / f"{frame:06d}.jpg", format="JPEG", quality=95)
-                    written.append(frame)
-                reporter.advance("frames")
-        record = {"scene": files.scene, "settings": settings.record(), "frames": written, "skipped": skipped}
-        write_json(samples_tmp / SCENE_RECORD, record)
-    return record
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **sample)
+    jpeg = io.BytesIO()
+    Image.fromarray(image).save(jpeg, format="JPEG", quality=95)
+    stats = {}
+    for name, labels in LABEL_SETS.items():
+        raw = sample[labels.sample_key]
+        valid = labels.semantic_train_ids(raw) >= 0
+        stats[name] = (int(valid.sum()), {int(i) for i in np.unique(raw[valid])})
+    return buffer.getvalue(), jpeg.getvalue(), stats
 
 
-def _finished_record(sv: Path, scene: str, settings: _Settings) -> dict[str, Any] | None:
-    path = sv / "samples" / scene / SCENE_RECORD
+def _finished_record(mode_dir: Path, scene: str, settings: _Settings) -> dict[str, Any] | None:
+    path = mode_dir / "samples" / scene / SCENE_RECORD
     if not path.is_file():
         return None
     record = read_json(path)
@@ -197,20 +448,21 @@ def _finished_record(sv: Path, scene: str, settings: _Settings) -> dict[str, Any
             "use a new output folder or delete the old one",
         )
     complete = all(
-        (sv / "samples" / scene / f"{f:06d}.npz").is_file() and (sv / "images" / scene / f"{f:06d}.jpg").is_file()
+        (mode_dir / "samples" / scene / f"{f:06d}.npz").is_file() and (mode_dir / "images" / scene / f"{f:06d}.jpg").is_file()
         for f in record["frames"]
     )
-    record["skipped"] = [tuple(s) for s in record["skipped"]]
     return record if complete else None
 
 
 @dataclass(frozen=True)
 class _SceneGeometry:
-    """Per-scene data every frame needs: alignment, cameras, and the labelled mesh as a k-d tree."""
+    """Per-scene data every frame needs: alignment, the labelled mesh as a k-d tree, instance boxes."""
 
+    scene: str
     axis_align: np.ndarray
-    intrinsics: CameraIntrinsics
     tree: Any  # scipy.spatial.cKDTree over axis-aligned mesh vertices
+    vertices: np.ndarray  # float32 (V,3) world frame
+    vertex_colors: np.ndarray
     vertex_label200: np.ndarray
     vertex_label20: np.ndarray
     vertex_instance: np.ndarray
@@ -219,12 +471,16 @@ class _SceneGeometry:
     instance_high: np.ndarray
 
     @classmethod
-    def load(cls, files: ScanFiles, label_table: dict[str, tuple[int, int]], table_name: str) -> "_SceneGeometry":
+    def load(cls, files: ScanFiles, label_table: Mapping[str, tuple[int, int]], table_name: str, benchmark: str) -> "_SceneGeometry":
         from scipy.spatial import cKDTree
 
         meta = read_scene_meta(files.meta)
-        intrinsics = read_intrinsics(files, meta)
         mesh, segments, labels = read_scan_annotations(files, label_table, table_name=table_name)
+        if not labels.instance.any():
+            raise BifusionError(files.aggregation, "no annotated objects (no segGroup covers a mesh vertex)")
+        label_set = LABEL_SETS[benchmark]
+        if not (label_set.semantic_train_ids(getattr(labels, label_set.sample_key)) >= 0).any():
+            raise BifusionError(files.aggregation, f"no annotated object has a {benchmark} class")
         aligned = _transform(mesh.vertices.astype(np.float64), meta.axis_align)
         count = int(labels.instance.max()) + 1
         low = np.full((count, 3), np.inf)
@@ -232,8 +488,8 @@ class _SceneGeometry:
         np.minimum.at(low, labels.instance, aligned)
         np.maximum.at(high, labels.instance, aligned)
         return cls(
-            meta.axis_align, intrinsics, cKDTree(aligned), labels.label200, labels.label20, labels.instance,
-            segments, low, high,
+            files.scene, meta.axis_align, cKDTree(aligned), mesh.vertices, mesh.colors, labels.label200, labels.label20,
+            labels.instance, segments, low, high,
         )
 
     def label_points(self, aligned: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -252,31 +508,49 @@ class _SceneGeometry:
             self.vertex_segment[nearest],
         )
 
+    def write_ground_truth(self, path: Path) -> None:
+        """Full-scene truth on the reconstructed mesh, vertex order kept (the benchmark evaluates per vertex)."""
+        from .superpoints import contiguous_ids
+
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(
+                handle,
+                vertices=self.vertices.astype(np.float32),
+                colors=self.vertex_colors.astype(np.uint8),
+                label200=self.vertex_label200.astype(np.int32),
+                label20=self.vertex_label20.astype(np.int32),
+                instance=self.vertex_instance.astype(np.int32),
+                segments=contiguous_ids(self.vertex_segment),
+                axis_align=self.axis_align.astype(np.float32),
+            )
+
 
 def _prepare_frame(
-    files: ScanFiles, frame: int, scene: _SceneGeometry, settings: _Settings
+    source: FrameSource, frame: int, scene: _SceneGeometry, settings: _Settings, method: Callable
 ) -> tuple[dict[str, np.ndarray], np.ndarray] | str:
     """One sample and its image, or the reason the frame cannot give one."""
-    pose = read_matrix(files.pose(frame), "camera pose")
+    pose = source.pose(frame)
     if not np.all(np.isfinite(pose)):
         return "invalid pose (not finite)"
-    depth_raw = read_depth(files.depth(frame))
+    depth_raw = source.depth(frame)
     if not depth_raw.any():
         return "depth image is all zero"
-    color = read_color(files.color(frame))
+    color = source.color(frame)
 
     size = settings.image_size
-    depth_mm = resize_nearest(depth_raw, size)
-    intrinsic = rescale_intrinsic(scene.intrinsics.depth, (depth_raw.shape[1], depth_raw.shape[0]), size)
-    image = register_color(color, scene.intrinsics.color, intrinsic, size)
+    depth_resized = resize_nearest(depth_raw, size)
+    depth_mm = depth_resized if source.depth_shift == MM else _to_millimetres(depth_resized, source.depth_shift)
+    intrinsics: CameraIntrinsics = source.intrinsics
+    intrinsic = rescale_intrinsic(intrinsics.depth, (depth_raw.shape[1], depth_raw.shape[0]), size)
+    image = register_color(color, intrinsics.color, intrinsic, size)
 
-    depth_m = depth_mm.astype(np.float32) / DEPTH_SHIFT
+    depth_m = depth_resized.astype(np.float32) / np.float32(source.depth_shift)
     near, far = settings.depth_range
     usable = (depth_m >= near) & (depth_m <= far)
     if not usable.any():
         return f"no depth within {near}-{far} m"
     rows, cols = np.nonzero(usable)
-    rng = np.random.default_rng([settings.seed, zlib.crc32(files.scene.encode()), frame])
+    rng = np.random.default_rng([settings.seed, zlib.crc32(scene.scene.encode()), frame])
     chosen = sample_indices(len(rows), settings.num_points, rng)
     v, u = rows[chosen], cols[chosen]
     z = depth_m[v, u].astype(np.float64)
@@ -294,12 +568,59 @@ def _prepare_frame(
         "label200": label200,
         "label20": label20,
         "instance": instance,
-        "superpoints": point_superpoints(settings.superpoints, view),
+        "superpoints": point_superpoints(method, view),
         "pose": pose.astype(np.float32),
         "intrinsic": intrinsic.astype(np.float32),
         "axis_align": scene.axis_align.astype(np.float32),
+        "frame_index": np.asarray(frame, np.int32),
     }
     return sample, image
+
+
+def _to_millimetres(depth: np.ndarray, depth_shift: float) -> np.ndarray:
+    return np.clip(np.round(depth.astype(np.float64) * (MM / depth_shift)), 0, 65535).astype(np.uint16)
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def _write_manifest(
+    out: Path,
+    mode: str,
+    root: Path,
+    scenes: list[str],
+    records: dict[str, dict[str, dict[str, Any]]],
+    splits: dict[str, str],
+    unlisted: list[str],
+    skipped_scenes: list[tuple[str, str]],
+    settings: _Settings,
+    benchmark: str,
+) -> dict[str, Any]:
+    samples, skipped, scene_entries = [], [], []
+    for scene in scenes:
+        record = records[scene].get(mode)  # finished scenes only (now or in an earlier run)
+        if record is None:
+            continue
+        gt = record.get("gt")
+        scene_entries.append({
+            "scene": scene, "split": splits[scene], "frames": list(record["frames"]),
+            "gt": gt if gt is not None and (out / gt).is_file() else None,
+        })
+        for frame in record["frames"]:
+            samples.append({
+                "key": f"{scene}/{frame:06d}", "scene": scene, "frame": frame, "split": splits[scene],
+                "file": f"samples/{scene}/{frame:06d}.npz", "image": f"images/{scene}/{frame:06d}.jpg",
+            })
+        skipped.extend({"scene": scene, "frame": frame, "reason": reason} for frame, reason in record["skipped"])
+    manifest = {
+        "format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "mode": mode,
+        "image_size": list(settings.image_size), "num_points": settings.num_points, "frame_step": settings.frame_step,
+        "superpoints": settings.superpoints, "source": str(root), "benchmark": benchmark,
+        "scenes": scene_entries, "samples": samples, "skipped": skipped,
+        "skipped_scenes": [{"scene": s, "reason": r} for s, r in skipped_scenes], "unlisted": unlisted,
+    }
+    write_json(out / mode / "manifest.json", manifest)
+    return manifest
 
 
 # --------------------------------------------------------------------------- image geometry
@@ -357,15 +678,17 @@ def _transform(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- checks and splits
 
 
-def _check_settings(frame_step, image_size, num_points, superpoints, depth_range) -> tuple[int, int]:
-    if int(frame_step) != frame_step or frame_step < 1:
-        raise BifusionError("frame_step", f"must be a positive integer, got {frame_step}")
+def _check_step(name: str, step: Any) -> None:
+    if int(step) != step or step < 1:
+        raise BifusionError(name, f"must be a positive integer, got {step}")
+
+
+def _check_settings(frame_step, image_size, num_points, depth_range) -> tuple[int, int]:
+    _check_step("frame_step", frame_step)
     if len(image_size) != 2 or any(int(s) != s or s < 8 for s in image_size):
         raise BifusionError("image_size", f"must be two integers >= 8 (W, H), got {image_size}")
     if int(num_points) != num_points or num_points < 1:
         raise BifusionError("num_points", f"must be a positive integer, got {num_points}")
-    if superpoints not in SUPERPOINT_METHODS:
-        raise BifusionError("superpoints", f"unknown method {superpoints!r}; choose one of {sorted(SUPERPOINT_METHODS)}")
     near, far = depth_range
     if not 0 <= near < far:
         raise BifusionError("depth_range", f"must satisfy 0 <= near < far, got {depth_range}")

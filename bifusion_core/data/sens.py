@@ -79,7 +79,8 @@ class SensReader:
         try:
             self._size = self.path.stat().st_size
             self.header = self._read_header()
-            self._offsets, self.poses = self._index_frames()
+            # per frame: byte offset of its colour data, colour size, depth size; and its pose
+            self.frame_offsets, self.poses = self._index_frames()
         except BaseException:
             self._file.close()
             raise
@@ -129,7 +130,7 @@ class SensReader:
     def frame(self, index: int) -> SensFrame:
         """The stored bytes of one frame (nothing decoded)."""
         self._check(index)
-        start, color_size, depth_size = (int(v) for v in self._offsets[index])
+        start, color_size, depth_size = (int(v) for v in self.frame_offsets[index])
         self._file.seek(start - 32)
         ts_color, ts_depth, _, _ = struct.unpack("<4Q", self._file.read(32))
         color = self._file.read(color_size)
@@ -147,7 +148,7 @@ class SensReader:
     def frame_bytes(self, index: int, which: str) -> bytes:
         """Only the colour or only the depth bytes of a frame (one seek, one read)."""
         self._check(index)
-        start, color_size, depth_size = (int(v) for v in self._offsets[index])
+        start, color_size, depth_size = (int(v) for v in self.frame_offsets[index])
         if which == "color":
             self._file.seek(start)
             return self._file.read(color_size)
@@ -289,14 +290,17 @@ def _parse_header(handle: BinaryIO, path: Path, size: int) -> SensHeader:
     cw, ch, dw, dh = struct.unpack("<4I", read(16))
     (depth_shift,) = struct.unpack("<f", read(4))
     (num_frames,) = struct.unpack("<Q", read(8))
-    color = COLOR_COMPRESSION.get(color_code)
-    depth = DEPTH_COMPRESSION.get(depth_code)
-    if color not in SUPPORTED_COLOR:
-        raise BifusionError(path, f"unknown colour compression type {color_code} ({color or 'not in the format'}); "
-                                  f"supported: {', '.join(SUPPORTED_COLOR)}")
-    if depth not in SUPPORTED_DEPTH:
-        raise BifusionError(path, f"unknown depth compression type {depth_code} ({depth or 'not in the format'}); "
-                                  f"supported: {', '.join(SUPPORTED_DEPTH)}")
+    color = _compression(path, "colour", color_code, COLOR_COMPRESSION, SUPPORTED_COLOR)
+    depth = _compression(path, "depth", depth_code, DEPTH_COMPRESSION, SUPPORTED_DEPTH)
     if min(cw, ch, dw, dh) == 0 or not np.isfinite(depth_shift) or depth_shift <= 0:
         raise BifusionError(path, f"corrupt header: colour {cw}x{ch}, depth {dw}x{dh}, depth shift {depth_shift}")
     return SensHeader(version, name, *matrices, color, depth, (cw, ch), (dw, dh), float(depth_shift), int(num_frames))
+
+
+def _compression(path: Path, what: str, code: int, names: dict[int, str], supported: tuple[str, ...]) -> str:
+    name = names.get(code)
+    if name is None or name == "unknown":
+        raise BifusionError(path, f"unknown {what} compression type {code}; supported: {', '.join(supported)}")
+    if name not in supported:
+        raise BifusionError(path, f"{what} compression type {code} ({name}) is not supported; supported: {', '.join(supported)}")
+    return name

@@ -47,5 +47,6 @@ def dataset_stats(cfg) -> dict[str, Any]:
         "superpoints per frame": float(np.mean(superpoints)) if superpoints else 0.0,
         "frames with CLIP features (any setting)": float(clip_frames),
         "skipped frames": float(len(manifest.get("skipped", []))),
+        "skipped scenes": float(len(manifest.get("skipped_scenes", []))),
     }
     return {"summary": summary, "classes": {k: float(v) for k, v in classes.most_common(20)}}

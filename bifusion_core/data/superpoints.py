@@ -3,12 +3,16 @@
 ESAM gets them from SAM/FastSAM masks (GPU, heavy) and KMeans for leftovers. The default here
 is a CPU-cheap image over-segmentation (SLIC on colour + depth) that is additionally cut at
 depth discontinuities, so a superpoint rarely spans two objects even where their colours match.
-Methods are looked up by name in ``SUPERPOINT_METHODS`` so others (SAM masks) can be added.
+Methods are looked up by name (``superpoint_method``): ``image`` (the default), ``mesh`` (the
+scan's segs.json segments, offline) and ``sam`` (SAM/FastSAM masks from a checkpoint the user
+passes). All give the same output, one id per sampled point, so the prepared format never changes.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -104,14 +108,147 @@ def _mesh_method(view: SuperpointView) -> np.ndarray:
     return view.vertex_segments
 
 
-SuperpointMethod = Callable[[SuperpointView], np.ndarray]
-SUPERPOINT_METHODS: dict[str, SuperpointMethod] = {"image": _image_method, "mesh": _mesh_method}
+# --------------------------------------------------------------------------- SAM / FastSAM masks
+
+#: Which package reads which checkpoint, told by the file name like the official releases.
+SAM_PACKAGES = {"segment_anything": "segment-anything", "ultralytics": "ultralytics"}
 
 
-def point_superpoints(method: str, view: SuperpointView) -> np.ndarray:
-    """Superpoint id of every sampled point, contiguous 0..S-1 over those points (int32)."""
+def _sam_backend(checkpoint: Path) -> tuple[str, str]:
+    """(package, model type) for a checkpoint: ``sam_vit_h_*.pth`` -> SAM ViT-H, ``FastSAM*.pt`` -> FastSAM."""
+    name = checkpoint.name.lower()
+    if "fastsam" in name:
+        return "ultralytics", "fastsam"
+    for model_type in ("vit_h", "vit_l", "vit_b"):
+        if model_type in name:
+            return "segment_anything", model_type
+    raise BifusionError(
+        checkpoint,
+        "cannot tell the model from the file name; keep the official names (sam_vit_h_4b8939.pth, sam_vit_l_*.pth, "
+        "sam_vit_b_*.pth for SAM, FastSAM-x.pt / FastSAM-s.pt for FastSAM)",
+    )
+
+
+def check_sam_checkpoint(checkpoint: str | Path | None) -> tuple[str, str]:
+    """Refuse early, in one line, what the ``sam`` method cannot run with; returns (package, model type)."""
+    import importlib.util
+
+    if checkpoint is None:
+        raise BifusionError(
+            "--sam-checkpoint",
+            "superpoints 'sam' need a SAM or FastSAM checkpoint file (e.g. sam_vit_h_4b8939.pth or FastSAM-x.pt); none given",
+        )
+    checkpoint = Path(checkpoint)
+    if not checkpoint.exists():
+        raise BifusionError(checkpoint, "SAM checkpoint not found")
+    if not checkpoint.is_file():
+        raise BifusionError(checkpoint, "SAM checkpoint is not a file")
     try:
-        fn = SUPERPOINT_METHODS[method]
-    except KeyError:
-        raise BifusionError("superpoints", f"unknown method {method!r}; choose one of {sorted(SUPERPOINT_METHODS)}") from None
+        with open(checkpoint, "rb") as handle:
+            first = handle.read(1)
+    except OSError as exc:
+        raise BifusionError(checkpoint, f"SAM checkpoint unreadable ({exc.strerror or exc.__class__.__name__})") from None
+    if not first:
+        raise BifusionError(checkpoint, "SAM checkpoint is empty")
+    package, model_type = _sam_backend(checkpoint)
+    if importlib.util.find_spec(package) is None:
+        raise BifusionError(
+            checkpoint,
+            f"superpoints 'sam' with this checkpoint need the Python package '{package}', which is not installed "
+            f"(pip install {SAM_PACKAGES[package]})",
+        )
+    return package, model_type
+
+
+class SamSuperpoints:
+    """2D masks of SAM (automatic mask generator) or FastSAM, painted so that small masks win.
+
+    Pixels no mask covers get the image over-segmentation instead of ESAM's KMeans on the sampled
+    points, and every mask is cut at depth jumps like image superpoints, so a mask that bleeds
+    over an object border in the image still separates in 3D. The model loads on first use, once
+    per process.
+    """
+
+    def __init__(self, checkpoint: str | Path, device: str | None = None):
+        self.checkpoint = Path(checkpoint)
+        self.package, self.model_type = check_sam_checkpoint(self.checkpoint)
+        self.device = device
+        self._generate: Callable[[np.ndarray], list[np.ndarray]] | None = None
+
+    def _load(self) -> Callable[[np.ndarray], list[np.ndarray]]:
+        import torch
+
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            if self.package == "segment_anything":
+                from segment_anything import SamAutomaticMaskGenerator, sam_model_registry
+
+                model = sam_model_registry[self.model_type](checkpoint=str(self.checkpoint)).to(device)
+                generator = SamAutomaticMaskGenerator(model)
+                return lambda rgb: [np.asarray(m["segmentation"], bool) for m in generator.generate(rgb)]
+            from ultralytics import FastSAM
+
+            model = FastSAM(str(self.checkpoint))
+
+            def fastsam(rgb: np.ndarray) -> list[np.ndarray]:
+                height, width = rgb.shape[:2]
+                results = model(rgb, device=device, retina_masks=True, imgsz=max(height, width), conf=0.1, iou=0.9, verbose=False)
+                masks = results[0].masks if results else None
+                return [] if masks is None else list(masks.data.cpu().numpy().astype(bool))
+
+            return fastsam
+        except Exception as exc:  # third-party loaders raise anything; one line naming the file
+            raise BifusionError(self.checkpoint, f"cannot load the {self.model_type} checkpoint ({exc.__class__.__name__}: {exc})") from None
+
+    def segments(self, color: np.ndarray, depth_m: np.ndarray) -> np.ndarray:
+        """int32 (H,W) ids, contiguous."""
+        if self._generate is None:
+            self._generate = self._load()
+        height, width = depth_m.shape
+        painted = np.full((height, width), -1, np.int64)
+        masks = [m for m in self._generate(np.ascontiguousarray(color)) if m.shape == (height, width)]
+        for k, mask in sorted(enumerate(masks), key=lambda item: -int(item[1].sum())):
+            painted[mask] = k
+        uncovered = painted < 0
+        if uncovered.any():
+            fill = image_superpoints(color, depth_m)
+            painted[uncovered] = len(masks) + fill[uncovered]
+        return split_at_depth_jumps(painted, np.asarray(depth_m, np.float64), (0.03, 0.03))
+
+    def __call__(self, view: SuperpointView) -> np.ndarray:
+        return self.segments(view.color, view.depth_m)[view.pixels[:, 1], view.pixels[:, 0]]
+
+
+SuperpointMethod = Callable[[SuperpointView], np.ndarray]
+#: Method name -> what it needs. Every method gives the same output: an id per sampled point.
+SUPERPOINT_METHODS: dict[str, str] = {
+    "image": "2D over-segmentation of the frame (colour + depth); online, the default",
+    "mesh": "segments of the reconstructed mesh (segs.json) through each point's nearest vertex; offline only",
+    "sam": "SAM / FastSAM masks of the frame; needs --sam-checkpoint and the segment-anything or ultralytics package",
+}
+
+
+@functools.lru_cache(maxsize=4)
+def superpoint_method(name: str, sam_checkpoint: str | None = None) -> SuperpointMethod:
+    """The method by name, built once per process (the SAM model is heavy)."""
+    if name == "image":
+        return _image_method
+    if name == "mesh":
+        return _mesh_method
+    if name == "sam":
+        return SamSuperpoints(sam_checkpoint)  # type: ignore[arg-type]
+    raise BifusionError("superpoints", f"unknown method {name!r}; choose one of {sorted(SUPERPOINT_METHODS)}")
+
+
+def check_superpoint_method(name: str, sam_checkpoint: str | Path | None = None) -> None:
+    """Everything that can be refused before a run starts (unknown name, SAM checkpoint or package)."""
+    if name not in SUPERPOINT_METHODS:
+        raise BifusionError("superpoints", f"unknown method {name!r}; choose one of {sorted(SUPERPOINT_METHODS)}")
+    if name == "sam":
+        check_sam_checkpoint(sam_checkpoint)
+
+
+def point_superpoints(method: str | SuperpointMethod, view: SuperpointView) -> np.ndarray:
+    """Superpoint id of every sampled point, contiguous 0..S-1 over those points (int32)."""
+    fn = superpoint_method(method) if isinstance(method, str) else method
     return contiguous_ids(fn(view))

@@ -14,6 +14,7 @@ ground truth the preparation round-trip tests compare against.
 from __future__ import annotations
 
 import functools
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,13 +22,13 @@ from typing import Callable
 
 import numpy as np
 
+from ..io import atomic_path
 from ..reporting import NULL_REPORTER, Reporter
 from .labels import write_labels_tsv
 from .scannet_raw import (
     ScanFiles,
     SegGroup,
     write_aggregation,
-    write_color,
     write_depth,
     write_intrinsics,
     write_matrix,
@@ -36,10 +37,12 @@ from .scannet_raw import (
     write_segs,
     write_split,
 )
+from .sens import SensFrame, encode_depth, write_sens
 
 #: Raw frame indices are ``0, SYNTHETIC_FRAME_STEP, 2*SYNTHETIC_FRAME_STEP, ...`` (like a
 #: SensReader export with ``frame_skip=20``); prepare them with ``frame_step`` a multiple of it.
 SYNTHETIC_FRAME_STEP = 20
+LAYOUTS = ("exported", "sens", "both")
 
 # raw category -> (tsv id, nyu40 id, nyu40 class name); a small, consistent slice of ScanNet's table.
 CATEGORIES: dict[str, tuple[int, int, str]] = {
@@ -74,6 +77,7 @@ class SyntheticOptions:
     object_edge_m: float = 0.03  # mesh edge length of furniture
     depth_noise: float = 0.001  # sigma = depth_noise * z^2 metres (structured-light-like)
     color_noise: float = 2.0  # sigma in 0..255 units
+    look_height: tuple[float, float] = (0.2, 0.5)  # height range of the points the camera looks at (m)
 
 
 # --------------------------------------------------------------------------- geometry primitives
@@ -486,7 +490,7 @@ def synthetic_scene(seed: int, index: int, options: SyntheticOptions | None = No
         angle = start + 2 * math.pi * k / max(1, options.num_frames)
         radius = rng.uniform(0.55, 0.75) * (centre - 0.3)
         eye = np.array([*(centre + radius * [math.cos(angle), math.sin(angle)]), rng.uniform(1.35, 1.65)])
-        target = np.array([*(centre + rng.uniform(-0.6, 0.6, 2)), rng.uniform(0.2, 0.5)])
+        target = np.array([*(centre + rng.uniform(-0.6, 0.6, 2)), rng.uniform(*options.look_height)])
         poses.append(_look_at(eye, target))
     return SyntheticScene(
         name=f"scene{index:04d}_00",
@@ -525,8 +529,14 @@ def _segments(vertices: np.ndarray, vertex_object: np.ndarray, objects: list[Syn
 # --------------------------------------------------------------------------- writing
 
 
-def write_synthetic_scene(scans_dir: str | Path, scene: SyntheticScene) -> Path:
-    """One scan folder in the raw ScanNet layout (mesh, annotations, metadata, exported frames)."""
+def write_synthetic_scene(scans_dir: str | Path, scene: SyntheticScene, layout: str = "exported") -> Path:
+    """One scan folder in the raw ScanNet layout (mesh, annotations, metadata) with its frames as
+    exported folders (``layout="exported"``), as ``<scene>.sens`` (``"sens"``) or both.
+
+    Both layouts hold the same JPEG bytes, depth and (6-decimal) poses, so they prepare identically.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     files = ScanFiles(Path(scans_dir) / scene.name)
     options = scene.options
     write_mesh(files.mesh, scene.world_vertices, scene.vertex_colors(), scene.faces)
@@ -551,14 +561,20 @@ def write_synthetic_scene(scans_dir: str | Path, scene: SyntheticScene) -> Path:
         "numColorFrames": num_raw_frames, "numDepthFrames": num_raw_frames, "numIMUmeasurements": 0,
         "sceneType": "Bedroom / Hotel",
     })
-    write_intrinsics(files, ck, dk)
-    for frame in scene.frames:
-        write_synthetic_frame(files, scene, frame)
+    frames = {frame: synthetic_frame(scene, frame) for frame in scene.frames}
+    if layout in ("exported", "both"):
+        write_intrinsics(files, ck, dk)
+        for frame, (pose, depth_mm, jpeg) in frames.items():
+            write_depth(files.depth(frame), depth_mm)
+            write_bytes(files.color(frame), jpeg)
+            write_matrix(files.pose(frame), pose)
+    if layout in ("sens", "both"):
+        write_synthetic_sens(files.root / f"{scene.name}.sens", scene, frames)
     return files.root
 
 
-def write_synthetic_frame(files: ScanFiles, scene: SyntheticScene, frame: int) -> None:
-    """Render one frame like a sensor would deliver it: noisy mm depth, noisy JPEG colour."""
+def synthetic_frame(scene: SyntheticScene, frame: int) -> tuple[np.ndarray, np.ndarray, bytes]:
+    """Render one frame like a sensor would deliver it: (pose, noisy mm depth, noisy colour as JPEG bytes)."""
     options = scene.options
     rng = np.random.default_rng([scene.seed, scene.index, 1, frame])
     pose = scene.pose(frame)
@@ -568,9 +584,49 @@ def write_synthetic_frame(files: ScanFiles, scene: SyntheticScene, frame: int) -
     depth_mm = np.where(depth_view.depth_m > 0, np.clip(np.round(z * 1000), 0, 65535), 0).astype(np.uint16)
     color = scene.render(pose, scene.color_intrinsic, options.color_size).color.astype(np.float64)
     color = np.clip(color + rng.normal(0, options.color_noise, color.shape), 0, 255).round().astype(np.uint8)
+    return pose, depth_mm, encode_jpeg(color)
+
+
+def write_synthetic_frame(files: ScanFiles, scene: SyntheticScene, frame: int) -> None:
+    """One frame in the exported layout (``color/ depth/ pose/``)."""
+    pose, depth_mm, jpeg = synthetic_frame(scene, frame)
     write_depth(files.depth(frame), depth_mm)
-    write_color(files.color(frame), color)
+    write_bytes(files.color(frame), jpeg)
     write_matrix(files.pose(frame), pose)
+
+
+def write_synthetic_sens(path: Path, scene: SyntheticScene, frames: dict[int, tuple[np.ndarray, np.ndarray, bytes]]) -> None:
+    """The scan as a ``.sens`` stream holding *every* raw frame, like a real recording: frames between
+    two rendered ones repeat the earlier one (a camera at rest), so a reader must seek past them."""
+    options = scene.options
+    rendered = sorted(frames)
+
+    def stream():
+        for raw in range(rendered[-1] + 1):
+            key = max(f for f in rendered if f <= raw)
+            pose, depth_mm, jpeg = frames[key]
+            yield SensFrame(
+                pose=as_written(pose), color_bytes=jpeg, depth_bytes=encode_depth(depth_mm),
+                timestamp_color=raw * 33_333, timestamp_depth=raw * 33_333,
+            )
+
+    write_sens(
+        path, stream(), color_intrinsic=as_written(scene.color_intrinsic), depth_intrinsic=as_written(scene.depth_intrinsic),
+        color_size=options.color_size, depth_size=options.depth_size, depth_shift=1000.0,
+    )
+
+
+def as_written(matrix: np.ndarray) -> np.ndarray:
+    """The values the exported text files hold (``%f``: 6 decimals), so ``.sens`` and export agree."""
+    return np.array([float(f"{v:f}") for v in np.asarray(matrix, np.float64).reshape(-1)]).reshape(np.shape(matrix))
+
+
+def encode_jpeg(color: np.ndarray, quality: int = 92) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(color, np.uint8), "RGB").save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
 
 
 def labels_table_rows(categories: list[str]) -> list[dict[str, object]]:
@@ -588,9 +644,12 @@ def write_synthetic_scannet(
     *,
     num_val: int | None = None,
     options: SyntheticOptions | None = None,
+    layout: str = "exported",
     reporter: Reporter = NULL_REPORTER,
 ) -> list[str]:
     """Write ``num_scenes`` scans under ``out_root/scans`` plus the label table and split lists.
+
+    ``layout``: frames as exported folders, as ``.sens`` streams, or both (see ``write_synthetic_scene``).
 
     The last ``num_val`` scenes (default: a quarter, at least one when there are two or more)
     form the val split. Returns the scene names.
@@ -606,7 +665,7 @@ def write_synthetic_scannet(
     reporter.task("synthetic scenes", num_scenes)
     for index in range(num_scenes):
         scene = synthetic_scene(seed, index, options)
-        write_synthetic_scene(out_root / "scans", scene)
+        write_synthetic_scene(out_root / "scans", scene, layout)
         used.update(o.category for o in scene.objects if o.object_id >= 0)
         names.append(scene.name)
         reporter.advance("synthetic scenes")
@@ -614,3 +673,8 @@ def write_synthetic_scannet(
     write_split(out_root / "splits" / "scannetv2_train.txt", names[: num_scenes - num_val])
     write_split(out_root / "splits" / "scannetv2_val.txt", names[num_scenes - num_val:])
     return names
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)

@@ -50,26 +50,31 @@ def clip_source(cfg: Preset, data_root: Path, reporter: Reporter = NULL_REPORTER
     from ..features.clip_store import ClipFeatureSource
 
     weights = clip_weights_path(cfg, data_root, reporter)
-    settings = dict(num_layers=cfg.clip.num_layers, weights=weights, image_size=tuple(cfg.data.image_size))
+    settings = dict(num_layers=stored_clip_layers(cfg), weights=weights, image_size=tuple(cfg.data.image_size))
     if not cfg.clip.use_precomputed:
         return ClipFeatureSource(None, **settings)
     return ClipFeatureSource.for_data_root(data_root, **settings)
 
 
-def dataset(cfg: Preset, data_root: Path, split: str | None, train: bool, source=None, limit: int | None = None) -> PreparedFrames:
-    return PreparedFrames(
-        data_root,
-        split,
-        label_set(cfg),
-        cfg.data.voxel_size,
-        augment=cfg.data.augment if train else None,
-        clip_source=source,
-        mode=cfg.data.mode,
-        limit=limit,
-    )
+def stored_clip_layers(cfg: Preset) -> int:
+    """CLIP blocks whose output is stored: the last ``train.unfreeze.clip_blocks`` run online in the model."""
+    return cfg.clip.num_layers - cfg.train.unfreeze.clip_blocks
 
 
-def loader(cfg: Preset, ds: PreparedFrames, train: bool, seed: int = 0) -> DataLoader:
+def dataset(cfg: Preset, data_root: Path, split: str | None, train: bool, source=None, limit: int | None = None):
+    """Single frames (``data.mode: sv``) or runs of ``data.num_frames`` consecutive frames (``mv``)."""
+    common = dict(augment=cfg.data.augment if train else None, clip_source=source)
+    if cfg.data.mode == "mv":
+        from torch.utils.data import Subset
+
+        from ..data.sequences import PreparedSequences
+
+        ds = PreparedSequences(data_root, split, label_set(cfg), cfg.data.voxel_size, num_frames=cfg.data.num_frames, **common)
+        return ds if limit is None else Subset(ds, range(min(limit, len(ds))))
+    return PreparedFrames(data_root, split, label_set(cfg), cfg.data.voxel_size, mode=cfg.data.mode, limit=limit, **common)
+
+
+def loader(cfg: Preset, ds, train: bool, seed: int = 0) -> DataLoader:
     workers = cfg.data.num_workers
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(

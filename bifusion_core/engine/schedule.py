@@ -20,14 +20,26 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int, min
     )
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, norms and positional embeddings (they are not 'weights')."""
-    decay, no_decay = [], []
+def parameter_groups(model: torch.nn.Module, weight_decay: float, lr: float, lr_mult: dict[str, float] | None = None) -> list[dict]:
+    """AdamW groups by (weight decay, learning-rate multiplier).
+
+    No weight decay on biases, norms and positional embeddings (they are not 'weights');
+    ``lr_mult`` scales the learning rate of parameters under a name prefix (e.g. the CLIP
+    blocks S2 fine-tunes), except ``pos_embed``, which keeps the base rate. Frozen parameters
+    are included: staged unfreezing turns them on later without rebuilding the optimiser
+    (AdamW skips parameters that have no gradient).
+    """
+    groups: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if param.ndim <= 1 or "pos_embed" in name or "norm" in name:
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        is_pos = "pos_embed" in name
+        decay = not (param.ndim <= 1 or is_pos or "norm" in name)
+        mult = 1.0
+        if not is_pos:
+            for prefix, value in (lr_mult or {}).items():
+                if name.startswith(prefix + "."):
+                    mult = value
+        groups.setdefault((decay, mult), []).append(param)
+    return [
+        {"params": params, "weight_decay": weight_decay if decay else 0.0, "lr": lr * mult, "lr_mult": mult}
+        for (decay, mult), params in groups.items()
+    ]

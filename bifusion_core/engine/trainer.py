@@ -22,11 +22,14 @@ from ..config.loader import load_saved_config, save_preset
 from ..config.schema import Preset
 from ..errors import BifusionError
 from ..losses.criterion import Criterion
+from ..losses.schedule import stage_index, stage_progress
 from ..models.bifusion import build_model, count_parameters
 from ..reporting import NULL_REPORTER, Reporter
 from . import builders
 from .checkpoint import CHECKPOINT_DIR, load_checkpoint, resolve_checkpoint, save_checkpoint
+from .partial_load import LoadReport, load_init_weights
 from .schedule import parameter_groups, warmup_cosine
+from .unfreeze import apply_stage
 
 PRIMARY_METRIC = "instance/ap50"
 
@@ -39,6 +42,7 @@ class TrainResult:
     best: dict[str, float] = field(default_factory=dict)
     final: dict[str, float] = field(default_factory=dict)
     clip_fallbacks: int = 0
+    init_reports: list[LoadReport] = field(default_factory=list)
 
 
 def new_run_dir(cfg: Preset) -> Path:
@@ -130,10 +134,23 @@ def train(
     train_loader = builders.loader(cfg, train_ds, train=True, seed=cfg.train.seed)
     val_loader = builders.loader(cfg, val_ds, train=False) if val_ds is not None else None
 
-    model = build_model(cfg, labels).to(device)
+    model = build_model(cfg, labels)
+    if hasattr(model, "clip_tail"):
+        model.clip_tail.load_weights(cfg.clip.num_layers, builders.clip_weights_path(cfg, data_root))
+    init_reports = load_init_weights(model, cfg.train.init) if payload is None else []
+    for report in init_reports:
+        reporter.note("init " + report.summary())
+    model.to(device)
     criterion = Criterion(cfg.loss, labels.num_instance)
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.optim.weight_decay), lr=cfg.optim.lr)
     total = total_iterations(cfg, len(train_ds))
+    stage = stage_index(cfg.loss.stages, stage_progress(payload["iteration"] if payload else 0, total))
+    groups = apply_stage(model, cfg.train.unfreeze, stage)
+    if payload is None and "backbone3d" not in groups and not init_reports:
+        reporter.note(f"S{stage} trains only {', '.join(groups)}: the 3D U-Net stays at its random init "
+                      "until S1 (start from a 3D-only run with --init-from)")
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, cfg.optim.weight_decay, cfg.optim.lr, cfg.optim.lr_mult), lr=cfg.optim.lr
+    )
     scheduler = warmup_cosine(optimizer, cfg.optim.warmup_iters, total, cfg.optim.min_lr_ratio)
     start, best = 0, {}
     if payload is not None:
@@ -152,7 +169,7 @@ def train(
     metrics_csv = MetricsCsv(run_dir / "metrics.csv")
     reporter.note(
         f"run {run_dir} · {len(train_ds)} train / {len(val_ds) if val_ds else 0} val frames · "
-        f"{count_parameters(model, trainable_only=True) / 1e6:.2f} M trainable parameters · {device}"
+        f"{count_parameters(model, trainable_only=True) / 1e6:.2f} M trainable parameters (S{stage}: {', '.join(groups)}) · {device}"
     )
     reporter.task("train", total)
     if start:
@@ -172,9 +189,15 @@ def train(
             _, batch = next(stream)
             epoch = it // iters_per_epoch
             batch = batch.to(device)
+            now_stage = stage_index(cfg.loss.stages, stage_progress(it, total))
+            if now_stage != stage:
+                stage = now_stage
+                groups = apply_stage(model, cfg.train.unfreeze, stage)
+                reporter.note(f"iteration {it}: stage S{stage} · training {', '.join(groups)} · "
+                              f"loss weights {cfg.loss.stages[stage].model_dump(exclude={'until'})}")
             model.set_iteration(it)
             out = model(batch)
-            loss, terms = criterion(out, batch)
+            loss, terms = criterion(out, batch, cfg.loss.stages[stage])
             if not math.isfinite(terms["total"]):
                 raise BifusionError(f"iteration {it}", f"loss is {terms['total']} ({terms}); lower optim.lr")
             (loss / cfg.optim.accumulate).backward()
@@ -189,7 +212,7 @@ def train(
             now = time.perf_counter()
             rate = window_iters / max(now - window_start, 1e-9)
             live = {
-                "iteration": it + 1, "total": total, "epoch": epoch + 1, "it/s": rate,
+                "iteration": it + 1, "total": total, "epoch": epoch + 1, "stage": stage, "it/s": rate,
                 "eta_s": (total - it - 1) / max(rate, 1e-9), "lr": scheduler.get_last_lr()[0],
                 "grad_norm": grad_norm, **{f"loss/{k}": v for k, v in terms.items()}, **out.stats,
             }
@@ -203,7 +226,8 @@ def train(
                 for k, v in out.stats.items():
                     writer.add_scalar(f"train/{k}", v, it + 1)
                 writer.add_scalar("train/lr", live["lr"], it + 1)
-                metrics_csv.append({"iteration": it + 1, "epoch": epoch + 1, "lr": live["lr"], **terms, **out.stats})
+                writer.add_scalar("train/stage", stage, it + 1)
+                metrics_csv.append({"iteration": it + 1, "epoch": epoch + 1, "stage": stage, "lr": live["lr"], **terms, **out.stats})
                 window_start, window_iters = now, 0
             is_last = it + 1 == total
             if val_loader is not None and ((it + 1) % cfg.train.eval_every == 0 or is_last):
@@ -227,6 +251,7 @@ def train(
     return TrainResult(
         run_dir, total, time.perf_counter() - started, best, final,
         clip_fallbacks=getattr(source, "fallbacks", 0) if source is not None else 0,
+        init_reports=init_reports,
     )
 
 

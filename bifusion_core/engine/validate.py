@@ -113,6 +113,9 @@ def _check_model(cfg) -> Check:
         return Check("model", False, f"model build/forward failed: {exc.__class__.__name__}: {exc}")
     parts = [f"{count_parameters(model) / 1e6:.2f} M parameters"]
     if cfg.model.use_2d:
-        parts.append(f"gate {count_parameters(model.gate) / 1e6:.3f} M, 2D head {count_parameters(model.head2d) / 1e6:.2f} M")
+        parts.append(f"{cfg.model.fusion.gate} gate {count_parameters(model.gate) / 1e6:.3f} M, 2D head {count_parameters(model.head2d) / 1e6:.2f} M")
+    for name, label in (("film", "FiLM"), ("tiny_sa", "Tiny-SA"), ("clip_tail", "online CLIP blocks")):
+        if hasattr(model, name):
+            parts.append(f"{label} {count_parameters(getattr(model, name)) / 1e6:.3f} M")
     parts.append(f"forward+backward on 2×600 points ok (loss {terms['total']:.3f})")
     return Check("model", True, "; ".join(parts))

@@ -183,22 +183,31 @@ def _check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
 
 
 def _manifest_frames(data_root: Path, image_size: tuple[int, int]) -> list[_Frame]:
-    """Every frame of ``DATA/sv/manifest.json`` (all splits), in manifest order, keys unique."""
-    manifest_path = data_root / "sv" / "manifest.json"
-    manifest = read_json(manifest_path)
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("samples"), list):
-        raise BifusionError(manifest_path, "not a bifusion manifest (no 'samples' list)")
-    prepared = manifest.get("image_size")
-    if prepared is not None and tuple(int(v) for v in prepared) != image_size:
-        raise BifusionError(
-            manifest_path,
-            f"images were prepared at {prepared[0]}x{prepared[1]}, not the requested {image_size[0]}x{image_size[1]}",
-        )
+    """Every frame of the prepared single- and multi-view manifests (all splits), keys unique.
+
+    SV and MV share frame keys (``scene/000040``) and images, so a frame used by both is
+    encoded once.
+    """
+    manifests = [data_root / mode / "manifest.json" for mode in ("sv", "mv")]
+    present = [m for m in manifests if m.is_file()]
+    if not present:
+        raise BifusionError(manifests[0], "file not found; run `bifusion prepare` first")
     frames: dict[str, _Frame] = {}
-    for i, sample in enumerate(manifest["samples"]):
-        if not isinstance(sample, dict) or "key" not in sample or "image" not in sample:
-            raise BifusionError(manifest_path, f"samples[{i}] lacks 'key' or 'image'")
-        frames.setdefault(str(sample["key"]), _Frame(str(sample["key"]), str(data_root / "sv" / sample["image"])))
+    for manifest_path in present:
+        manifest = read_json(manifest_path)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("samples"), list):
+            raise BifusionError(manifest_path, "not a bifusion manifest (no 'samples' list)")
+        prepared = manifest.get("image_size")
+        if prepared is not None and tuple(int(v) for v in prepared) != image_size:
+            raise BifusionError(
+                manifest_path,
+                f"images were prepared at {prepared[0]}x{prepared[1]}, not the requested {image_size[0]}x{image_size[1]}",
+            )
+        for i, sample in enumerate(manifest["samples"]):
+            if not isinstance(sample, dict) or "key" not in sample or "image" not in sample:
+                raise BifusionError(manifest_path, f"samples[{i}] lacks 'key' or 'image'")
+            image = manifest_path.parent / sample["image"]
+            frames.setdefault(str(sample["key"]), _Frame(str(sample["key"]), str(image)))
     return list(frames.values())
 
 

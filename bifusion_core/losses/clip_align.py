@@ -1,4 +1,10 @@
-"""2D-3D alignment: pull each seen point's 3D feature towards its CLIP-derived 2D feature."""
+"""2D-3D alignment: pull each seen point's 3D feature towards its CLIP-derived 2D feature.
+
+The 2D side is mostly a teacher: only ``gradient_flow`` (5 %) of the alignment gradient reaches
+it. With the full gradient the 2D head would meet the 3D branch halfway and learn to predict
+3D features, discarding exactly what 3D cannot see (texture); a small share still lets the
+2D projection adapt to the common space.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,19 @@ import torch
 import torch.nn.functional as F
 
 
-def clip_alignment_loss(f2d: torch.Tensor, f3d: torch.Tensor, valid: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
+def scale_gradient(x: torch.Tensor, share: float) -> torch.Tensor:
+    """Same value as ``x``; only ``share`` of the incoming gradient flows back through it."""
+    if share >= 1.0:
+        return x
+    return share * x + (1.0 - share) * x.detach()
+
+
+def clip_alignment_loss(
+    f2d: torch.Tensor, f3d: torch.Tensor, valid: torch.Tensor, temperature: float = 0.07, gradient_flow: float = 1.0
+) -> torch.Tensor:
     """−log σ(cos(f2D, f3D)/τ) averaged over points a view sees; 0 when none is seen."""
     if not bool(valid.any()):
         return f3d.sum() * 0.0
-    cos = (F.normalize(f2d[valid], dim=-1) * F.normalize(f3d[valid], dim=-1)).sum(-1)
+    f2d = scale_gradient(f2d[valid], gradient_flow)
+    cos = (F.normalize(f2d, dim=-1) * F.normalize(f3d[valid], dim=-1)).sum(-1)
     return -F.logsigmoid(cos / temperature).mean()

@@ -1,15 +1,17 @@
-"""The total training loss: weighted semantic, instance and CLIP-alignment terms."""
+"""The total training loss: the stage's weights over semantic, instance, CLIP-alignment and auxiliary terms."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ..config.schema import LossConfig
+from ..config.schema import LossConfig, LossStage
 from ..data.batch import Batch
 from ..models.bifusion import ModelOutput
 from .clip_align import clip_alignment_loss
-from .instance import instance_loss, superpoint_targets
+from .instance import instance_loss, superpoint_targets, weighted_instance_loss
+from .no_view import no_view_loss
+from .spatial import spatial_consistency_loss
 
 
 class Criterion:
@@ -17,29 +19,40 @@ class Criterion:
         self.cfg = cfg
         self.num_instance_classes = num_instance_classes
 
-    def __call__(self, out: ModelOutput, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        """Returns the total loss and every term (unweighted) for logging."""
+    def __call__(self, out: ModelOutput, batch: Batch, weights: LossStage | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Returns the total loss and every term (unweighted) for logging; ``weights`` default to S0's."""
         cfg = self.cfg
+        w = weights if weights is not None else cfg.stages[0]
         terms: dict[str, torch.Tensor] = {}
         terms["semantic"] = F.cross_entropy(out.semantic_logits, batch.semantic, ignore_index=-1) \
             if bool((batch.semantic >= 0).any()) else out.semantic_logits.sum() * 0.0
-        inst = {"cls": 0.0, "mask_bce": 0.0, "mask_dice": 0.0}
+        inst: dict[str, torch.Tensor] = {}
         for b, sp in enumerate(out.sp_slices):
             sel = batch.point_batch == b
-            num_sp = sp.stop - sp.start
             classes, masks = superpoint_targets(
-                batch.instance[sel], batch.instance_class[sel], batch.superpoints[sel] - sp.start, num_sp
+                batch.instance[sel], batch.instance_class[sel], batch.superpoints[sel] - sp.start, sp.stop - sp.start
             )
-            dec = out.decoder[b]
-            per = instance_loss(dec, classes, masks, self.num_instance_classes, cfg)
+            per = instance_loss(out.decoder[b], classes, masks, self.num_instance_classes, cfg)
             for k, v in per.items():
-                inst[k] = inst[k] + v / batch.num_samples
+                inst[k] = inst.get(k, 0.0) + v / batch.num_samples
         terms.update({f"instance_{k}": v for k, v in inst.items()})
-        instance_total = cfg.cls * inst["cls"] + cfg.mask_bce * inst["mask_bce"] + cfg.mask_dice * inst["mask_dice"]
-        total = cfg.semantic * terms["semantic"] + cfg.instance * instance_total
-        if out.f2d is not None and cfg.clip > 0:
-            terms["clip_align"] = clip_alignment_loss(out.f2d, out.f3d, out.valid, cfg.temperature)
-            total = total + cfg.clip * terms["clip_align"]
+        total = w.semantic * terms["semantic"] + w.instance * weighted_instance_loss(inst, cfg)
+        if out.f2d is not None and w.clip > 0:
+            terms["clip_align"] = clip_alignment_loss(out.f2d, out.f3d, out.valid, cfg.temperature, cfg.clip_gradient_flow)
+            total = total + w.clip * terms["clip_align"]
+        if w.aux > 0:
+            aux = out.f3d.new_zeros(())
+            if cfg.spatial > 0:
+                terms["spatial"] = spatial_consistency_loss(
+                    out.f3d, batch.points_aug, batch.point_batch, batch.superpoints, cfg.knn, cfg.spatial_anchors
+                )
+                aux = aux + cfg.spatial * terms["spatial"]
+            if out.valid is not None and cfg.no_view > 0:
+                terms["no_view"] = no_view_loss(
+                    out.semantic_logits, batch.points_aug, out.valid, batch.point_batch, cfg.knn, cfg.pseudo_threshold
+                )
+                aux = aux + cfg.no_view * terms["no_view"]
+            total = total + w.aux * aux
         logged = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
         logged["total"] = float(total.detach())
         return total, logged

@@ -1,4 +1,9 @@
-"""Instance loss on the decoder's superpoint masks: class CE, mask BCE + Dice after matching."""
+"""Instance loss on the decoder's superpoint masks, after matching queries to ground truth.
+
+Per supervised layer: focal class loss over all queries, BCE and Dice on the matched masks,
+and objectness BCE (matched = 1). Objectness scores a query's mask independently of its
+class, which ranks masks better at inference when the class is uncertain.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import torch.nn.functional as F
 
 from ..config.schema import LossConfig
 from ..models.decoder import DecoderOutput
+from .focal import focal_loss
 from .matching import hungarian_match
 
 
@@ -41,20 +47,28 @@ def instance_loss(
     num_classes: int,
     cfg: LossConfig,
 ) -> dict[str, torch.Tensor]:
-    """Summed over the supervised layers (all, or only the last without ``aux_layers``)."""
+    """Each term averaged over the supervised layers (all, or only the last without ``aux_layers``)."""
     layers = range(len(out.cls_logits)) if cfg.aux_layers else [len(out.cls_logits) - 1]
-    class_weight = torch.ones(num_classes + 1, device=gt_masks.device)
-    class_weight[-1] = cfg.no_object_weight
-    terms = {"cls": 0.0, "mask_bce": 0.0, "mask_dice": 0.0}
+    match_weights = (cfg.match_cls, cfg.match_bce, cfg.match_dice)
+    terms = {"cls": 0.0, "mask_bce": 0.0, "mask_dice": 0.0, "objectness": 0.0}
     for layer in layers:
         cls_logits, mask_logits = out.cls_logits[layer], out.mask_logits[layer]
-        rows, cols = hungarian_match(cls_logits, mask_logits, gt_classes, gt_masks)
+        rows, cols = hungarian_match(cls_logits, mask_logits, gt_classes, gt_masks, match_weights)
         target = torch.full((cls_logits.shape[0],), num_classes, dtype=torch.long, device=cls_logits.device)
         target[rows] = gt_classes[cols]
-        terms["cls"] = terms["cls"] + F.cross_entropy(cls_logits, target, weight=class_weight)
+        terms["cls"] = terms["cls"] + focal_loss(cls_logits, target, cfg.focal_alpha, cfg.focal_gamma)
+        matched = torch.zeros_like(out.objectness[layer])
+        matched[rows] = 1.0
+        terms["objectness"] = terms["objectness"] + F.binary_cross_entropy_with_logits(out.objectness[layer], matched)
         if rows.numel():
             pred, tgt = mask_logits[rows], gt_masks[cols]
             terms["mask_bce"] = terms["mask_bce"] + F.binary_cross_entropy_with_logits(pred, tgt)
             terms["mask_dice"] = terms["mask_dice"] + dice_loss(pred, tgt)
     n = len(layers)
     return {k: (v / n if torch.is_tensor(v) else gt_masks.new_zeros(())) for k, v in terms.items()}
+
+
+def weighted_instance_loss(terms: dict[str, torch.Tensor], cfg: LossConfig) -> torch.Tensor:
+    """cls·focal + mask·(mask_bce·BCE + mask_dice·Dice) + objectness·BCE."""
+    mask = cfg.mask_bce * terms["mask_bce"] + cfg.mask_dice * terms["mask_dice"]
+    return cfg.cls * terms["cls"] + cfg.mask * mask + cfg.objectness * terms["objectness"]

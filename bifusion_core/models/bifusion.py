@@ -1,7 +1,13 @@
-"""The whole network: 3D U-Net (+ 2D CLIP head and fusion gate) → superpoints → query decoder.
+"""The whole network: 3D U-Net (+ Tiny-SA) (+ CLIP head, FiLM and fusion gate) → superpoints → decoder.
 
-A 3D-only preset builds no 2D module at all, so its parameters, speed and checkpoints are
-exactly those of the baseline.
+A 3D-only preset builds no 2D module at all (no CLIP head, FiLM or gate), so its parameters,
+speed and checkpoints are exactly those of the baseline.
+
+Per point, BiFusion computes unit features f2D (stored CLIP tokens → projection head, sampled at
+the point's pixel in its own frame) and f3D (sparse U-Net → 1×1 head, optionally refined by
+Tiny-SA), modulates both with the same geometry FiLM, and fuses them with the gate. The
+alignment and spatial losses read the un-modulated f2D / f3D: FiLM applies one shift β to both,
+so aligning the modulated features could be satisfied by β alone.
 """
 
 from __future__ import annotations
@@ -17,20 +23,23 @@ from ..data.batch import Batch
 from ..data.labels import LabelSet
 from ..features.projection import project_points
 from .backbone3d import Backbone3D
-from .decoder import DecoderOutput, QueryDecoder, mlp
-from .fusion import FusionGate
+from .clip_tail import ClipTail
+from .decoder import DecoderOutput, QueryDecoder
+from .film import GeometryFiLM
+from .fusion import build_gate
 from .head2d import ProjectionHead2D
 from .superpoint_pool import SuperpointPooling
+from .tiny_sa import TinySANeck
 
 
 @dataclass
 class ModelOutput:
-    f3d: torch.Tensor  # (N,dim) unit
+    f3d: torch.Tensor  # (N,dim) unit, before FiLM
     fused: torch.Tensor  # (N,dim) unit (== f3d for 3D-only)
     semantic_logits: torch.Tensor  # (N,C_sem)
     decoder: list[DecoderOutput]  # one per sample
     sp_slices: list[slice]  # each sample's rows among all superpoints
-    f2d: torch.Tensor | None = None
+    f2d: torch.Tensor | None = None  # (N,dim) unit, before FiLM
     valid: torch.Tensor | None = None  # (N,) point seen in its frame (depth-consistent)
     alpha: torch.Tensor | None = None  # (N,) weight of the 2D feature
     stats: dict[str, float] = field(default_factory=dict)
@@ -43,16 +52,31 @@ class BiFusionSegmentor(nn.Module):
         self.use_2d = m.use_2d
         self.depth_tolerance = cfg.clip.depth_tolerance
         self.backbone3d = Backbone3D(m.backbone3d.arch, m.backbone3d.in_channels, m.feat_dim, m.backbone3d.width)
+        if m.tiny_sa.enabled:
+            self.tiny_sa = TinySANeck(m.feat_dim, m.tiny_sa)
         if self.use_2d:
+            k = cfg.train.unfreeze.clip_blocks
+            if k:
+                self.clip_tail = ClipTail(cfg.clip.num_layers, k)
             self.head2d = ProjectionHead2D(m.feat_dim, m.head2d_hidden)
-            self.gate = FusionGate(m.feat_dim, m.fusion)
+            if m.film.enabled:
+                self.film = GeometryFiLM(m.feat_dim, m.film)
+            self.gate = build_gate(m.feat_dim, m.fusion)
         self.pool = SuperpointPooling(m.feat_dim)
-        self.semantic_head = mlp(m.feat_dim, m.feat_dim, labels.num_semantic)
-        self.decoder = QueryDecoder(m.feat_dim, labels.num_instance, m.decoder)
+        self.decoder = QueryDecoder(m.feat_dim, labels.num_instance, labels.num_semantic, m.decoder)
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long), persistent=False)
+        self.frozen: list[str] = []  # submodules kept in eval mode (see engine.unfreeze)
 
     def set_iteration(self, iteration: int) -> None:
         self.iteration.fill_(iteration)
+
+    def train(self, mode: bool = True) -> "BiFusionSegmentor":
+        """Frozen parts stay in eval mode (BatchNorm statistics of a frozen U-Net must not drift)."""
+        super().train(mode)
+        if mode:
+            for name in self.frozen:
+                self.get_submodule(name).eval()
+        return self
 
     def project(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Each point into its own frame; valid = inside the image and depth-consistent."""
@@ -66,29 +90,43 @@ class BiFusionSegmentor(nn.Module):
             )
         return uv, valid
 
+    def features_2d(self, batch: Batch, uv: torch.Tensor) -> torch.Tensor:
+        if batch.clip_patch is None:
+            raise ValueError("this model fuses 2D features but the batch carries no CLIP tokens")
+        tokens = batch.clip_patch
+        if hasattr(self, "clip_tail"):
+            tokens = self.clip_tail(tokens, batch.clip_global)
+        fmap = self.head2d(tokens)
+        return self.head2d.point_features(fmap, uv, batch.point_frame, batch.image_size)
+
     def forward(self, batch: Batch) -> ModelOutput:
         vox = self.backbone3d(batch.vox_coords, batch.vox_feats)
         f3d = F.normalize(vox[batch.point_voxel], dim=-1)
+        if hasattr(self, "tiny_sa"):
+            f3d = self.tiny_sa(f3d, batch.points_aug, batch.point_batch, batch.num_samples, batch.superpoints, batch.sp_batch)
         out_2d: dict[str, torch.Tensor] = {}
         stats: dict[str, float] = {}
         fused = f3d
         if self.use_2d:
-            if batch.clip_patch is None:
-                raise ValueError("this model fuses 2D features but the batch carries no CLIP tokens")
             uv, valid = self.project(batch)
-            fmap = self.head2d(batch.clip_patch)
-            f2d = self.head2d.point_features(fmap, uv, batch.point_frame, batch.image_size)
-            fused, alpha = self.gate(f2d, f3d, valid, batch.point_batch, batch.num_samples, int(self.iteration))
+            f2d = self.features_2d(batch, uv)
+            m2d, m3d = f2d, f3d
+            if hasattr(self, "film"):
+                gamma, beta = self.film(
+                    batch.points_aug, batch.point_batch, batch.num_samples, batch.points, batch.pose, batch.point_frame
+                )
+                m2d, m3d = self.film.modulate(f2d, gamma, beta), self.film.modulate(f3d, gamma, beta)
+            fused, alpha = self.gate(m2d, m3d, valid, batch.point_batch, batch.num_samples, int(self.iteration))
             out_2d = {"f2d": f2d, "valid": valid, "alpha": alpha}
             stats = gate_statistics(alpha, valid)
         sp_feats, sp_pos = self.pool(fused, batch.points_aug, batch.superpoints, batch.sp_batch)
-        semantic_logits = self.semantic_head(sp_feats)[batch.superpoints]
         counts = torch.bincount(batch.sp_batch, minlength=batch.num_samples).tolist()
         slices, start = [], 0
         for n in counts:
             slices.append(slice(start, start + n))
             start += n
         decoder = [self.decoder(sp_feats[s], sp_pos[s]) for s in slices]
+        semantic_logits = torch.cat([d.semantic_logits for d in decoder])[batch.superpoints]
         return ModelOutput(f3d, fused, semantic_logits, decoder, slices, stats=stats, **out_2d)
 
 

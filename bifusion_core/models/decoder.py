@@ -1,9 +1,10 @@
 """Superpoint query decoder (ESAM-style): queries are superpoints, masks are over superpoints.
 
 Each layer: masked cross-attention to all superpoint tokens, self-attention among queries,
-FFN. Heads run after the initial projection and after every layer so that each layer can
-be supervised (auxiliary losses) and the next layer's attention mask comes from the
-previous prediction.
+FFN. The class, mask and objectness heads run after the initial projection and after every
+layer so that each layer can be supervised (auxiliary losses) and the next layer's attention
+mask comes from the previous prediction. The semantic head reads every superpoint token (not
+only the sampled queries), so all points get a semantic label at training time too.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ def mlp(dim_in: int, dim_hidden: int, dim_out: int) -> nn.Sequential:
 
 @dataclass
 class DecoderOutput:
-    """Per layer (initial + each decoder layer): class logits (Q,C+1) and mask logits (Q,S)."""
+    """Per layer (initial + each decoder layer): class (Q,C+1), mask (Q,S) and objectness (Q,) logits."""
 
     cls_logits: list[torch.Tensor]
     mask_logits: list[torch.Tensor]
+    objectness: list[torch.Tensor]
     query_index: torch.Tensor  # which superpoints seeded the queries
+    semantic_logits: torch.Tensor  # (S,C_sem) per superpoint
 
 
 class DecoderLayer(nn.Module):
@@ -44,7 +47,7 @@ class DecoderLayer(nn.Module):
 
 
 class QueryDecoder(nn.Module):
-    def __init__(self, dim: int, num_classes: int, cfg: DecoderConfig):
+    def __init__(self, dim: int, num_classes: int, num_semantic: int, cfg: DecoderConfig):
         super().__init__()
         self.cfg = cfg
         self.query_proj = mlp(dim, dim, dim)
@@ -53,10 +56,12 @@ class QueryDecoder(nn.Module):
         self.out_norm = nn.LayerNorm(dim)
         self.cls_head = nn.Linear(dim, num_classes + 1)
         self.mask_embed = mlp(dim, dim, dim)
+        self.objectness_head = nn.Linear(dim, 1)
+        self.semantic_head = mlp(dim, dim, num_semantic)
 
-    def _heads(self, q: torch.Tensor, mask_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _heads(self, q: torch.Tensor, mask_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q = self.out_norm(q)
-        return self.cls_head(q), self.mask_embed(q) @ mask_feats.T
+        return self.cls_head(q), self.mask_embed(q) @ mask_feats.T, self.objectness_head(q).squeeze(-1)
 
     def forward(self, sp_feats: torch.Tensor, sp_pos: torch.Tensor) -> DecoderOutput:
         """One sample: ``sp_feats``/``sp_pos`` (S,dim). At training a random subset seeds the queries."""
@@ -71,13 +76,14 @@ class QueryDecoder(nn.Module):
         q = self.query_proj(sp_feats[query_index])
         q_pos = sp_pos[query_index]
         mask_feats = self.mask_feat(sp_feats)
-        cls, masks = self._heads(q, mask_feats)
-        out = DecoderOutput([cls], [masks], query_index)
+        cls, masks, obj = self._heads(q, mask_feats)
+        out = DecoderOutput([cls], [masks], [obj], query_index, self.semantic_head(sp_feats))
         for layer in self.layers:
             attn_mask = masks.detach().sigmoid() < 0.5
             attn_mask[attn_mask.all(dim=-1)] = False  # a query may not attend to nothing
             q = layer(q, q_pos, sp_feats, sp_pos, attn_mask)
-            cls, masks = self._heads(q, mask_feats)
+            cls, masks, obj = self._heads(q, mask_feats)
             out.cls_logits.append(cls)
             out.mask_logits.append(masks)
+            out.objectness.append(obj)
         return out

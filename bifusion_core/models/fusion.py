@@ -1,8 +1,16 @@
-"""Point-wise fusion gate between the 2D and 3D feature of each point.
+"""Point-wise fusion gates between the 2D and 3D feature of each point.
 
-α weighs the 2D feature. It is held at 0.5 during warm-up (the gate MLP would otherwise
-latch onto whichever branch is less noisy at initialisation), and points that no view
-sees get a small fixed α so gradients still reach the 2D head without trusting it.
+α weighs the 2D feature. It is held at 0.5 during warm-up (the gate MLP would otherwise latch
+onto whichever branch is less noisy at initialisation), and points that no view sees get a
+small fixed α so gradients still reach the 2D head without trusting it:
+``α ← α·valid + no_view_alpha·(1 − valid)``, ``fused = α·f2D + (1 − α)·f3D``.
+
+Three gates, chosen by ``model.fusion.gate``:
+
+- ``plain``: α = σ(MLP[f2D‖f3D]) only.
+- ``lite`` (LiteFusionGate): the same α plus SE channel re-weighting of the mix,
+  ``w = σ(MLP(mean over the sample's points))``; ≈0.12 M parameters at dim 256.
+- ``enhanced``: a per-channel α from a wider MLP over [f2D, f3D, f2D⊙f3D, |f2D−f3D|], plus SE.
 """
 
 from __future__ import annotations
@@ -21,16 +29,33 @@ def scatter_mean(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.
     return out / count[:, None]
 
 
+class SqueezeExcite(nn.Module):
+    """Channel weights from the sample's mean feature: global context at the cost of one MLP."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
+
+    def forward(self, feats: torch.Tensor, batch: torch.Tensor, num_samples: int) -> torch.Tensor:
+        return feats * torch.sigmoid(self.net(scatter_mean(feats, batch, num_samples)))[batch]
+
+
 class FusionGate(nn.Module):
-    """``plain``: α = σ(MLP[f2D‖f3D]). ``lite``: the same plus SE channel re-weighting per sample."""
+    """``plain`` and ``lite`` gates: one α per point (``lite`` adds SE)."""
 
     def __init__(self, dim: int, cfg: FusionConfig):
         super().__init__()
         self.cfg = cfg
-        self.alpha_mlp = nn.Sequential(nn.Linear(2 * dim, cfg.hidden), nn.ReLU(inplace=True), nn.Linear(cfg.hidden, 1))
-        self.se = None
-        if cfg.gate == "lite":
-            self.se = nn.Sequential(nn.Linear(dim, dim // 4), nn.ReLU(inplace=True), nn.Linear(dim // 4, dim))
+        self.alpha_mlp = self._alpha_mlp(dim, cfg)
+        self.se = SqueezeExcite(dim, cfg.se_hidden) if cfg.gate != "plain" else None
+
+    @staticmethod
+    def _alpha_mlp(dim: int, cfg: FusionConfig) -> nn.Module:
+        return nn.Sequential(nn.Linear(2 * dim, cfg.hidden), nn.ReLU(inplace=True), nn.Linear(cfg.hidden, 1))
+
+    def raw_alpha(self, f2d: torch.Tensor, f3d: torch.Tensor) -> torch.Tensor:
+        """(N, 1) or (N, dim): α before warm-up and visibility are applied."""
+        return torch.sigmoid(self.alpha_mlp(torch.cat([f2d, f3d], dim=-1)))
 
     def forward(
         self,
@@ -41,14 +66,29 @@ class FusionGate(nn.Module):
         num_samples: int,
         iteration: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (fused unit features (N,dim), α (N,))."""
-        alpha = torch.sigmoid(self.alpha_mlp(torch.cat([f2d, f3d], dim=-1))).squeeze(-1)
+        """Returns fused unit features (N,dim) and α per point (N,) (``enhanced``: its channel mean)."""
+        alpha = self.raw_alpha(f2d, f3d)
         if self.training and iteration < self.cfg.warmup_iters:
             alpha = torch.full_like(alpha, 0.5) + 0.0 * alpha  # keep the graph, fix the value
-        valid_f = valid.to(alpha.dtype)
+        valid_f = valid.to(alpha.dtype)[:, None]
         alpha = alpha * valid_f + self.cfg.no_view_alpha * (1.0 - valid_f)
-        fused = alpha[:, None] * f2d + (1.0 - alpha[:, None]) * f3d
+        fused = alpha * f2d + (1.0 - alpha) * f3d
         if self.se is not None:
-            pooled = scatter_mean(fused, batch, num_samples)
-            fused = fused * torch.sigmoid(self.se(pooled))[batch]
-        return F.normalize(fused, dim=-1), alpha
+            fused = self.se(fused, batch, num_samples)
+        return F.normalize(fused, dim=-1), alpha.mean(dim=-1)
+
+
+class EnhancedFusionGate(FusionGate):
+    """A per-channel α that also sees the agreement of the two features (product and difference)."""
+
+    @staticmethod
+    def _alpha_mlp(dim: int, cfg: FusionConfig) -> nn.Module:
+        h = cfg.enhanced_hidden
+        return nn.Sequential(nn.Linear(4 * dim, h), nn.LayerNorm(h), nn.GELU(), nn.Linear(h, dim))
+
+    def raw_alpha(self, f2d: torch.Tensor, f3d: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.alpha_mlp(torch.cat([f2d, f3d, f2d * f3d, (f2d - f3d).abs()], dim=-1)))
+
+
+def build_gate(dim: int, cfg: FusionConfig) -> FusionGate:
+    return EnhancedFusionGate(dim, cfg) if cfg.gate == "enhanced" else FusionGate(dim, cfg)

@@ -53,7 +53,7 @@ def predict_frames(out: ModelOutput, batch: Batch, cfg: EvalConfig) -> list[Fram
         mask_prob = dec.mask_logits[-1].sigmoid()
         binary = mask_prob > cfg.mask_threshold
         inside = (mask_prob * binary * sp_size).sum(-1) / (binary.float() * sp_size).sum(-1).clamp(min=1)
-        scores = cls_score * inside
+        scores = cls_score * inside * dec.objectness[-1].sigmoid()
         nonempty = (binary.float() * sp_size).sum(-1) > 0
         keep_mask = nonempty & (scores > cfg.score_threshold)
         idx = keep_mask.nonzero().squeeze(1)

@@ -1,4 +1,12 @@
-"""Point features → superpoint tokens (the decoder works on superpoints, not points)."""
+"""Point features → superpoint tokens with geometry-aware weights (the decoder works on superpoints).
+
+A plain mean lets boundary points that bled in from a neighbouring object (depth edges, a
+superpoint straddling two surfaces) count as much as its core. Here every point gets a weight
+from where it sits in its superpoint's shape: its offset from the centre in units of the
+superpoint's radius, read next to a max-pooled descriptor of the whole shape. The token is the
+*normalised* weighted mean of member features (weights sum to one, so a superpoint's scale does
+not depend on how the weights drift) plus a projection of the shape descriptor.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +16,18 @@ from torch import nn
 from .fusion import scatter_mean
 
 
+def scatter_max(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    out = values.new_full((size, values.shape[1]), float("-inf"))
+    out = out.scatter_reduce(0, index[:, None].expand_as(values), values, "amax")
+    return torch.where(torch.isinf(out), torch.zeros_like(out), out)
+
+
 class SuperpointPooling(nn.Module):
-    """Mean of member features plus a learned encoding of the superpoint's centre.
-
-    Centres are taken relative to their sample's mean so the encoding is translation-free.
-    """
-
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, hidden: int = 64):
         super().__init__()
+        self.local = nn.Sequential(nn.Linear(4, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Linear(hidden, hidden))
+        self.weight = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        self.shape_proj = nn.Linear(hidden, dim)
         self.pos = nn.Sequential(nn.Linear(3, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim))
         self.norm = nn.LayerNorm(dim)
 
@@ -24,8 +36,15 @@ class SuperpointPooling(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (superpoint features (S,dim), positional encodings (S,dim))."""
         num_sp = sp_batch.shape[0]
-        sp_feats = scatter_mean(feats, sp_index, num_sp)
         centres = scatter_mean(xyz, sp_index, num_sp)
-        sample_mean = scatter_mean(centres, sp_batch, int(sp_batch.max()) + 1 if num_sp else 0)
-        pos = self.pos(centres - sample_mean[sp_batch])
+        offset = xyz - centres[sp_index]
+        dist = offset.norm(dim=-1, keepdim=True)
+        radius = scatter_max(dist, sp_index, num_sp).clamp(min=1e-3)[sp_index]
+        local = self.local(torch.cat([offset / radius, dist / radius], dim=-1))
+        shape = scatter_max(local, sp_index, num_sp)
+        w = 2.0 * torch.sigmoid(self.weight(torch.cat([local, shape[sp_index]], dim=-1)))  # (N,1)
+        weighted = scatter_mean(w * feats, sp_index, num_sp) / scatter_mean(w, sp_index, num_sp).clamp(min=1e-6)
+        sp_feats = weighted + self.shape_proj(shape)
+        num_samples = int(sp_batch.max()) + 1 if num_sp else 0
+        pos = self.pos(centres - scatter_mean(centres, sp_batch, num_samples)[sp_batch])
         return self.norm(sp_feats), pos

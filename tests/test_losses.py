@@ -1,0 +1,116 @@
+"""Each loss on hand-made inputs: its value where the answer is known, and the sign of its gradient."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bifusion_core.config.schema import LossConfig
+from bifusion_core.losses.clip_align import clip_alignment_loss
+from bifusion_core.losses.focal import focal_loss
+from bifusion_core.losses.instance import instance_loss, weighted_instance_loss
+from bifusion_core.losses.no_view import no_view_loss, pseudo_labels
+from bifusion_core.losses.spatial import spatial_consistency_loss
+from bifusion_core.models.decoder import DecoderOutput
+
+
+def test_focal_loss_values_and_gradient_sign():
+    target = torch.tensor([0, 3])  # an object of class 0, and "no object" (last of 4 logits)
+    confident = torch.tensor([[9.0, 0, 0, 0], [0, 0, 0, 9.0]])
+    assert focal_loss(confident, target) < 1e-6
+    logits = torch.zeros(2, 4, requires_grad=True)
+    loss = focal_loss(logits, target, alpha=0.25, gamma=2.0)
+    # p_t = 1/4 for both: (0.25·(3/4)² + 0.75·(3/4)²)·log 4, averaged over the two queries
+    assert loss.item() == pytest.approx(0.5 * (0.25 + 0.75) * 0.75**2 * torch.log(torch.tensor(4.0)).item(), rel=1e-5)
+    loss.backward()
+    assert logits.grad[0, 0] < 0 and logits.grad[1, 3] < 0  # raising the target logit lowers the loss
+    assert (logits.grad[0, 1:] > 0).all()
+    # α: an object query weighs 0.25, a no-object query 0.75
+    obj = focal_loss(torch.zeros(1, 4), torch.tensor([0]))
+    bg = focal_loss(torch.zeros(1, 4), torch.tensor([3]))
+    assert float(bg) == pytest.approx(3 * float(obj))
+    mixed = focal_loss(torch.zeros(5, 4), torch.tensor([0, 3, 3, 3, 3]))
+    assert float(mixed) == pytest.approx((float(obj) + 4 * float(bg)) / 5)
+    # γ: an easy example (p_t ≈ 0.87) keeps (1 − p_t)² ≈ 2 % of its α-weighted cross-entropy
+    easy_logits = torch.tensor([[3.0, 0, 0, 0]])
+    ce = F.cross_entropy(easy_logits, torch.tensor([0]))
+    assert float(focal_loss(easy_logits, torch.tensor([0]))) < 0.02 * 0.25 * float(ce)
+
+
+def test_clip_alignment_only_on_valid_points_and_pulls_together():
+    f2d = F.normalize(torch.tensor([[1.0, 0], [1.0, 0], [0, 1.0]]), dim=-1)
+    f3d = torch.tensor([[1.0, 0], [0.0, 1], [1.0, 0]], requires_grad=True)
+    valid = torch.tensor([True, True, False])
+    loss = clip_alignment_loss(f2d, f3d, valid, temperature=0.07)
+    expected = -(F.logsigmoid(torch.tensor(1 / 0.07)) + F.logsigmoid(torch.tensor(0.0))) / 2
+    assert loss.item() == pytest.approx(float(expected), rel=1e-5)
+    loss.backward()
+    assert f3d.grad[1, 0] < 0  # the misaligned point is pulled towards its 2D feature
+    assert torch.all(f3d.grad[2] == 0)  # an unseen point gets no gradient
+    assert clip_alignment_loss(f2d, f3d, torch.zeros(3, dtype=torch.bool)).item() == 0.0
+
+
+def test_spatial_consistency_within_superpoints():
+    xyz = torch.tensor([[0.0, 0, 0], [0.1, 0, 0], [0.2, 0, 0], [5.0, 0, 0], [5.1, 0, 0]])
+    batch = torch.zeros(5, dtype=torch.long)
+    sp = torch.tensor([0, 0, 0, 1, 1])
+    smooth = torch.tensor([[1.0, 0], [1.0, 0], [1.0, 0], [0, 1.0], [0, 1.0]])
+    assert float(spatial_consistency_loss(smooth, xyz, batch, sp, k=2)) == pytest.approx(0.0, abs=1e-6)
+    # with k=4 every point's kNN would reach the other cluster: the superpoint border keeps it out
+    assert float(spatial_consistency_loss(smooth, xyz, batch, sp, k=4)) == pytest.approx(0.0, abs=1e-6)
+    rough = smooth.clone().requires_grad_(True)
+    with torch.no_grad():
+        rough[1] = torch.tensor([0.0, 1.0])
+    loss = spatial_consistency_loss(rough, xyz, batch, sp, k=2)
+    assert loss.item() > 0.1
+    loss.backward()
+    assert rough.grad[1, 0] < 0  # the odd point is pulled towards its neighbours' direction
+
+
+def test_no_view_pseudo_labels_from_confident_neighbours():
+    xyz = torch.tensor([[0.0, 0, 0], [0.1, 0, 0], [0.2, 0, 0], [3.0, 0, 0], [3.1, 0, 0]])
+    valid = torch.tensor([True, True, False, True, False])
+    batch = torch.zeros(5, dtype=torch.long)
+    logits = torch.tensor([[6.0, 0, 0], [6.0, 0, 0], [0, 0, 0], [0.5, 0.4, 0], [0.0, 0, 0]], requires_grad=True)
+    rows, labels = pseudo_labels(logits.softmax(-1), xyz, valid, batch, k=1, threshold=0.8)
+    # point 2: nearest confident seen point is class 0; point 4: its only near neighbour is not confident,
+    # the confident ones are far but still the nearest confident donors
+    assert rows.tolist() == [2, 4] and labels.tolist() == [0, 0]
+    loss = no_view_loss(logits, xyz, valid, batch, k=1, threshold=0.8)
+    assert loss.item() == pytest.approx(float(torch.log(torch.tensor(3.0))), rel=1e-5)
+    loss.backward()
+    assert logits.grad[2, 0] < 0 and logits.grad[2, 1] > 0
+    assert torch.all(logits.grad[:2] == 0)  # seen points are teachers, not students
+    no_confident = torch.zeros(5, 3)
+    assert float(no_view_loss(no_confident, xyz, valid, batch)) == 0.0
+
+
+def test_instance_loss_terms_and_objectness_target():
+    cfg = LossConfig(aux_layers=False)
+    gt_masks = torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 1]])
+    gt_classes = torch.tensor([1, 0])
+    mask = torch.tensor([[8.0, 8, -8, -8], [-8, -8, 8, 8], [-8, -8, -8, -8]])
+    cls = torch.tensor([[0, 6.0, 0], [6.0, 0, 0], [0, 0, 6.0]])
+    obj = torch.tensor([5.0, 5.0, -5.0], requires_grad=True)
+    out = DecoderOutput([cls], [mask], [obj], torch.arange(3), torch.zeros(4, 2))
+    terms = {k: v.detach() for k, v in instance_loss(out, gt_classes, gt_masks, num_classes=2, cfg=cfg).items()}
+    assert all(float(terms[k]) < 0.02 for k in ("cls", "mask_bce", "mask_dice", "objectness"))
+    bad = DecoderOutput([cls], [mask], [-obj], torch.arange(3), torch.zeros(4, 2))
+    bad_terms = {k: v.detach() for k, v in instance_loss(bad, gt_classes, gt_masks, num_classes=2, cfg=cfg).items()}
+    assert float(bad_terms["objectness"]) > 4.0
+    total = weighted_instance_loss(bad_terms, cfg)
+    assert float(total) == pytest.approx(
+        float(bad_terms["cls"] + 0.8 * (0.6 * bad_terms["mask_bce"] + 0.4 * bad_terms["mask_dice"]) + 0.2 * bad_terms["objectness"])
+    )
+
+
+def test_only_a_share_of_the_alignment_gradient_reaches_the_2d_side():
+    f2d = torch.tensor([[1.0, 0.2], [0.3, 1.0]], requires_grad=True)
+    f3d = torch.tensor([[0.5, 1.0], [1.0, 0.1]], requires_grad=True)
+    valid = torch.ones(2, dtype=torch.bool)
+    full = clip_alignment_loss(f2d, f3d, valid, gradient_flow=1.0)
+    g2d_full, g3d_full = torch.autograd.grad(full, (f2d, f3d))
+    part = clip_alignment_loss(f2d, f3d, valid, gradient_flow=0.05)
+    assert part.item() == pytest.approx(full.item())
+    g2d, g3d = torch.autograd.grad(part, (f2d, f3d))
+    torch.testing.assert_close(g2d, 0.05 * g2d_full)
+    torch.testing.assert_close(g3d, g3d_full)
