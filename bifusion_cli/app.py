@@ -180,13 +180,14 @@ def precompute_clip_cmd(
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Store each prepared frame's CLIP patch tokens and global vector in HDF5 shards."""
-    from bifusion_core.engine.builders import clip_weights_path
+    from bifusion_core.engine.builders import clip_weights_path, stored_clip_layers
     from bifusion_core.features.clip_store import precompute_clip_features, verify_clip_features
 
     cfg = _preset(preset, overrides, **{"data.root": data, "clip.weights": clip_weights})
     with render.RichReporter("precompute-clip") as reporter:
         weights = clip_weights_path(cfg, Path(cfg.data.root), reporter)
-        common = dict(num_layers=cfg.clip.num_layers, weights=weights, image_size=tuple(cfg.data.image_size), device=device)
+        # blocks the preset fine-tunes online (train.unfreeze.clip_blocks) are not stored
+        common = dict(num_layers=stored_clip_layers(cfg), weights=weights, image_size=tuple(cfg.data.image_size), device=device)
         summary = precompute_clip_features(Path(cfg.data.root), workers=workers, batch_size=batch_size, reporter=reporter, **common)
     render.console.print(
         f"[bold]{summary.computed}[/] frames computed, [bold]{summary.skipped}[/] already stored "

@@ -66,8 +66,8 @@ class RichReporter(Reporter):
                 console.line()
 
     def task(self, name: str, total: int | None) -> None:
-        if name in self.tasks:
-            self.progress.update(self.tasks[name], total=total)
+        if name in self.tasks:  # a step that runs again (eval of a second checkpoint) starts from zero
+            self.progress.reset(self.tasks[name], total=total)
         else:
             self.tasks[name] = self.progress.add_task(name, total=total)
         self._refresh()

@@ -102,6 +102,15 @@ def weights_digest(weights: str | Path | None, seed: int = 0) -> str:
     return _DIGEST_CACHE[cache_key]
 
 
+def run_blocks(blocks, x: torch.Tensor, batch_first: bool) -> torch.Tensor:
+    """Batch-first tokens through open_clip resblocks, whichever layout this open_clip build uses."""
+    if not batch_first:
+        x = x.transpose(0, 1)
+    for block in blocks:
+        x = block(x)
+    return x if batch_first else x.transpose(0, 1)
+
+
 class ClipPatchEncoder(nn.Module):
     """CLIP image tower truncated after ``num_layers`` blocks; returns patch tokens as a map.
 
@@ -183,13 +192,7 @@ class ClipPatchEncoder(nn.Module):
         cls = self.class_embedding.to(x.dtype).expand(batch, 1, -1)
         x = torch.cat([cls, x], dim=1) + self.resized_positional_embedding(grid_h, grid_w).to(x.dtype)
         if self.num_layers > 0:
-            x = self.ln_pre(x)
-            if not self._batch_first:
-                x = x.transpose(0, 1)
-            for block in self.blocks:
-                x = block(x)
-            if not self._batch_first:
-                x = x.transpose(0, 1)
+            x = run_blocks(self.blocks, self.ln_pre(x), self._batch_first)
         global_token = x[:, 0]
         patch = x[:, 1:].transpose(1, 2).reshape(batch, -1, grid_h, grid_w)
         return patch, global_token

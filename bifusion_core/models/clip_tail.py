@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..features.clip_encoder import run_blocks
+
 
 class ClipTail(nn.Module):
     def __init__(self, num_layers: int, num_blocks: int, weights: str | Path | None = None):
@@ -36,10 +38,5 @@ class ClipTail(nn.Module):
         """Stored (F,768,h,w) patch tokens + (F,768) class token → (F,768,h,w) after the k blocks."""
         f, c, h, w = patch.shape
         x = torch.cat([global_token[:, None, :], patch.flatten(2).transpose(1, 2)], dim=1)
-        if not self._batch_first:
-            x = x.transpose(0, 1)
-        for block in self.blocks:
-            x = block(x)
-        if not self._batch_first:
-            x = x.transpose(0, 1)
+        x = run_blocks(self.blocks, x, self._batch_first)
         return x[:, 1:].transpose(1, 2).reshape(f, c, h, w)
