@@ -68,24 +68,34 @@ def total_iterations(cfg: Preset, num_train: int) -> int:
 
 
 class MetricsCsv:
-    """Append-only log of every logged iteration; columns grow as new terms appear."""
+    """Append-only log of every logged iteration; columns grow as new terms appear.
+
+    A row with known columns is appended as one line; only a row that brings a new column
+    rewrites the file (atomically), so a long run does not rewrite the whole log per row.
+    """
 
     def __init__(self, path: Path):
         self.path = path
         self.rows: list[dict[str, Any]] = []
+        self.columns: list[str] = []
         if path.is_file():
             with path.open() as f:
-                self.rows = list(csv.DictReader(f))
+                reader = csv.DictReader(f)
+                self.rows = list(reader)
+                self.columns = list(reader.fieldnames or [])
 
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        columns: list[str] = []
-        for r in self.rows:
-            columns += [c for c in r if c not in columns]
+        new = [c for c in row if c not in self.columns]
+        if not new and self.path.is_file():
+            with self.path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.columns).writerow(row)
+            return
+        self.columns += new
         from ..io import atomic_path
 
         with atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
+            writer = csv.DictWriter(f, fieldnames=self.columns)
             writer.writeheader()
             writer.writerows(self.rows)
 

@@ -79,12 +79,13 @@ def evaluate_model(
         batch = batch.to(device)
         out = model(batch)
         preds = predict_frames(out, batch, cfg)
+        point_batch, semantic = batch.point_batch.cpu().numpy(), batch.semantic.cpu().numpy()
+        label_raw_all, instance = batch.label_raw.cpu().numpy(), batch.instance.cpu().numpy()
         for b, pred in enumerate(preds):
-            sel = (batch.point_batch == b).cpu().numpy()
-            semantic_gt = batch.semantic.cpu().numpy()[sel]
-            conf += confusion_matrix(semantic_gt, pred.semantic, labels.num_semantic)
-            label_raw = batch.label_raw.cpu().numpy()[sel]
-            gt = gt_instance_ids(label_raw, batch.instance.cpu().numpy()[sel])
+            sel = point_batch == b
+            conf += confusion_matrix(semantic[sel], pred.semantic, labels.num_semantic)
+            label_raw = label_raw_all[sel]
+            gt = gt_instance_ids(label_raw, instance[sel])
             pred_raw = thing_raw[pred.classes] if len(pred.classes) else np.zeros(0, np.int64)
             scenes.append(InstanceSceneResult(gt, pred.masks, pred_raw, pred.scores, frame_name(pred.key)))
             if export_dir is not None:
