@@ -200,3 +200,22 @@ def test_load_mesh_truth_bad_files(tmp_path: Path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(BifusionError, match="cannot read"):
         load_mesh_truth(tmp_path / "junk.npz", SCANNET20)
+
+
+def test_prepared_mesh_truth_scored_against_itself(synthetic_data: Path):
+    """The real prepared ``gt/<scene>.npz``: GT instances as predictions score 1 on every vertex."""
+    gt_files = sorted((synthetic_data / "gt").glob("*.npz"))
+    assert gt_files
+    scorer = SceneScorer(SCANNET200, "mesh-vertex", frame_step=20)
+    for path in gt_files:
+        truth, mesh = load_mesh_truth(path, SCANNET200)
+        assert len(mesh.vertices) == len(truth.label_raw) == len(mesh.segments) > 0
+        ids = truth.gt_ids()
+        things = np.unique(ids[np.isin(ids // 1000, SCANNET200.thing_raw_ids)])
+        masks = np.stack([ids == i for i in things])
+        pred = ScenePrediction(truth.scene, masks, things // 1000, np.linspace(0.5, 1.0, len(things)), truth.label_raw.copy())
+        scorer.add(pred, truth)
+    r = scorer.result()
+    assert r["num_scans"] == len(gt_files)
+    for key in ("instance/ap", "instance/ap_class_agnostic", "instance/mcov_class_agnostic", "semantic/miou"):
+        assert r[key] == pytest.approx(1.0, abs=1e-12), key
