@@ -106,9 +106,10 @@ def write_top_view(path: Path, vertices: np.ndarray, panels: list[tuple[str, np.
 
     figure = Figure(figsize=(5 * len(panels), 5), dpi=100)
     order = np.argsort(vertices[:, 2], kind="stable")  # higher vertices drawn on top
+    size = float(np.clip(80_000 / max(len(vertices), 1), 0.3, 30.0))  # fill ~ a 400x400 px panel
     for i, (name, colors) in enumerate(panels):
         axis = figure.add_subplot(1, len(panels), i + 1)
-        axis.scatter(vertices[order, 0], vertices[order, 1], c=colors[order] / 255.0, s=1.0, marker=".", linewidths=0, rasterized=True)
+        axis.scatter(vertices[order, 0], vertices[order, 1], c=colors[order] / 255.0, s=size, marker="s", linewidths=0, rasterized=True)
         axis.set_title(name)
         axis.set_aspect("equal")
         axis.set_xticks([])
