@@ -194,23 +194,21 @@ def precompute_clip_cmd(
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Store each prepared frame's CLIP patch tokens and global vector in HDF5 shards."""
-    from bifusion_core.engine.builders import clip_weights_path, stored_clip_layers
-    from bifusion_core.features.clip_store import precompute_clip_features, verify_clip_features
+    from bifusion_core.engine.precompute import precompute_for_preset
 
     cfg = _preset(preset, overrides, **{"data.root": data, "clip.weights": clip_weights})
     with render.RichReporter("precompute-clip") as reporter:
-        weights = clip_weights_path(cfg, Path(cfg.data.root), reporter)
-        # blocks the preset fine-tunes online (train.unfreeze.clip_blocks) are not stored
-        common = dict(num_layers=stored_clip_layers(cfg), weights=weights, image_size=tuple(cfg.data.image_size), device=device)
-        summary = precompute_clip_features(Path(cfg.data.root), workers=workers, batch_size=batch_size, reporter=reporter, **common)
+        run = precompute_for_preset(cfg, workers=workers, batch_size=batch_size, device=device, verify=verify, reporter=reporter)
+    summary = run.summary
     render.console.print(
         f"[bold]{summary.computed}[/] frames computed, [bold]{summary.skipped}[/] already stored "
         f"({summary.total} total) in {summary.seconds:.1f} s → {summary.dir}"
     )
-    if verify:
-        diff = verify_clip_features(Path(cfg.data.root), k=verify, **common)
-        ok = diff < 1e-3
-        render.console.print(f"verify {verify} frames: max relative L2 difference {diff:.2e} " + ("[green](< 1e-3)[/]" if ok else "[red](≥ 1e-3)[/]"))
+    if run.verify_difference is not None:
+        ok = run.verify_difference < 1e-3
+        render.console.print(
+            f"verify {verify} frames: max relative L2 difference {run.verify_difference:.2e} " + ("[green](< 1e-3)[/]" if ok else "[red](≥ 1e-3)[/]")
+        )
         if not ok:
             raise typer.Exit(1)
 

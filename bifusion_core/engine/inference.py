@@ -39,12 +39,12 @@ def evaluate_checkpoint(
         cfg.data.root = Path(data_root)
     root = Path(cfg.data.root)
     labels = builders.label_set(cfg)
+    ds = builders.dataset(cfg, root, split, train=False)  # data root and split checked before anything is built or written
     device = builders.pick_device(cfg)
     model = build_model(cfg, labels)
     model.load_state_dict(payload["model"])
     model.to(device)
-    source = builders.clip_source(cfg, root, reporter)
-    ds = builders.dataset(cfg, root, split, train=False, source=source)
+    ds.clip_source = builders.clip_source(cfg, root, reporter)
     result = evaluate_model(model, builders.loader(cfg, ds, train=False), labels, cfg.eval, device, export_dir, show_dir, reporter)
     summary = {**result.summary(), "frames": float(result.frames), "iteration": float(payload.get("iteration", 0))}
     metrics = {

@@ -146,7 +146,7 @@ def train(
 
     model = build_model(cfg, labels)
     if hasattr(model, "clip_tail"):
-        model.clip_tail.load_weights(cfg.clip.num_layers, builders.clip_weights_path(cfg, data_root))
+        model.clip_tail.load_weights(cfg.clip.num_layers, builders.clip_weights_path(cfg))
     init_reports = load_init_weights(model, cfg.train.init) if payload is None else []
     for report in init_reports:
         reporter.note("init " + report.summary())

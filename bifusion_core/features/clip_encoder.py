@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import math
 import zipfile
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cache import user_cache_dir
 from ..compat import require
 from ..errors import BifusionError
 from ..io import atomic_path
@@ -70,12 +72,38 @@ def _random_clip_model(seed: int) -> nn.Module:
         return open_clip.create_model(CLIP_MODEL_NAME, pretrained=None)
 
 
-def save_random_clip_weights(path: str | Path, seed: int = 0) -> Path:
-    """Save a random ViT-B-16 CLIP laid out like a real ``open_clip_pytorch_model.bin``."""
-    path = Path(path)
+def random_clip_weights_bytes(seed: int = 0) -> bytes:
+    """A random ViT-B-16 CLIP as ``open_clip_pytorch_model.bin`` bytes, identical for the same seed.
+
+    Saved through a buffer: ``torch.save`` to a file path names the zip's root folder after the
+    file, so a temporary file name would make the bytes (and the feature tag, a digest of them)
+    differ between two saves of the same weights.
+    """
     state = _random_clip_model(seed).state_dict()
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def save_random_clip_weights(path: str | Path, seed: int = 0) -> Path:
+    """Write ``random_clip_weights_bytes(seed)`` to ``path`` (atomically)."""
+    path = Path(path)
+    data = random_clip_weights_bytes(seed)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(data)
+    return path
+
+
+def random_clip_weights_path(seed: int = 0) -> Path:
+    """Where the random init of ``seed`` is kept: one copy per user, shared by every data root."""
+    return user_cache_dir() / "clip" / f"random-vitb16-seed{seed}.bin"
+
+
+def cached_random_clip_weights(seed: int = 0) -> Path:
+    """The random init of ``seed`` in the user cache, written on first use."""
+    path = random_clip_weights_path(seed)
+    if not path.is_file():
+        save_random_clip_weights(path, seed)
     return path
 
 
