@@ -8,6 +8,7 @@ import hashlib
 import json
 import shutil
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -189,6 +190,8 @@ def test_random_clip_init_is_byte_reproducible(monkeypatch: pytest.MonkeyPatch, 
     elsewhere = save_random_clip_weights(tmp_path / "data" / "clip" / "other-name.bin", seed=0)
     first, second = (hashlib.sha256(p.read_bytes()).hexdigest() for p in (cached, elsewhere))
     assert first == second
+    with zipfile.ZipFile(cached) as archive:  # no (temporary) file name inside the zip
+        assert {name.split("/")[0] for name in archive.namelist()} == {"archive"}
     assert feature_tag(4, (224, 160), weights_digest(cached)) == feature_tag(4, (224, 160), weights_digest(elsewhere))
     assert [p.name for p in _files(tmp_path / "cache")] == ["random-vitb16-seed0.bin"]  # written atomically: no leftovers
     assert cached_random_clip_weights(0).stat().st_mtime_ns == cached.stat().st_mtime_ns  # reused, not rewritten

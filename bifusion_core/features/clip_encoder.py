@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import logging
 import math
 import zipfile
@@ -72,25 +71,17 @@ def _random_clip_model(seed: int) -> nn.Module:
         return open_clip.create_model(CLIP_MODEL_NAME, pretrained=None)
 
 
-def random_clip_weights_bytes(seed: int = 0) -> bytes:
-    """A random ViT-B-16 CLIP as ``open_clip_pytorch_model.bin`` bytes, identical for the same seed.
-
-    Saved through a buffer: ``torch.save`` to a file path names the zip's root folder after the
-    file, so a temporary file name would make the bytes (and the feature tag, a digest of them)
-    differ between two saves of the same weights.
-    """
-    state = _random_clip_model(seed).state_dict()
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
-
-
 def save_random_clip_weights(path: str | Path, seed: int = 0) -> Path:
-    """Write ``random_clip_weights_bytes(seed)`` to ``path`` (atomically)."""
+    """Save a random ViT-B-16 CLIP laid out like a real ``open_clip_pytorch_model.bin`` (atomically).
+
+    The bytes depend only on the seed: saved through an open file, ``torch.save`` names the zip's
+    root folder ``archive``; given a path it would use the (temporary) file name, so the bytes, and
+    the feature tag (a digest of them), would differ between two saves of the same weights.
+    """
     path = Path(path)
-    data = random_clip_weights_bytes(seed)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    state = _random_clip_model(seed).state_dict()
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(state, handle)
     return path
 
 
