@@ -42,6 +42,11 @@ def _manifest(out: Path, mode: str = "sv") -> dict:
     return json.loads((out / mode / "manifest.json").read_text())
 
 
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
@@ -188,7 +193,7 @@ def test_random_clip_init_is_byte_reproducible(monkeypatch: pytest.MonkeyPatch, 
     cached = cached_random_clip_weights(0)
     assert cached == tmp_path / "cache" / "clip" / "random-vitb16-seed0.bin"
     elsewhere = save_random_clip_weights(tmp_path / "data" / "clip" / "other-name.bin", seed=0)
-    first, second = (hashlib.sha256(p.read_bytes()).hexdigest() for p in (cached, elsewhere))
+    first, second = (_sha256(p) for p in (cached, elsewhere))
     assert first == second
     with zipfile.ZipFile(cached) as archive:  # no (temporary) file name inside the zip
         assert {name.split("/")[0] for name in archive.namelist()} == {"archive"}

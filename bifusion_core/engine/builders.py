@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ..config.schema import Preset
 from ..data.batch import collate
@@ -56,6 +56,13 @@ def clip_source(cfg: Preset, data_root: Path, reporter: Reporter = NULL_REPORTER
     return ClipFeatureSource.for_data_root(data_root, **settings)
 
 
+def attach_clip_source(ds, source) -> None:
+    """Give a dataset built without CLIP features its source: datasets are built (and the data
+    root and split checked) first, because the source may write the random CLIP weights."""
+    if ds is not None:
+        (ds.dataset if isinstance(ds, Subset) else ds).clip_source = source  # dataset(..., limit=) wraps it
+
+
 def stored_clip_layers(cfg: Preset) -> int:
     """CLIP blocks whose output is stored: the last ``train.unfreeze.clip_blocks`` run online in the model."""
     return cfg.clip.num_layers - cfg.train.unfreeze.clip_blocks
@@ -65,7 +72,6 @@ def dataset(cfg: Preset, data_root: Path, split: str | None, train: bool, source
     """Single frames (``data.mode: sv``) or runs of ``data.num_frames`` consecutive frames (``mv``)."""
     common = dict(augment=cfg.data.augment if train else None, clip_source=source)
     if cfg.data.mode == "mv":
-        from torch.utils.data import Subset
 
         from ..data.sequences import PreparedSequences
 

@@ -44,7 +44,7 @@ def evaluate_checkpoint(
     model = build_model(cfg, labels)
     model.load_state_dict(payload["model"])
     model.to(device)
-    ds.clip_source = builders.clip_source(cfg, root, reporter)
+    builders.attach_clip_source(ds, builders.clip_source(cfg, root, reporter))
     result = evaluate_model(model, builders.loader(cfg, ds, train=False), labels, cfg.eval, device, export_dir, show_dir, reporter)
     summary = {**result.summary(), "frames": float(result.frames), "iteration": float(payload.get("iteration", 0))}
     metrics = {
