@@ -72,7 +72,6 @@ def dataset(cfg: Preset, data_root: Path, split: str | None, train: bool, source
     """Single frames (``data.mode: sv``) or runs of ``data.num_frames`` consecutive frames (``mv``)."""
     common = dict(augment=cfg.data.augment if train else None, clip_source=source)
     if cfg.data.mode == "mv":
-
         from ..data.sequences import PreparedSequences
 
         ds = PreparedSequences(data_root, split, label_set(cfg), cfg.data.voxel_size, num_frames=cfg.data.num_frames, **common)
