@@ -145,7 +145,7 @@ def test_scans_without_split_files_get_the_official_splits(synthetic_data: Path,
     }
     assert summary.unlisted == manifest["unlisted"] == ["scene9999_00"]
     assert summary.split_source == manifest["split_source"] == PACKAGE_SOURCE
-    warnings = [n for n in reporter.notes if "no split list" in n]
+    warnings = [n for n in reporter.notes if "none of the split lists" in n]
     assert len(warnings) == 1 and "scene9999_00" in warnings[0] and "as train" in warnings[0] and "\n" not in warnings[0]
 
 
