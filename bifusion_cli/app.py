@@ -105,20 +105,26 @@ def prepare_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="data root to write (OUT/sv/, OUT/mv/, OUT/gt/)"),
     synthetic: Optional[int] = typer.Option(None, "--synthetic", help="first write N synthetic scenes in ScanNet's raw layout under OUT/scans/"),
     scannet: Optional[Path] = typer.Option(None, "--scannet", help="a ScanNet folder containing scans/<scene>/ (.sens or exported frames)"),
-    preset: str = PresetOpt,
+    preset: Optional[str] = typer.Option(
+        None, "--preset", "-p", help="preset whose data settings are used; default: 3d-sv (real-data settings) for --scannet, demo for --synthetic"
+    ),
     overrides: Optional[List[str]] = SetOpt,
     mode: Optional[str] = typer.Option(None, "--mode", help="sv (single frames), mv (frame sequences) or both; default: the preset's"),
+    frame_step: Optional[int] = typer.Option(None, "--frame-step", help="sv: raw frames between samples; default: the preset's (3d-sv: 200)"),
+    image_size: Optional[str] = typer.Option(None, "--image-size", help="WxH of prepared images, multiples of 16; default: the preset's (3d-sv: 320x240)"),
     benchmark: Optional[str] = typer.Option(None, "--benchmark", help="scannet200 or scannet: the label set the summary reports and checks"),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="scenes prepared in parallel processes"),
     strict: bool = typer.Option(False, "--strict", help="stop at the first bad scene or frame instead of skipping it"),
     superpoints: str = typer.Option("image", "--superpoints", help="image (default), mesh (segs.json) or sam (needs --sam-checkpoint)"),
     sam_checkpoint: Optional[Path] = typer.Option(None, "--sam-checkpoint", help="SAM (sam_vit_h_*.pth) or FastSAM (FastSAM-x.pt) weights"),
-    mv_frame_step: Optional[int] = typer.Option(None, "--mv-frame-step", min=1, help="mv: raw frames between sequence frames (default 40; synthetic: 20)"),
+    mv_frame_step: Optional[int] = typer.Option(None, "--mv-frame-step", help="mv: raw frames between sequence frames (default 40; synthetic: 20)"),
     source: str = typer.Option("auto", "--source", help="frames from: auto (exported folders if present, else .sens), exported, sens"),
     layout: str = typer.Option("exported", "--synthetic-layout", help="synthetic scans' frames: exported, sens or both"),
     seed: int = typer.Option(0, "--seed"),
     labels_tsv: Optional[Path] = typer.Option(None, "--labels-tsv", help="scannetv2-labels.combined.tsv"),
-    splits: Optional[Path] = typer.Option(None, "--splits", help="folder with scannetv2_{train,val}.txt"),
+    splits: Optional[Path] = typer.Option(
+        None, "--splits", help="folder with scannetv2_{train,val,test}.txt; default: splits/ next to the data, else ScanNet's official lists"
+    ),
 ) -> None:
     """Turn raw ScanNet scans (or generated synthetic ones) into training samples; bad scenes are skipped and listed."""
     from collections import Counter
@@ -126,36 +132,44 @@ def prepare_cmd(
     from rich.markup import escape
     from rich.table import Table
 
-    from bifusion_core.data.prepare import MV_FRAME_STEP, prepare_scannet
+    from bifusion_core.data.prepare import prepare_scannet
+    from bifusion_core.data.prepare_settings import resolve_prepare_settings
     from bifusion_core.data.superpoints import check_superpoint_method
 
     if (synthetic is None) == (scannet is None):
         raise BifusionError("prepare", "give exactly one of --synthetic N or --scannet ROOT")
-    cfg = _preset(preset, overrides)
+    settings = resolve_prepare_settings(
+        synthetic=synthetic is not None, preset=preset, overrides=overrides, mode=mode, frame_step=frame_step,
+        mv_frame_step=mv_frame_step, image_size=image_size, benchmark=benchmark,
+    )
     check_superpoint_method(superpoints, sam_checkpoint)  # refused before any scene is generated or read
     with render.RichReporter("prepare") as reporter:
         root = scannet
-        step = mv_frame_step or MV_FRAME_STEP
         if synthetic is not None:
-            from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP, write_synthetic_scannet
+            from bifusion_core.data.synthetic import write_synthetic_scannet
 
             if layout not in ("exported", "sens", "both"):
                 raise BifusionError("--synthetic-layout", f"unknown layout {layout!r}; choose exported, sens or both")
             write_synthetic_scannet(out, synthetic, seed=seed, layout=layout, reporter=reporter)
             root = out
-            step = mv_frame_step or SYNTHETIC_FRAME_STEP
         summary = prepare_scannet(
-            root, out, mode=mode or cfg.data.mode, frame_step=cfg.data.frame_step, mv_frame_step=step,
-            image_size=tuple(cfg.data.image_size), num_points=cfg.data.num_points, superpoints=superpoints,
-            sam_checkpoint=sam_checkpoint, benchmark=benchmark or cfg.data.benchmark, labels_tsv=labels_tsv,
-            splits_dir=splits, seed=seed, workers=workers, strict=strict, source=source, reporter=reporter,
+            root, out, **settings.prepare_kwargs(), superpoints=superpoints, sam_checkpoint=sam_checkpoint,
+            labels_tsv=labels_tsv, splits_dir=splits, seed=seed, workers=workers, strict=strict, source=source, reporter=reporter,
         )
     table = Table(title=f"prepared → {out} in {render.duration(summary.seconds)}")
-    for col in ("mode", "scenes", "frames", "points", "skipped frames"):
+    for col in ("mode", "frame step", "scenes", "frames", "points", "skipped frames"):
         table.add_column(col, justify="right")
     for name, part in summary.modes.items():
-        table.add_row(name, str(part.scenes), str(part.frames), f"{part.points:,}", str(part.skipped_frames))
+        table.add_row(name, str(summary.frame_steps.get(name, "")), str(part.scenes), str(part.frames), f"{part.points:,}", str(part.skipped_frames))
     render.console.print(table)
+    width, height = summary.image_size
+    render.console.print(
+        f"settings: preset {escape(settings.preset)} · modes {'+'.join(summary.modes)} · frame steps "
+        + ", ".join(f"{m} {s}" for m, s in summary.frame_steps.items())
+        + f" · image {width}x{height} · {summary.num_points:,} points/frame · superpoints {escape(summary.superpoints)}"
+        + f" · benchmark {summary.benchmark} · splits: {escape(summary.split_source)}",
+        soft_wrap=True, highlight=False,
+    )
     render.console.print(
         f"{summary.benchmark}: {summary.labelled_fraction:.1%} of points carry one of its classes; "
         f"{summary.classes} classes present · {summary.scenes} scenes found, {len(summary.resumed)} already prepared, "
@@ -180,23 +194,21 @@ def precompute_clip_cmd(
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Store each prepared frame's CLIP patch tokens and global vector in HDF5 shards."""
-    from bifusion_core.engine.builders import clip_weights_path, stored_clip_layers
-    from bifusion_core.features.clip_store import precompute_clip_features, verify_clip_features
+    from bifusion_core.engine.precompute import precompute_for_preset
 
     cfg = _preset(preset, overrides, **{"data.root": data, "clip.weights": clip_weights})
     with render.RichReporter("precompute-clip") as reporter:
-        weights = clip_weights_path(cfg, Path(cfg.data.root), reporter)
-        # blocks the preset fine-tunes online (train.unfreeze.clip_blocks) are not stored
-        common = dict(num_layers=stored_clip_layers(cfg), weights=weights, image_size=tuple(cfg.data.image_size), device=device)
-        summary = precompute_clip_features(Path(cfg.data.root), workers=workers, batch_size=batch_size, reporter=reporter, **common)
+        run = precompute_for_preset(cfg, workers=workers, batch_size=batch_size, device=device, verify=verify, reporter=reporter)
+    summary = run.summary
     render.console.print(
         f"[bold]{summary.computed}[/] frames computed, [bold]{summary.skipped}[/] already stored "
         f"({summary.total} total) in {summary.seconds:.1f} s → {summary.dir}"
     )
-    if verify:
-        diff = verify_clip_features(Path(cfg.data.root), k=verify, **common)
-        ok = diff < 1e-3
-        render.console.print(f"verify {verify} frames: max relative L2 difference {diff:.2e} " + ("[green](< 1e-3)[/]" if ok else "[red](≥ 1e-3)[/]"))
+    if run.verify_difference is not None:
+        ok = run.verify_difference < 1e-3
+        render.console.print(
+            f"verify {verify} frames: max relative L2 difference {run.verify_difference:.2e} " + ("[green](< 1e-3)[/]" if ok else "[red](≥ 1e-3)[/]")
+        )
         if not ok:
             raise typer.Exit(1)
 

@@ -88,7 +88,7 @@ class RichReporter(Reporter):
         self._refresh()
 
     def note(self, message: str) -> None:
-        console.print(f"[cyan]•[/] {message}")
+        console.print(f"[cyan]•[/] {message}", soft_wrap=True)  # one line, never wrapped: grep-able in logs
 
     def metrics(self, values: dict[str, Any]) -> None:
         if any(k.startswith("val/") for k in values):

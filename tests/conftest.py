@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
+from bifusion_core.cache import CACHE_ENV
 from bifusion_core.data.prepare import prepare_scannet
 from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP, SyntheticOptions, write_synthetic_scannet
 
@@ -14,6 +17,20 @@ SYNTHETIC_SCENES = 3  # the last one is val
 SYNTHETIC_OPTIONS = SyntheticOptions(num_frames=6)
 PREPARED_IMAGE_SIZE = (224, 160)
 PREPARED_NUM_POINTS = 2048
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The user cache (random CLIP weights, ...) of the whole session, CLI subprocesses included:
+    a tmp folder, so tests never write to the home folder."""
+    folder = tmp_path_factory.mktemp("bifusion-cache")
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ from bifusion_core.data.scannet_raw import (
     write_mesh,
     write_scene_meta,
 )
+from bifusion_core.data.split_lists import PACKAGE_SOURCE
 from bifusion_core.data.superpoints import image_superpoints
 from bifusion_core.data.synthetic import (
     CATEGORIES,
@@ -235,7 +236,7 @@ def test_interrupted_scene_is_redone_identically(synthetic_data: Path, tmp_path:
     _copy_scene(synthetic_data, tmp_path)
     settings = dict(frame_step=40, image_size=(64, 48), num_points=300, seed=3)
     first = prepare_scannet(tmp_path, tmp_path, **settings)
-    assert first.frames == 3 and first.unlisted == ["scene0000_00"]  # no split lists: train, and said so
+    assert first.frames == 3 and first.unlisted == [] and first.split_source == PACKAGE_SOURCE  # official lists: train
     sample = tmp_path / "sv" / "samples" / "scene0000_00" / "000040.npz"
     reference = dict(np.load(sample))
     (tmp_path / "sv" / "samples" / "scene0000_00" / "scene.json").unlink()  # as if killed before the end
@@ -243,7 +244,7 @@ def test_interrupted_scene_is_redone_identically(synthetic_data: Path, tmp_path:
     assert second.resumed == [] and second.frames == 3
     again = np.load(sample)
     assert all(np.array_equal(reference[k], again[k]) for k in reference)
-    assert _manifest(tmp_path)["samples"][0]["split"] == "train" and _manifest(tmp_path)["unlisted"] == ["scene0000_00"]
+    assert _manifest(tmp_path)["samples"][0]["split"] == "train" and _manifest(tmp_path)["unlisted"] == []
 
 
 def _copy_scenes(src: Path, dst: Path, scenes: tuple[str, ...] = ("scene0000_00", "scene0001_00")) -> None:

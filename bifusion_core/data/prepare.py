@@ -36,7 +36,8 @@ from ..io import atomic_dir, atomic_path, read_json, write_json
 from ..reporting import NULL_REPORTER, Reporter
 from .frames import SOURCES, FrameSource, count_frames, open_frame_source
 from .labels import LABEL_SETS, get_label_set, read_labels_tsv
-from .scannet_raw import CameraIntrinsics, ScanFiles, read_scan_annotations, read_scene_meta, read_split
+from .scannet_raw import CameraIntrinsics, ScanFiles, read_scan_annotations, read_scene_meta
+from .split_lists import SplitAssignment, assign_splits
 from .superpoints import SuperpointView, check_superpoint_method, point_superpoints, superpoint_method
 
 MANIFEST_FORMAT = "bifusion-prepared"
@@ -73,6 +74,11 @@ class PrepareSummary:
     skipped_scenes: list[tuple[str, str]] = field(default_factory=list)  # (scene, one-line reason)
     resumed: list[str] = field(default_factory=list)  # scenes found finished and left untouched
     unlisted: list[str] = field(default_factory=list)  # scenes in no split list (treated as train)
+    split_source: str = ""  # the folder the split lists came from, or the package's official lists
+    frame_steps: dict[str, int] = field(default_factory=dict)  # mode -> raw frames between samples
+    image_size: tuple[int, int] = (0, 0)  # (W, H) of the prepared images and depth
+    num_points: int = 0  # points per prepared frame
+    superpoints: str = ""
     manifest: Path | None = None
     modes: dict[str, ModeSummary] = field(default_factory=dict)
     benchmark: str = "scannet200"
@@ -149,9 +155,10 @@ def prepare_scannet(
     """Prepare every scan under ``root/scans`` into ``out/sv`` and/or ``out/mv`` plus ``out/gt``.
 
     SV uses frames whose raw index is a multiple of ``frame_step``; MV those at multiples of
-    ``mv_frame_step``. Scenes already finished with the same settings are left untouched, so an
-    interrupted run can simply be started again. Bad scenes are skipped and listed in the summary
-    (``strict``: the first problem raises).
+    ``mv_frame_step``. Splits come from ``splits_dir``, else ``splits/`` in or next to ``root``,
+    else ScanNet's official lists (``split_lists.assign_splits``). Scenes already finished with the
+    same settings are left untouched, so an interrupted run can simply be started again. Bad
+    scenes are skipped and listed in the summary (``strict``: the first problem raises).
     """
     started = time.monotonic()
     root, out = Path(root).resolve(), Path(out)
@@ -185,8 +192,12 @@ def prepare_scannet(
     scenes = sorted(p.name for p in scans.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not scenes:
         raise BifusionError(scans, "no scene folders")
-    splits, unlisted = _assign_splits(root, splits_dir, scenes, reporter)
-    summary = PrepareSummary(scenes=len(scenes), frames=0, points=0, unlisted=unlisted, benchmark=benchmark)
+    assignment = assign_splits(root, splits_dir, scenes, reporter)
+    summary = PrepareSummary(
+        scenes=len(scenes), frames=0, points=0, unlisted=assignment.unlisted, split_source=assignment.source,
+        frame_steps={m: steps[m] for m in modes}, image_size=image_size, num_points=int(num_points),
+        superpoints=superpoints_record, benchmark=benchmark,
+    )
 
     records: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in scenes}
     jobs: list[_SceneJob] = []
@@ -227,7 +238,7 @@ def prepare_scannet(
 
     summary.seconds = time.monotonic() - started
     manifests = {
-        m: _write_manifest(out, m, root, scenes, records, splits, unlisted, summary.skipped_scenes, settings[m], benchmark)
+        m: _write_manifest(out, m, root, scenes, records, assignment, summary.skipped_scenes, settings[m], benchmark)
         for m in modes
     }
     _summarise(summary, out, manifests, records, int(num_points))
@@ -590,13 +601,13 @@ def _write_manifest(
     root: Path,
     scenes: list[str],
     records: dict[str, dict[str, dict[str, Any]]],
-    splits: dict[str, str],
-    unlisted: list[str],
+    assignment: SplitAssignment,
     skipped_scenes: list[tuple[str, str]],
     settings: _Settings,
     benchmark: str,
 ) -> dict[str, Any]:
     samples, skipped, scene_entries = [], [], []
+    splits = assignment.splits
     for scene in scenes:
         record = records[scene].get(mode)  # finished scenes only (now or in an earlier run)
         if record is None:
@@ -617,7 +628,8 @@ def _write_manifest(
         "image_size": list(settings.image_size), "num_points": settings.num_points, "frame_step": settings.frame_step,
         "superpoints": settings.superpoints, "source": str(root), "benchmark": benchmark,
         "scenes": scene_entries, "samples": samples, "skipped": skipped,
-        "skipped_scenes": [{"scene": s, "reason": r} for s, r in skipped_scenes], "unlisted": unlisted,
+        "skipped_scenes": [{"scene": s, "reason": r} for s, r in skipped_scenes], "unlisted": assignment.unlisted,
+        "split_source": assignment.source,
     }
     write_json(out / mode / "manifest.json", manifest)
     return manifest
@@ -675,7 +687,7 @@ def _transform(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return points @ matrix[:3, :3].T + matrix[:3, 3]
 
 
-# --------------------------------------------------------------------------- checks and splits
+# --------------------------------------------------------------------------- checks
 
 
 def _check_step(name: str, step: Any) -> None:
@@ -693,29 +705,3 @@ def _check_settings(frame_step, image_size, num_points, depth_range) -> tuple[in
     if not 0 <= near < far:
         raise BifusionError("depth_range", f"must satisfy 0 <= near < far, got {depth_range}")
     return int(image_size[0]), int(image_size[1])
-
-
-def _assign_splits(
-    root: Path, splits_dir: str | Path | None, scenes: list[str], reporter: Reporter
-) -> tuple[dict[str, str], list[str]]:
-    """Scene -> split from scannetv2_{train,val}.txt; scenes in neither list go to train (reported)."""
-    if splits_dir is not None:
-        folder = Path(splits_dir)
-        if not any((folder / f"scannetv2_{s}.txt").is_file() for s in ("train", "val")):
-            raise BifusionError(folder, "no scannetv2_train.txt or scannetv2_val.txt here")
-        candidates = [folder]
-    else:
-        candidates = [root / "splits", root.parent / "splits"]
-    listed: dict[str, str] = {}
-    for folder in candidates:
-        files = {s: folder / f"scannetv2_{s}.txt" for s in ("train", "val")}
-        if any(p.is_file() for p in files.values()):
-            for split in ("train", "val"):
-                if files[split].is_file():
-                    listed.update((scene, split) for scene in read_split(files[split]))
-            break
-    unlisted = [s for s in scenes if s not in listed]
-    if unlisted:
-        reporter.note(f"{len(unlisted)} scene(s) are in no split list and are used as train: {', '.join(unlisted[:5])}"
-                      + (" ..." if len(unlisted) > 5 else ""))
-    return {s: listed.get(s, "train") for s in scenes}, unlisted

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from ..config.schema import Preset
 from ..data.batch import collate
@@ -13,7 +13,7 @@ from ..data.dataset import PreparedFrames
 from ..data.labels import LABEL_SETS, LabelSet
 from ..reporting import NULL_REPORTER, Reporter
 
-RANDOM_CLIP_NAME = "random-vitb16-seed0.bin"
+RANDOM_CLIP_SEED = 0  # the random ViT-B/16 used when a preset names no CLIP weights
 
 
 def label_set(cfg: Preset) -> LabelSet:
@@ -26,19 +26,19 @@ def pick_device(cfg: Preset) -> torch.device:
     return torch.device("cpu")
 
 
-def clip_weights_path(cfg: Preset, data_root: Path, reporter: Reporter = NULL_REPORTER) -> Path:
-    """The preset's CLIP weights, or a seeded random ViT-B/16 saved once under DATA/clip/.
+def clip_weights_path(cfg: Preset, *, reporter: Reporter = NULL_REPORTER) -> Path:
+    """The preset's CLIP weights, or a seeded random ViT-B/16 kept in the user cache.
 
     The random file goes through the same loading code as real weights, so tests and the
-    demo exercise the path users take with ``--clip-weights open_clip_pytorch_model.bin``.
+    demo exercise the path users take with ``--clip-weights open_clip_pytorch_model.bin``; its
+    bytes are the same for every data root, so features computed with it can be shared. Call
+    this only after the data root has been checked: it writes the file on first use.
     """
     if cfg.clip.weights is not None:
         return Path(cfg.clip.weights)
-    from ..features.clip_encoder import save_random_clip_weights
+    from ..features.clip_encoder import cached_random_clip_weights
 
-    path = Path(data_root) / "clip" / RANDOM_CLIP_NAME
-    if not path.is_file():
-        save_random_clip_weights(path, seed=0)
+    path = cached_random_clip_weights(RANDOM_CLIP_SEED)
     reporter.note(f"no CLIP weights given: using a RANDOM ViT-B/16 initialisation ({path})")
     return path
 
@@ -49,11 +49,18 @@ def clip_source(cfg: Preset, data_root: Path, reporter: Reporter = NULL_REPORTER
         return None
     from ..features.clip_store import ClipFeatureSource
 
-    weights = clip_weights_path(cfg, data_root, reporter)
+    weights = clip_weights_path(cfg, reporter=reporter)
     settings = dict(num_layers=stored_clip_layers(cfg), weights=weights, image_size=tuple(cfg.data.image_size))
     if not cfg.clip.use_precomputed:
         return ClipFeatureSource(None, **settings)
     return ClipFeatureSource.for_data_root(data_root, **settings)
+
+
+def attach_clip_source(ds, source) -> None:
+    """Give a dataset built without CLIP features its source: datasets are built (and the data
+    root and split checked) first, because the source may write the random CLIP weights."""
+    if ds is not None:
+        (ds.dataset if isinstance(ds, Subset) else ds).clip_source = source  # dataset(..., limit=) wraps it
 
 
 def stored_clip_layers(cfg: Preset) -> int:
@@ -65,8 +72,6 @@ def dataset(cfg: Preset, data_root: Path, split: str | None, train: bool, source
     """Single frames (``data.mode: sv``) or runs of ``data.num_frames`` consecutive frames (``mv``)."""
     common = dict(augment=cfg.data.augment if train else None, clip_source=source)
     if cfg.data.mode == "mv":
-        from torch.utils.data import Subset
-
         from ..data.sequences import PreparedSequences
 
         ds = PreparedSequences(data_root, split, label_set(cfg), cfg.data.voxel_size, num_frames=cfg.data.num_frames, **common)

@@ -56,12 +56,12 @@ def evaluate_checkpoint(
     root = Path(cfg.data.root)
     frame_step = int(load_manifest(root, cfg.data.mode).get("frame_step", cfg.data.frame_step))
     labels = builders.label_set(cfg)
+    ds = builders.dataset(cfg, root, split, train=False)  # data root and split checked before anything is built or written
     device = builders.pick_device(cfg)
     model = build_model(cfg, labels)
     model.load_state_dict(payload["model"])
     model.to(device)
-    source = builders.clip_source(cfg, root, reporter)
-    ds = builders.dataset(cfg, root, split, train=False, source=source)
+    builders.attach_clip_source(ds, builders.clip_source(cfg, root, reporter))
 
     def run(export_to: Path | None):
         return evaluate_model(
@@ -75,7 +75,7 @@ def evaluate_checkpoint(
         with atomic_dir(export_dir) as tmp:  # no stale masks of an earlier export survive
             result = run(tmp)
     stamps = result.stamps()
-    summary = {**result.summary(), "iteration": float(payload.get("iteration", 0))}
+    summary = {**result.summary(), "frames": float(result.frames), "iteration": float(payload.get("iteration", 0))}
     metrics = {
         **stamps,
         "checkpoint": str(ckpt_path),

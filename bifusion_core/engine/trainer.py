@@ -134,19 +134,21 @@ def train(
     device = builders.pick_device(cfg)
     data_root = Path(cfg.data.root)
     labels = builders.label_set(cfg)
-    source = builders.clip_source(cfg, data_root, reporter)
-    train_ds = builders.dataset(cfg, data_root, "train", train=True, source=source)
+    train_ds = builders.dataset(cfg, data_root, "train", train=True)  # the data is checked before CLIP weights are made
     try:
-        val_ds = builders.dataset(cfg, data_root, cfg.eval.split, train=False, source=source)
+        val_ds = builders.dataset(cfg, data_root, cfg.eval.split, train=False)
     except BifusionError:
         val_ds = None
         reporter.note(f"no '{cfg.eval.split}' samples: training without periodic evaluation")
+    source = builders.clip_source(cfg, data_root, reporter)
+    for ds in (train_ds, val_ds):
+        builders.attach_clip_source(ds, source)
     train_loader = builders.loader(cfg, train_ds, train=True, seed=cfg.train.seed)
     val_loader = builders.loader(cfg, val_ds, train=False) if val_ds is not None else None
 
     model = build_model(cfg, labels)
     if hasattr(model, "clip_tail"):
-        model.clip_tail.load_weights(cfg.clip.num_layers, builders.clip_weights_path(cfg, data_root))
+        model.clip_tail.load_weights(cfg.clip.num_layers, builders.clip_weights_path(cfg))
     init_reports = load_init_weights(model, cfg.train.init) if payload is None else []
     for report in init_reports:
         reporter.note("init " + report.summary())

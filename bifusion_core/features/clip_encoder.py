@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cache import user_cache_dir
 from ..compat import require
 from ..errors import BifusionError
 from ..io import atomic_path
@@ -71,11 +72,29 @@ def _random_clip_model(seed: int) -> nn.Module:
 
 
 def save_random_clip_weights(path: str | Path, seed: int = 0) -> Path:
-    """Save a random ViT-B-16 CLIP laid out like a real ``open_clip_pytorch_model.bin``."""
+    """Save a random ViT-B-16 CLIP laid out like a real ``open_clip_pytorch_model.bin`` (atomically).
+
+    The bytes depend only on the seed: saved through an open file, ``torch.save`` names the zip's
+    root folder ``archive``; given a path it would use the (temporary) file name, so the bytes, and
+    the feature tag (a digest of them), would differ between two saves of the same weights.
+    """
     path = Path(path)
     state = _random_clip_model(seed).state_dict()
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(state, handle)
+    return path
+
+
+def random_clip_weights_path(seed: int = 0) -> Path:
+    """Where the random init of ``seed`` is kept: one copy per user, shared by every data root."""
+    return user_cache_dir() / "clip" / f"random-vitb16-seed{seed}.bin"
+
+
+def cached_random_clip_weights(seed: int = 0) -> Path:
+    """The random init of ``seed`` in the user cache, written on first use."""
+    path = random_clip_weights_path(seed)
+    if not path.is_file():
+        save_random_clip_weights(path, seed)
     return path
 
 

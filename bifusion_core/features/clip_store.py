@@ -182,6 +182,11 @@ def _check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
     return width, height
 
 
+def check_prepared_images(data_root: str | Path, image_size: Sequence[int]) -> int:
+    """Frames whose features ``precompute_clip_features`` would store; raises (one line) on a bad data root."""
+    return len(_manifest_frames(Path(data_root), _check_image_size(image_size)))
+
+
 def _manifest_frames(data_root: Path, image_size: tuple[int, int]) -> list[_Frame]:
     """Every frame of the prepared single- and multi-view manifests (all splits), keys unique.
 
