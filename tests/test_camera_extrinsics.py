@@ -118,6 +118,11 @@ def test_without_any_extrinsic_the_cameras_coincide_and_bad_ones_are_refused(lay
     write_scene_meta(files.meta, values)
     source = open_frame_source(files, read_scene_meta(files.meta), "exported")
     assert np.array_equal(source.depth_to_color, np.eye(4)) and source.extrinsic_notes == []
+    values["colorToDepthExtrinsics"] = "1 0 0"  # another source's problem is said, not fatal
+    write_scene_meta(files.meta, values)
+    source = open_frame_source(files, read_scene_meta(files.meta), "exported")
+    assert np.array_equal(source.depth_to_color, np.eye(4))
+    assert source.extrinsic_notes == [f"{SCENE}: extrinsic not read from {files.meta}: colorToDepthExtrinsics must be 16 numbers"]
     write_matrix(files.intrinsic("extrinsic_depth"), np.diag([2.0, 1, 1, 1]))  # a scale is no camera motion
     with pytest.raises(BifusionError, match="extrinsic_depth.txt: depth extrinsic is not a rigid transform"):
         open_frame_source(files, read_scene_meta(files.meta), "exported")
