@@ -250,6 +250,21 @@ class TrainConfig(Section):
     init: InitConfig = InitConfig()
 
 
+class OnlineConfig(Section):
+    """Streaming a scan frame by frame into one scene-level instance memory (``bifusion infer``,
+    ``bifusion eval --online``). Per-frame instances use ``eval.*`` post-processing with ``frame_topk``."""
+
+    merge_threshold: float = Field(0.3, ge=0, le=1, description="a memory/frame pair merges when cosine × box IoU exceeds this")
+    voxel: float = Field(0.02, gt=0, description="accumulated points keep one point per voxel of this edge (metres)")
+    max_instances: int = Field(300, gt=0, description="instance memory cap; the lowest-score instance is evicted")
+    frame_topk: int = Field(20, gt=0, description="instances kept per frame before merging")
+    frame_stride: int = Field(1, ge=1, description="process every k-th prepared MV frame")
+    label_gate: bool = Field(True, description="class-aware models merge only instances of the same class")
+    cues: Literal["auto", "heads", "masks"] = Field(
+        "auto", description="merge embedding and box: the model's merge/box heads, or derived from the mask (auto: heads when present)"
+    )
+
+
 class EvalConfig(Section):
     split: Literal["train", "val"] = "val"
     min_region_points: int = Field(100, gt=0)
@@ -257,6 +272,7 @@ class EvalConfig(Section):
     score_threshold: float = Field(0.0, ge=0, le=1)
     mask_threshold: float = Field(0.5, gt=0, lt=1)
     nms_iou: float = Field(0.5, gt=0, le=1)
+    online: OnlineConfig = OnlineConfig()
 
 
 class Preset(Section):
