@@ -119,13 +119,13 @@ class BiFusionSegmentor(nn.Module):
             fused, alpha = self.gate(m2d, m3d, valid, batch.point_batch, batch.num_samples, int(self.iteration))
             out_2d = {"f2d": f2d, "valid": valid, "alpha": alpha}
             stats = gate_statistics(alpha, valid)
-        sp_feats, sp_pos = self.pool(fused, batch.points_aug, batch.superpoints, batch.sp_batch)
+        sp_feats, sp_pos, sp_centres = self.pool(fused, batch.points_aug, batch.superpoints, batch.sp_batch)
         counts = torch.bincount(batch.sp_batch, minlength=batch.num_samples).tolist()
         slices, start = [], 0
         for n in counts:
             slices.append(slice(start, start + n))
             start += n
-        decoder = [self.decoder(sp_feats[s], sp_pos[s]) for s in slices]
+        decoder = [self.decoder(sp_feats[s], sp_pos[s], sp_centres[s]) for s in slices]
         semantic_logits = torch.cat([d.semantic_logits for d in decoder])[batch.superpoints]
         return ModelOutput(f3d, fused, semantic_logits, decoder, slices, stats=stats, **out_2d)
 
