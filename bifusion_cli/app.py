@@ -161,6 +161,12 @@ def prepare_cmd(
         f"{summary.classes} classes present · {summary.scenes} scenes found, {len(summary.resumed)} already prepared, "
         f"{len(summary.skipped_scenes)} skipped"
     )
+    if summary.valid_rate:
+        low_scene = min(summary.valid_rate, key=summary.valid_rate.get)
+        render.console.print(
+            f"projection-valid rate: {summary.valid_fraction:.1%} of points lie inside their frame's colour image "
+            f"(per scan {min(summary.valid_rate.values()):.1%} in {low_scene} to {max(summary.valid_rate.values()):.1%})"
+        )
     for reason, count in Counter(reason for _, _, reason in summary.skipped).most_common():
         scenes = len({scene for scene, _, r in summary.skipped if r == reason})
         render.console.print(f"[yellow]skipped frames[/] {count} × {escape(reason)} (in {scenes} scene(s))", soft_wrap=True)

@@ -145,13 +145,17 @@ class LossConfig(Section):
     """total = semantic·L_sem + instance·L_inst + clip·L_clip + aux·L_aux, weights by stage.
 
     L_inst = cls·focal + mask·(mask_bce·BCE + mask_dice·Dice) + objectness·BCE, averaged over the
-    supervised decoder layers; L_aux = spatial·L_spatial + no_view·L_no_view.
+    supervised decoder layers, + box·(L1 + 1−IoU of the final queries' boxes) + merge·(cross-frame
+    InfoNCE of the merge embeddings, multi-view only); L_aux = spatial·L_spatial + no_view·L_no_view.
     """
 
     stages: list[LossStage] = Field(default_factory=lambda: [s.model_copy() for s in DEFAULT_STAGES])
     cls: float = Field(1.0, ge=0)
     mask: float = Field(0.8, ge=0)
     objectness: float = Field(0.2, ge=0)
+    box: float = Field(0.5, ge=0, description="box head: L1 + (1 − 3D IoU) against the matched instance's box")
+    merge: float = Field(0.0, ge=0, description="merge InfoNCE across frames t, t±1 (multi-view presets; 0 = off)")
+    merge_temperature: float = Field(0.07, gt=0)
     mask_bce: float = Field(0.6, ge=0)
     mask_dice: float = Field(0.4, ge=0)
     focal_alpha: float = Field(0.25, ge=0, le=1)

@@ -35,15 +35,19 @@ class Batch:
     instance: torch.Tensor  # (N,) thing instance id, 0 none (stuff counts as none)
     instance_class: torch.Tensor  # (N,) thing class id, -1 none
     label_raw: torch.Tensor  # (N,) raw benchmark label id (for evaluation)
+    pixels: torch.Tensor  # (N,2) float: the point's pixel in its own frame's colour image (prepared size)
+    valid: torch.Tensor  # (N,) bool: the point lies inside its own frame's colour image
     # voxels
     vox_coords: torch.Tensor  # (M,4) int: batch index + xyz
     vox_feats: torch.Tensor  # (M,C) mean point features per voxel
     # frames (F = all frames of the batch: one per sample single-view, T per sample multi-view)
     point_frame: torch.Tensor  # (N,) global frame index of each point
     frame_batch: torch.Tensor  # (F,) sample index of each frame
-    pose: torch.Tensor  # (F,4,4) camera-to-world
-    intrinsic: torch.Tensor  # (F,3,3)
-    depth: torch.Tensor  # (F,H,W) metres
+    pose: torch.Tensor  # (F,4,4) depth camera-to-world
+    intrinsic: torch.Tensor  # (F,3,3) depth camera, prepared size
+    depth: torch.Tensor  # (F,H,W) metres, depth camera
+    color_intrinsic: torch.Tensor  # (F,3,3) colour camera, prepared size (the CLIP image)
+    color_pose: torch.Tensor  # (F,4,4) colour camera-to-world = pose @ inv(depth_to_color)
     clip_patch: torch.Tensor | None = None  # (F,768,h,w)
     clip_global: torch.Tensor | None = None  # (F,768)
     extras: dict[str, Any] = field(default_factory=dict)
@@ -112,6 +116,8 @@ def collate(samples: list[dict[str, Any]]) -> Batch:
         instance=cat("instance", torch.long),
         instance_class=cat("instance_class", torch.long),
         label_raw=cat("label_raw", torch.long),
+        pixels=cat("pixels", torch.float32),
+        valid=cat("valid", torch.bool),
         vox_coords=torch.from_numpy(np.concatenate(vox_coords)).int(),
         vox_feats=torch.from_numpy(np.concatenate(vox_feats)),
         point_frame=torch.from_numpy(np.concatenate(point_frame)).long(),
@@ -119,6 +125,8 @@ def collate(samples: list[dict[str, Any]]) -> Batch:
         pose=frames("pose"),
         intrinsic=frames("intrinsic"),
         depth=frames("depth"),
+        color_intrinsic=frames("color_intrinsic"),
+        color_pose=frames("color_pose"),
         clip_patch=frames("clip_patch") if has_clip else None,
         clip_global=frames("clip_global") if has_clip else None,
     )

@@ -14,7 +14,7 @@ from ..errors import BifusionError
 from ..io import read_json
 from .batch import voxelize
 from .labels import LabelSet
-from .targets import contiguous_superpoints, label_targets, load_prepared, point_colors
+from .targets import color_pose, contiguous_superpoints, label_targets, load_prepared, point_colors
 
 MANIFEST_FORMAT = "bifusion-prepared"
 
@@ -89,10 +89,14 @@ def build_item(
         "voxel_inverse": inverse,
         "superpoints": np.concatenate(superpoints),
         "point_frame": np.concatenate([np.full(len(z["points"]), t, np.int64) for t, z in enumerate(frames)]),
+        "pixels": np.concatenate([z["pixels"] for z in frames]).astype(np.float32),
+        "valid": np.concatenate([z["valid"] for z in frames]).astype(bool),
         **{k: np.concatenate([t[k] for t in targets]) for k in ("semantic", "instance", "instance_class", "label_raw")},
         "pose": np.stack([z["pose"] for z in frames]).astype(np.float32),
         "intrinsic": np.stack([z["intrinsic"] for z in frames]).astype(np.float32),
         "depth": np.stack([z["depth_mm"] for z in frames]).astype(np.float32) / 1000.0,
+        "color_intrinsic": np.stack([z["color_intrinsic"] for z in frames]).astype(np.float32),
+        "color_pose": np.stack([color_pose(z) for z in frames]).astype(np.float32),
     }
     if clip_source is not None:
         features = [clip_source.get(r["key"], root / r["image"]) for r in records]

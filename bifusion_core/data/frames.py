@@ -6,6 +6,11 @@ hand out the same numbers for the same recording: poses and intrinsics are round
 (what ``.sens`` stores; the exported text files hold the same values with 6 decimals), depth is
 the stored uint16 with its shift, colour the decoded JPEG.
 
+The colour camera's place relative to the depth camera (``depth_to_color``) can be stated in
+three places: the export's ``intrinsic/extrinsic_{color,depth}.txt``, the ``.sens`` header and
+``colorToDepthExtrinsics`` in ``<scene>.txt``. The source takes its own layout's value (else the
+metadata's, else the identity) and lists every disagreement in ``extrinsic_notes``.
+
 Problems of the whole source (missing ``.sens`` or folders, truncation, unknown compression,
 missing pose files) raise when the source is opened; size mismatches raise when the frame is read.
 """
@@ -22,21 +27,26 @@ from .scannet_raw import (
     CameraIntrinsics,
     ScanFiles,
     SceneMeta,
+    check_rigid,
     list_frames,
     read_color,
     read_depth,
+    read_exported_extrinsics,
     read_intrinsics,
     read_matrix,
 )
 from .sens import SensReader, read_sens_header
 
 SOURCES = ("auto", "exported", "sens")
+EXTRINSIC_TOLERANCE = 1e-4  # text files hold 6 decimals, .sens float32: equal scans differ by ~1e-6
 
 
 class FrameSource(Protocol):
     kind: str  # "exported" or "sens"
     intrinsics: CameraIntrinsics  # float32-rounded, as float64 arrays
     depth_shift: float  # stored depth / depth_shift = metres
+    depth_to_color: np.ndarray  # float64 (4,4) depth-camera -> colour-camera coordinates
+    extrinsic_notes: list[str]  # one line per source that disagrees with depth_to_color
 
     def frames(self) -> list[int]: ...
     def pose(self, frame: int) -> np.ndarray: ...  # float64 (4,4), float32-rounded; may be -inf
@@ -73,7 +83,7 @@ def count_frames(files: ScanFiles, preference: str = "auto") -> list[int]:
 def open_frame_source(files: ScanFiles, meta: SceneMeta, preference: str = "auto", needed: list[int] | None = None) -> FrameSource:
     """The scan's frames; ``needed`` (raw indices) are checked for presence up front."""
     kind = source_kind(files, preference)
-    source: FrameSource = ExportedFrames(files, meta) if kind == "exported" else SensFrames(files)
+    source: FrameSource = ExportedFrames(files, meta) if kind == "exported" else SensFrames(files, meta)
     if needed:
         missing = sorted(set(needed) - set(source.frames()))
         if missing:
@@ -82,6 +92,42 @@ def open_frame_source(files: ScanFiles, meta: SceneMeta, preference: str = "auto
         if isinstance(source, ExportedFrames):
             source.check_files(needed)
     return source
+
+
+def resolve_depth_to_color(files: ScanFiles, meta: SceneMeta, kind: str, own: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
+    """The frame source's own depth->colour (else the metadata's, else identity) and the disagreements.
+
+    Every source present is read: the exported files, the ``.sens`` header and ``colorToDepthExtrinsics``.
+    """
+    found: dict[str, np.ndarray] = {}
+    if own is not None:
+        found[kind] = own
+    if kind != "exported":
+        exported = read_exported_extrinsics(files)
+        if exported is not None:
+            found["exported"] = exported
+    if kind != "sens" and sens_path(files).is_file():
+        found["sens"] = read_sens_header(sens_path(files)).depth_to_color
+    from_meta = meta.depth_to_color(files.meta)
+    if from_meta is not None:
+        found["metadata"] = from_meta
+    names = {"exported": "intrinsic/extrinsic_depth.txt", "sens": f"{files.scene}.sens header",
+             "metadata": f"colorToDepthExtrinsics in {files.meta.name}"}
+    chosen_name = kind if kind in found else ("metadata" if "metadata" in found else None)
+    if chosen_name is None:
+        return np.eye(4), []
+    chosen = found[chosen_name]
+    notes = [
+        f"{files.scene}: depth->colour extrinsic of the {names[name]} {_flat(matrix)} differs from the "
+        f"{names[chosen_name]} {_flat(chosen)}; using the latter"
+        for name, matrix in found.items()
+        if name != chosen_name and np.abs(matrix - chosen).max() > EXTRINSIC_TOLERANCE
+    ]
+    return chosen, notes
+
+
+def _flat(matrix: np.ndarray) -> str:
+    return "[" + " ".join(f"{v:.6g}" for v in np.asarray(matrix)[:3].reshape(-1)) + "]"
 
 
 def _float32(matrix: np.ndarray) -> np.ndarray:
@@ -106,6 +152,10 @@ class ExportedFrames:
         self.intrinsics = CameraIntrinsics(_float32(intrinsics.color), _float32(intrinsics.depth))
         self.color_size = _declared_size(meta, "color")
         self.depth_size = _declared_size(meta, "depth")
+        own = read_exported_extrinsics(files)
+        self.depth_to_color, self.extrinsic_notes = resolve_depth_to_color(
+            files, meta, self.kind, None if own is None else _float32(own)
+        )
 
     def frames(self) -> list[int]:
         return self._frames
@@ -139,10 +189,16 @@ class SensFrames:
 
     kind = "sens"
 
-    def __init__(self, files: ScanFiles):
+    def __init__(self, files: ScanFiles, meta: SceneMeta):
         self.reader = SensReader(sens_path(files))
         header = self.reader.header
         self.depth_shift = header.depth_shift
+        try:
+            own = check_rigid(header.depth_to_color, self.reader.path, "depth->colour extrinsic in the header")
+            self.depth_to_color, self.extrinsic_notes = resolve_depth_to_color(files, meta, self.kind, own)
+        except BaseException:
+            self.reader.close()
+            raise
         self.intrinsics = CameraIntrinsics(
             header.color_intrinsic[:3, :3].astype(np.float64), header.depth_intrinsic[:3, :3].astype(np.float64)
         )

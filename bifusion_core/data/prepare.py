@@ -2,7 +2,9 @@
 
 Differences from ESAM's preparation, on purpose: reads ``.sens`` directly (no export step),
 per-scene intrinsics rescaled to the size actually used (not one fixed matrix), a depth range
-cut, a colour image registered to the depth camera by its own intrinsics, seeded sampling that
+cut, each point's colour-image pixel found through the colour camera's own extrinsic and
+intrinsics (ScanNet's SensorData convention; points outside the colour image are flagged, not
+painted black), seeded sampling that
 does not depend on processing order (so 1 or N workers give the same bytes), single- and
 multi-view data from one pass over the frames, one scene per atomic folder so an interrupted run
 resumes, and bad input reported in one line per scene while the rest of the run goes on.
@@ -40,7 +42,7 @@ from .scannet_raw import CameraIntrinsics, ScanFiles, read_scan_annotations, rea
 from .superpoints import SuperpointView, check_superpoint_method, point_superpoints, superpoint_method
 
 MANIFEST_FORMAT = "bifusion-prepared"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: colour pixels through the depth->colour extrinsic, ``valid``, colour intrinsics
 MODES = ("sv", "mv", "both")
 SV_FRAME_STEP = 200  # ESAM's single-view sampling: every 10th frame of a frame_skip=20 export
 MV_FRAME_STEP = 40  # multi-view: every 2nd exported frame, so 8 consecutive frames span ~10 s
@@ -77,6 +79,8 @@ class PrepareSummary:
     modes: dict[str, ModeSummary] = field(default_factory=dict)
     benchmark: str = "scannet200"
     labelled_fraction: float = 0.0  # share of prepared points with a class of the benchmark
+    valid_rate: dict[str, float] = field(default_factory=dict)  # scene -> share of points inside the colour image
+    valid_fraction: float = 0.0  # the same over all prepared points (projection-valid rate)
     classes: int = 0  # benchmark classes present in the prepared points
     seconds: float = 0.0
 
@@ -240,6 +244,7 @@ def _summarise(
 ) -> None:
     """Per-mode counts, skipped frames (once per frame, whatever the modes), and the benchmark's label coverage."""
     labelled = total = 0
+    seen: dict[str, list[int]] = {}
     classes: set[int] = set()
     skipped_frames: dict[tuple[str, int], str] = {}
     for m, manifest in manifests.items():
@@ -255,12 +260,20 @@ def _summarise(
             if stats:
                 labelled += stats["points"]
                 classes.update(stats["classes"])
+        if m == next(iter(manifests)):  # the first mode's points, like frames and points
+            for scene, scene_records in records.items():
+                projection = scene_records.get(m, {}).get("projection")
+                if projection and projection["points"]:
+                    seen[scene] = [projection["valid"], projection["points"]]
         total += points
     first = summary.modes[next(iter(manifests))]
     summary.frames, summary.points, summary.manifest = first.frames, first.points, first.manifest
     summary.skipped = [(scene, frame, reason) for (scene, frame), reason in sorted(skipped_frames.items())]
     summary.labelled_fraction = labelled / total if total else 0.0
     summary.classes = len(classes)
+    summary.valid_rate = {scene: valid / points for scene, (valid, points) in seen.items()}
+    points_seen = sum(points for _, points in seen.values())
+    summary.valid_fraction = sum(valid for valid, _ in seen.values()) / points_seen if points_seen else 0.0
 
 
 def _scene_problem(summary: PrepareSummary, scene: str, where: str, problem: str, strict: bool, reporter: Reporter) -> None:
@@ -362,6 +375,8 @@ def _prepare_scene(job: _SceneJob, reporter: Reporter) -> _SceneResult:
         with contextlib.ExitStack() as stack:
             frame_source: FrameSource = open_frame_source(files, meta, job.source, needed=wanted)
             stack.callback(frame_source.close)
+            for note in frame_source.extrinsic_notes:
+                reporter.note(note)
             targets = {}
             _remove_stale_temporaries(job.out / GT_DIR, scene)
             for mode in job.frames:
@@ -371,8 +386,10 @@ def _prepare_scene(job: _SceneJob, reporter: Reporter) -> _SceneResult:
                 images_tmp = stack.enter_context(atomic_dir(job.out / mode / "images" / scene))
                 targets[mode] = (samples_tmp, images_tmp)
             records = {
-                mode: {"scene": scene, "settings": job.settings[mode].record(), "source": frame_source.kind,
-                       "frames": [], "skipped": [], "labels": {name: {"points": 0, "classes": []} for name in LABEL_SETS}}
+                mode: {"scene": scene, "version": MANIFEST_VERSION, "settings": job.settings[mode].record(),
+                       "source": frame_source.kind, "frames": [], "skipped": [],
+                       "labels": {name: {"points": 0, "classes": []} for name in LABEL_SETS},
+                       "projection": {"points": 0, "valid": 0}}
                 for mode in job.frames
             }
             frame_settings = next(iter(job.settings.values()))  # modes differ only in their frame step
@@ -386,6 +403,7 @@ def _prepare_scene(job: _SceneJob, reporter: Reporter) -> _SceneResult:
                             record["skipped"].append([frame, result])
                 else:
                     sample_bytes, image_bytes, label_stats = _encode_frame(*result)
+                    seen = int(result[0]["valid"].sum())
                     for mode, record in records.items():
                         if frame not in job.frames[mode]:
                             continue
@@ -393,6 +411,8 @@ def _prepare_scene(job: _SceneJob, reporter: Reporter) -> _SceneResult:
                         (samples_tmp / f"{frame:06d}.npz").write_bytes(sample_bytes)
                         (images_tmp / f"{frame:06d}.jpg").write_bytes(image_bytes)
                         record["frames"].append(frame)
+                        record["projection"]["points"] += len(result[0]["valid"])
+                        record["projection"]["valid"] += seen
                         for name, (count, ids) in label_stats.items():
                             stats = record["labels"][name]
                             stats["points"] += count
@@ -441,6 +461,11 @@ def _finished_record(mode_dir: Path, scene: str, settings: _Settings) -> dict[st
     if not path.is_file():
         return None
     record = read_json(path)
+    if record.get("version") != MANIFEST_VERSION:
+        raise BifusionError(
+            path, f"scene was prepared by an older bifusion (format {record.get('version', 1)}, now {MANIFEST_VERSION}); "
+            "use a new output folder or delete the old one",
+        )
     if record.get("settings") != settings.record():
         raise BifusionError(
             path,
@@ -542,13 +567,20 @@ def _prepare_frame(
     depth_mm = depth_resized if source.depth_shift == MM else _to_millimetres(depth_resized, source.depth_shift)
     intrinsics: CameraIntrinsics = source.intrinsics
     intrinsic = rescale_intrinsic(intrinsics.depth, (depth_raw.shape[1], depth_raw.shape[0]), size)
-    image = register_color(color, intrinsics.color, intrinsic, size)
+    color_intrinsic = rescale_intrinsic(intrinsics.color, (color.shape[1], color.shape[0]), size)
+    image = resize_color(color, size)
 
     depth_m = depth_resized.astype(np.float32) / np.float32(source.depth_shift)
     near, far = settings.depth_range
     usable = (depth_m >= near) & (depth_m <= far)
     if not usable.any():
         return f"no depth within {near}-{far} m"
+    # every depth pixel's colour-image pixel (ScanNet's SensorData convention, see docs/ARCHITECTURE.md)
+    fill = float(np.median(depth_m[usable]))  # pixels without depth: their ray at a typical depth
+    grid = color_pixels(np.where(usable, depth_m, fill), intrinsic, source.depth_to_color, color_intrinsic)
+    grid_pixels, grid_valid = grid
+    colors_seen = image[_nearest_index(grid_pixels[..., 1], size[1]), _nearest_index(grid_pixels[..., 0], size[0])]
+
     rows, cols = np.nonzero(usable)
     rng = np.random.default_rng([settings.seed, zlib.crc32(scene.scene.encode()), frame])
     chosen = sample_indices(len(rows), settings.num_points, rng)
@@ -558,12 +590,13 @@ def _prepare_frame(
     world = _transform(camera, pose)
     label200, label20, instance, vertex_segments = scene.label_points(_transform(world, scene.axis_align))
 
-    pixels = np.stack([u, v], 1)
-    view = SuperpointView(image, np.where(usable, depth_m, 0), pixels, vertex_segments)
+    # superpoints work on the depth grid, with the colour each depth pixel sees
+    view = SuperpointView(colors_seen, np.where(usable, depth_m, 0), np.stack([u, v], 1), vertex_segments)
     sample = {
         "points": world.astype(np.float32),
-        "colors": image[v, u].astype(np.uint8),
-        "pixels": pixels.astype(np.float32),
+        "colors": colors_seen[v, u].astype(np.uint8),
+        "pixels": grid_pixels[v, u].astype(np.float32),
+        "valid": grid_valid[v, u].astype(np.uint8),
         "depth_mm": depth_mm,
         "label200": label200,
         "label20": label20,
@@ -571,6 +604,8 @@ def _prepare_frame(
         "superpoints": point_superpoints(method, view),
         "pose": pose.astype(np.float32),
         "intrinsic": intrinsic.astype(np.float32),
+        "color_intrinsic": color_intrinsic.astype(np.float32),
+        "depth_to_color": source.depth_to_color.astype(np.float32),
         "axis_align": scene.axis_align.astype(np.float32),
         "frame_index": np.asarray(frame, np.int32),
     }
@@ -644,24 +679,43 @@ def resize_nearest(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return depth[ys[:, None], xs[None, :]]
 
 
-def register_color(color: np.ndarray, color_intrinsic: np.ndarray, target: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The colour image as seen by the (registered) depth camera with intrinsics ``target`` at ``size``.
-
-    ScanNet's depth is registered to colour, so only the intrinsics differ: a resize (antialiased)
-    plus, when the two fields of view differ, an affine resample.
-    """
+def resize_color(color: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The colour image at the prepared size (antialiased): what CLIP sees and points take colour from."""
     from PIL import Image
 
-    image = Image.fromarray(color).resize(size, Image.Resampling.BILINEAR)
-    k = rescale_intrinsic(color_intrinsic, (color.shape[1], color.shape[0]), size)
-    scale = np.array([k[0, 0] / target[0, 0], k[1, 1] / target[1, 1]])
-    # colour pixel = scale * (target pixel - target centre) + colour centre; PIL samples pixel centres at +0.5
-    offset = np.array([k[0, 2], k[1, 2]]) - scale * np.array([target[0, 2], target[1, 2]])
-    if np.all(np.abs(scale - 1) * np.array(size) < 0.05) and np.all(np.abs(offset) < 0.05):
-        return np.asarray(image)
-    shift = offset + 0.5 - 0.5 * scale
-    data = (scale[0], 0.0, shift[0], 0.0, scale[1], shift[1])
-    return np.asarray(image.transform(size, Image.Transform.AFFINE, data, resample=Image.Resampling.BILINEAR))
+    if (color.shape[1], color.shape[0]) == tuple(size):
+        return np.ascontiguousarray(color)
+    return np.asarray(Image.fromarray(color).resize(size, Image.Resampling.BILINEAR))
+
+
+def color_pixels(
+    depth_m: np.ndarray, intrinsic: np.ndarray, depth_to_color: np.ndarray, color_intrinsic: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where each depth pixel lands in the colour image: float (H,W,2) pixels and (H,W) bool ``valid``.
+
+    Back-project with the depth intrinsics, move into the colour camera with ``depth_to_color``,
+    project with the colour intrinsics (both already at the prepared size, pixel-index convention).
+    ``valid``: in front of the colour camera and inside its image (the nearest pixel exists).
+    """
+    height, width = depth_m.shape
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+    z = depth_m.astype(np.float64)
+    camera = np.stack([(u - intrinsic[0, 2]) / intrinsic[0, 0] * z, (v - intrinsic[1, 2]) / intrinsic[1, 1] * z, z], -1)
+    seen = _transform(camera.reshape(-1, 3), np.asarray(depth_to_color, np.float64))
+    in_front = seen[:, 2] > 1e-6
+    safe_z = np.where(in_front, seen[:, 2], 1.0)
+    k = np.asarray(color_intrinsic, np.float64)
+    pu = k[0, 0] * seen[:, 0] / safe_z + k[0, 1] * seen[:, 1] / safe_z + k[0, 2]
+    pv = k[1, 1] * seen[:, 1] / safe_z + k[1, 2]
+    col, row = np.floor(pu + 0.5), np.floor(pv + 0.5)  # same nearest-pixel rule as features.projection
+    valid = in_front & (col >= 0) & (col <= width - 1) & (row >= 0) & (row <= height - 1)
+    pixels = np.stack([pu, pv], -1).reshape(height, width, 2)
+    return np.where(np.isfinite(pixels), pixels, 0.0), valid.reshape(height, width)
+
+
+def _nearest_index(coordinate: np.ndarray, size: int) -> np.ndarray:
+    """Nearest pixel index, clamped into the image (points outside take the border colour; ``valid`` says so)."""
+    return np.clip(np.floor(coordinate + 0.5), 0, size - 1).astype(np.int64)
 
 
 def sample_indices(count: int, num_points: int, rng: np.random.Generator) -> np.ndarray:

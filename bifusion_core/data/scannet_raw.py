@@ -267,6 +267,17 @@ class SceneMeta:
         fx, fy, mx, my = (float(self.values[k]) for k in keys)
         return np.array([[fx, 0, mx], [0, fy, my], [0, 0, 1]], np.float64)
 
+    def depth_to_color(self, where: str | Path = "scene metadata") -> np.ndarray | None:
+        """inverse(``colorToDepthExtrinsics``), ScanNet's depth extrinsic; None when the field is absent."""
+        text = self.values.get("colorToDepthExtrinsics")
+        if text is None:
+            return None
+        try:
+            color_to_depth = np.array([float(v) for v in text.split()], np.float64).reshape(4, 4)
+        except ValueError:
+            raise BifusionError(where, "colorToDepthExtrinsics must be 16 numbers") from None
+        return np.linalg.inv(check_rigid(color_to_depth, where, "colorToDepthExtrinsics"))
+
 
 def read_scene_meta(path: str | Path) -> SceneMeta:
     path = Path(path)
@@ -406,15 +417,46 @@ def read_intrinsics(files: ScanFiles, meta: SceneMeta | None = None) -> CameraIn
     return CameraIntrinsics(color=cameras["color"], depth=cameras["depth"])
 
 
-def write_intrinsics(files: ScanFiles, color: np.ndarray, depth: np.ndarray) -> None:
-    """The four 4x4 files of the official exporter (extrinsics identity: ScanNet depth is registered to color)."""
+def write_intrinsics(files: ScanFiles, color: np.ndarray, depth: np.ndarray, depth_to_color: np.ndarray | None = None) -> None:
+    """The four 4x4 files of the official exporter: colour extrinsic identity, depth extrinsic = depth->colour."""
     for name, matrix in (
         ("intrinsic_color", _to_4x4(color)),
         ("extrinsic_color", np.eye(4)),
         ("intrinsic_depth", _to_4x4(depth)),
-        ("extrinsic_depth", np.eye(4)),
+        ("extrinsic_depth", np.eye(4) if depth_to_color is None else depth_to_color),
     ):
         write_matrix(files.intrinsic(name), matrix)
+
+
+def compose_depth_to_color(color_extrinsic: np.ndarray, depth_extrinsic: np.ndarray) -> np.ndarray:
+    """Depth-camera -> colour-camera coordinates from SensorData's two extrinsics.
+
+    Each extrinsic maps its camera into the colour-camera rig frame; ScanNet's colour extrinsic is
+    the identity, so the result is then the depth extrinsic itself.
+    """
+    return np.linalg.inv(np.asarray(color_extrinsic, np.float64)) @ np.asarray(depth_extrinsic, np.float64)
+
+
+def read_exported_extrinsics(files: ScanFiles) -> np.ndarray | None:
+    """depth->colour from ``intrinsic/extrinsic_{color,depth}.txt``; None when the export has neither file."""
+    depth_path, color_path = files.intrinsic("extrinsic_depth"), files.intrinsic("extrinsic_color")
+    if not depth_path.is_file() and not color_path.is_file():
+        return None
+    depth = check_rigid(read_matrix(depth_path, "depth extrinsic"), depth_path, "depth extrinsic") if depth_path.is_file() else np.eye(4)
+    color = check_rigid(read_matrix(color_path, "colour extrinsic"), color_path, "colour extrinsic") if color_path.is_file() else np.eye(4)
+    return compose_depth_to_color(color, depth)
+
+
+def check_rigid(matrix: np.ndarray, where: str | Path, what: str, tolerance: float = 1e-3) -> np.ndarray:
+    """A 4x4 rotation + translation (as float64), or one line saying why it is not."""
+    matrix = np.asarray(matrix, np.float64)
+    if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
+        raise BifusionError(where, f"{what} must be a finite 4x4 matrix")
+    rotation = matrix[:3, :3]
+    if (np.abs(matrix[3] - [0, 0, 0, 1]).max() > tolerance or np.abs(rotation @ rotation.T - np.eye(3)).max() > tolerance
+            or np.linalg.det(rotation) <= 0):
+        raise BifusionError(where, f"{what} is not a rigid transform (rotation + translation)")
+    return matrix
 
 
 def _to_4x4(k: np.ndarray) -> np.ndarray:

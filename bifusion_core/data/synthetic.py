@@ -9,6 +9,13 @@ it, so only a model that uses 2D features can tell them apart.
 Frames are rendered by ray casting the scene mesh (embree through trimesh), so the generator
 also knows the exact per-pixel instance of every frame (``SyntheticScene.render``), which is the
 ground truth the preparation round-trip tests compare against.
+
+Like a real ScanNet rig, the colour camera is by default a separate camera: displaced from the
+depth camera by a few centimetres and slightly rotated (``depth_to_color``), with its own image
+size, aspect and non-square pixels, and its frames are rendered from its own position. The
+extrinsic is written in all three places ScanNet keeps it (exported ``extrinsic_depth.txt``,
+the ``.sens`` header, ``colorToDepthExtrinsics``). ``color_baseline_m=0, color_tilt_deg=0``
+gives coincident cameras.
 """
 
 from __future__ import annotations
@@ -69,8 +76,12 @@ class SyntheticOptions:
 
     num_frames: int = 8
     frame_step: int = SYNTHETIC_FRAME_STEP
-    depth_size: tuple[int, int] = (160, 120)  # (W, H)
-    color_size: tuple[int, int] = (320, 240)  # (W, H), 2x depth like ScanNet's 1296x968 vs 640x480
+    depth_size: tuple[int, int] = (160, 120)  # (W, H): ScanNet's 640x480 / 4
+    color_size: tuple[int, int] = (324, 242)  # (W, H): ScanNet's 1296x968 / 4 (another aspect than depth)
+    color_baseline_m: float = 0.03  # colour camera centre, +x of the depth camera (ScanNet rigs: ~3 cm)
+    color_tilt_deg: float = 1.0  # small rotation of the colour camera; 0 and 0: coincident cameras
+    color_zoom: float = 1.03  # colour focal length / the depth's, per pixel of width: a slightly narrower view
+    color_pixel_aspect: float = 1.01  # fy / fx of the colour camera (non-square pixels)
     min_objects: int = 4
     max_objects: int = 8
     room_edge_m: float = 0.05  # mesh edge length of floor and walls
@@ -285,8 +296,9 @@ class SyntheticScene:
     axis_align: np.ndarray  # 4x4, aligned = axis_align @ world
     depth_intrinsic: np.ndarray  # 3x3 at options.depth_size
     color_intrinsic: np.ndarray  # 3x3 at options.color_size
-    aligned_poses: np.ndarray  # (num_frames,4,4) camera->aligned
+    aligned_poses: np.ndarray  # (num_frames,4,4) depth camera->aligned
     frames: tuple[int, ...] = field(default=())
+    depth_to_color: np.ndarray = field(default_factory=lambda: np.eye(4))  # depth-camera -> colour-camera coords
 
     @property
     def world_vertices(self) -> np.ndarray:
@@ -294,8 +306,12 @@ class SyntheticScene:
         return self.vertices @ inverse[:3, :3].T + inverse[:3, 3]
 
     def pose(self, frame: int) -> np.ndarray:
-        """Camera-to-world pose of raw frame ``frame`` (what ``pose/<frame>.txt`` holds)."""
+        """Depth camera-to-world pose of raw frame ``frame`` (what ``pose/<frame>.txt`` holds)."""
         return np.linalg.inv(self.axis_align) @ self.aligned_poses[self.frames.index(frame)]
+
+    def color_pose(self, frame: int) -> np.ndarray:
+        """The colour camera's camera-to-world pose of raw frame ``frame``."""
+        return self.pose(frame) @ np.linalg.inv(self.depth_to_color)
 
     @functools.cached_property
     def _face_object(self) -> np.ndarray:
@@ -478,10 +494,7 @@ def synthetic_scene(seed: int, index: int, options: SyntheticOptions | None = No
     fx = 144.0 * rng.uniform(0.98, 1.02)
     dw, dh = options.depth_size
     depth_k = np.array([[fx, 0, (dw - 1) / 2 + rng.uniform(-1, 1)], [0, fx, (dh - 1) / 2 + rng.uniform(-1, 1)], [0, 0, 1]])
-    scale = options.color_size[0] / dw
-    color_k = depth_k.copy()
-    color_k[:2, :2] *= scale
-    color_k[:2, 2] = (depth_k[:2, 2] + 0.5) * scale - 0.5  # same field of view: registered like ScanNet
+    color_k = _color_intrinsic(depth_k, options)
 
     centre = np.array([rw / 2, rd / 2])
     start = rng.uniform(0, 2 * math.pi)
@@ -507,7 +520,29 @@ def synthetic_scene(seed: int, index: int, options: SyntheticOptions | None = No
         color_intrinsic=color_k,
         aligned_poses=np.stack(poses),
         frames=tuple(k * options.frame_step for k in range(options.num_frames)),
+        depth_to_color=synthetic_depth_to_color(options),
     )
+
+
+def _color_intrinsic(depth_k: np.ndarray, options: SyntheticOptions) -> np.ndarray:
+    """The colour camera's own intrinsics: about the depth's field of view at its own size, zoomed
+    by ``color_zoom``, fy = ``color_pixel_aspect`` * fx, principal point a little off centre."""
+    (dw, dh), (cw, ch) = options.depth_size, options.color_size
+    fx = depth_k[0, 0] * cw / dw * options.color_zoom
+    return np.array([[fx, 0, (cw - 1) / 2 + 0.6], [0, fx * options.color_pixel_aspect, (ch - 1) / 2 - 0.4], [0, 0, 1]])
+
+
+def synthetic_depth_to_color(options: SyntheticOptions) -> np.ndarray:
+    """Depth-camera -> colour-camera coordinates: the colour camera sits ``color_baseline_m`` to the
+    depth camera's right (+x), turned by ``color_tilt_deg`` about a fixed oblique axis."""
+    axis = np.array([0.3, 1.0, 0.2]) / np.linalg.norm([0.3, 1.0, 0.2])
+    angle = math.radians(options.color_tilt_deg)
+    cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = np.eye(3) + math.sin(angle) * cross + (1 - math.cos(angle)) * cross @ cross  # Rodrigues
+    transform = np.eye(4)
+    transform[:3, :3] = rotation
+    transform[:3, 3] = -rotation @ np.array([options.color_baseline_m, 0.0, 0.0])  # colour centre at +x
+    return transform
 
 
 def _segments(vertices: np.ndarray, vertex_object: np.ndarray, objects: list[SyntheticObject]) -> np.ndarray:
@@ -533,7 +568,8 @@ def write_synthetic_scene(scans_dir: str | Path, scene: SyntheticScene, layout: 
     """One scan folder in the raw ScanNet layout (mesh, annotations, metadata) with its frames as
     exported folders (``layout="exported"``), as ``<scene>.sens`` (``"sens"``) or both.
 
-    Both layouts hold the same JPEG bytes, depth and (6-decimal) poses, so they prepare identically.
+    Both layouts hold the same JPEG bytes, depth, extrinsics and (6-decimal) poses, so they prepare
+    identically (real SensReader exports do not: see docs/ARCHITECTURE.md).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -557,13 +593,13 @@ def write_synthetic_scene(scans_dir: str | Path, scene: SyntheticScene, layout: 
         "depthWidth": options.depth_size[0], "depthHeight": options.depth_size[1],
         "fx_color": f"{ck[0, 0]:.6f}", "fy_color": f"{ck[1, 1]:.6f}", "mx_color": f"{ck[0, 2]:.6f}", "my_color": f"{ck[1, 2]:.6f}",
         "fx_depth": f"{dk[0, 0]:.6f}", "fy_depth": f"{dk[1, 1]:.6f}", "mx_depth": f"{dk[0, 2]:.6f}", "my_depth": f"{dk[1, 2]:.6f}",
-        "colorToDepthExtrinsics": np.eye(4),
+        "colorToDepthExtrinsics": np.linalg.inv(scene.depth_to_color),
         "numColorFrames": num_raw_frames, "numDepthFrames": num_raw_frames, "numIMUmeasurements": 0,
         "sceneType": "Bedroom / Hotel",
     })
     frames = {frame: synthetic_frame(scene, frame) for frame in scene.frames}
     if layout in ("exported", "both"):
-        write_intrinsics(files, ck, dk)
+        write_intrinsics(files, ck, dk, scene.depth_to_color)
         for frame, (pose, depth_mm, jpeg) in frames.items():
             write_depth(files.depth(frame), depth_mm)
             write_bytes(files.color(frame), jpeg)
@@ -574,7 +610,8 @@ def write_synthetic_scene(scans_dir: str | Path, scene: SyntheticScene, layout: 
 
 
 def synthetic_frame(scene: SyntheticScene, frame: int) -> tuple[np.ndarray, np.ndarray, bytes]:
-    """Render one frame like a sensor would deliver it: (pose, noisy mm depth, noisy colour as JPEG bytes)."""
+    """Render one frame like a sensor would deliver it: (depth camera pose, noisy mm depth from the depth
+    camera, noisy colour from the colour camera as JPEG bytes)."""
     options = scene.options
     rng = np.random.default_rng([scene.seed, scene.index, 1, frame])
     pose = scene.pose(frame)
@@ -582,7 +619,7 @@ def synthetic_frame(scene: SyntheticScene, frame: int) -> tuple[np.ndarray, np.n
     z = depth_view.depth_m.astype(np.float64)
     z = z + rng.normal(0, 1, z.shape) * options.depth_noise * z**2
     depth_mm = np.where(depth_view.depth_m > 0, np.clip(np.round(z * 1000), 0, 65535), 0).astype(np.uint16)
-    color = scene.render(pose, scene.color_intrinsic, options.color_size).color.astype(np.float64)
+    color = scene.render(scene.color_pose(frame), scene.color_intrinsic, options.color_size).color.astype(np.float64)
     color = np.clip(color + rng.normal(0, options.color_noise, color.shape), 0, 255).round().astype(np.uint8)
     return pose, depth_mm, encode_jpeg(color)
 
@@ -613,6 +650,7 @@ def write_synthetic_sens(path: Path, scene: SyntheticScene, frames: dict[int, tu
     write_sens(
         path, stream(), color_intrinsic=as_written(scene.color_intrinsic), depth_intrinsic=as_written(scene.depth_intrinsic),
         color_size=options.color_size, depth_size=options.depth_size, depth_shift=1000.0,
+        color_extrinsic=np.eye(4), depth_extrinsic=as_written(scene.depth_to_color),
     )
 
 

@@ -14,14 +14,26 @@ from ..errors import BifusionError
 from .labels import LabelSet
 
 
+#: Arrays added by prepared-format version 2 (colour camera); older samples lack them.
+COLOR_CAMERA_KEYS = ("valid", "color_intrinsic", "depth_to_color")
+
+
 def load_prepared(path: str | Path) -> dict[str, np.ndarray]:
     """Every array of one prepared ``.npz`` (read eagerly: the file is closed on return)."""
     path = Path(path)
     try:
         with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+            sample = {k: z[k] for k in z.files}
     except (OSError, ValueError, KeyError) as exc:
         raise BifusionError(path, f"unreadable sample ({exc})") from None
+    if "points" in sample and not all(k in sample for k in COLOR_CAMERA_KEYS):
+        raise BifusionError(path, "sample was prepared by an older bifusion (no colour-camera fields); run `bifusion prepare` again")
+    return sample
+
+
+def color_pose(sample: dict[str, np.ndarray]) -> np.ndarray:
+    """The colour camera's camera-to-world (float64): the depth pose after undoing depth->colour."""
+    return sample["pose"].astype(np.float64) @ np.linalg.inv(sample["depth_to_color"].astype(np.float64))
 
 
 def label_targets(sample: dict[str, np.ndarray], labels: LabelSet) -> dict[str, np.ndarray]:

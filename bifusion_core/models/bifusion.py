@@ -4,7 +4,8 @@ A 3D-only preset builds no 2D module at all (no CLIP head, FiLM or gate), so its
 speed and checkpoints are exactly those of the baseline.
 
 Per point, BiFusion computes unit features f2D (stored CLIP tokens → projection head, sampled at
-the point's pixel in its own frame) and f3D (sparse U-Net → 1×1 head, optionally refined by
+the point's stored colour-image pixel in its own frame, ``batch.pixels`` / ``batch.valid`` from
+preparation) and f3D (sparse U-Net → 1×1 head, optionally refined by
 Tiny-SA), modulates both with the same geometry FiLM, and fuses them with the gate. The
 alignment and spatial losses read the un-modulated f2D / f3D: FiLM applies one shift β to both,
 so aligning the modulated features could be satisfied by β alone.
@@ -21,7 +22,6 @@ from torch import nn
 from ..config.schema import Preset
 from ..data.batch import Batch
 from ..data.labels import LabelSet
-from ..features.projection import project_points
 from .backbone3d import Backbone3D
 from .clip_tail import ClipTail
 from .decoder import DecoderOutput, QueryDecoder
@@ -40,7 +40,7 @@ class ModelOutput:
     decoder: list[DecoderOutput]  # one per sample
     sp_slices: list[slice]  # each sample's rows among all superpoints
     f2d: torch.Tensor | None = None  # (N,dim) unit, before FiLM
-    valid: torch.Tensor | None = None  # (N,) point seen in its frame (depth-consistent)
+    valid: torch.Tensor | None = None  # (N,) point inside its frame's colour image
     alpha: torch.Tensor | None = None  # (N,) weight of the 2D feature
     stats: dict[str, float] = field(default_factory=dict)
 
@@ -78,17 +78,13 @@ class BiFusionSegmentor(nn.Module):
                 self.get_submodule(name).eval()
         return self
 
-    def project(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each point into its own frame; valid = inside the image and depth-consistent."""
-        uv = batch.points.new_zeros(batch.points.shape[0], 2)
-        valid = torch.zeros(batch.points.shape[0], dtype=torch.bool, device=batch.points.device)
-        for f in range(batch.num_frames):
-            sel = batch.point_frame == f
-            uv[sel], valid[sel] = project_points(
-                batch.points[sel], batch.pose[f], batch.intrinsic[f], batch.image_size,
-                batch.depth[f], depth_tolerance=self.depth_tolerance,
-            )
-        return uv, valid
+    def point_pixels(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each point's colour-image pixel in its own frame, as preparation found it.
+
+        A point comes from a depth pixel of that frame, so it is seen there by construction; only
+        the colour camera's extrinsic and field of view decide ``valid`` (no depth test needed).
+        """
+        return batch.pixels, batch.valid
 
     def features_2d(self, batch: Batch, uv: torch.Tensor) -> torch.Tensor:
         if batch.clip_patch is None:
@@ -108,7 +104,7 @@ class BiFusionSegmentor(nn.Module):
         stats: dict[str, float] = {}
         fused = f3d
         if self.use_2d:
-            uv, valid = self.project(batch)
+            uv, valid = self.point_pixels(batch)
             f2d = self.features_2d(batch, uv)
             m2d, m3d = f2d, f3d
             if hasattr(self, "film"):
@@ -119,13 +115,13 @@ class BiFusionSegmentor(nn.Module):
             fused, alpha = self.gate(m2d, m3d, valid, batch.point_batch, batch.num_samples, int(self.iteration))
             out_2d = {"f2d": f2d, "valid": valid, "alpha": alpha}
             stats = gate_statistics(alpha, valid)
-        sp_feats, sp_pos = self.pool(fused, batch.points_aug, batch.superpoints, batch.sp_batch)
+        sp_feats, sp_pos, sp_centres = self.pool(fused, batch.points_aug, batch.superpoints, batch.sp_batch)
         counts = torch.bincount(batch.sp_batch, minlength=batch.num_samples).tolist()
         slices, start = [], 0
         for n in counts:
             slices.append(slice(start, start + n))
             start += n
-        decoder = [self.decoder(sp_feats[s], sp_pos[s]) for s in slices]
+        decoder = [self.decoder(sp_feats[s], sp_pos[s], sp_centres[s]) for s in slices]
         semantic_logits = torch.cat([d.semantic_logits for d in decoder])[batch.superpoints]
         return ModelOutput(f3d, fused, semantic_logits, decoder, slices, stats=stats, **out_2d)
 
