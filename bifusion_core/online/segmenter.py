@@ -22,7 +22,7 @@ from .cues import cue_source, frame_instances
 from .merge import InstanceMemory, MergeStats
 from .point_map import PointMap
 from .stream import ScanStream
-from .timing import StageClock, current_rss_mb, peak_rss_mb
+from .timing import STAGES, StageClock, current_rss_mb, peak_rss_mb
 
 
 @dataclass
@@ -137,14 +137,14 @@ class OnlineSegmenter:
 
 
 def fold_stages(clock: StageClock, frames: int) -> dict[str, float]:
-    """Per-frame ms by stage: CLIP token reads move from loading to 2D features, the forward's
-    unhooked remainder (projection, FiLM, gate, pooling) becomes ``fusion``."""
-    total = clock.total
+    """Per-frame ms by stage (the clock is left as is): CLIP token reads move from loading to 2D
+    features, the forward's unhooked remainder (projection, FiLM, gate, pooling) becomes ``fusion``."""
+    total = dict(clock.total)
     total["fusion"] = max(total.pop("forward", 0.0) - clock.model_time(), 0.0)
     clip = total.pop("clip_tokens", 0.0)
     total["load"] = total.get("load", 0.0) - clip
     total["2d_features"] = total.get("2d_features", 0.0) + clip
-    return clock.per_frame_ms(frames)
+    return {s: 1000 * total[s] / max(frames, 1) for s in STAGES if s in total}
 
 
 __all__ = ["OnlineSegmenter", "SceneResult", "current_rss_mb", "peak_rss_mb"]

@@ -85,5 +85,3 @@ class StageClock:
     def model_time(self) -> float:
         return sum(self.total[s] for s in set(MODEL_STAGES.values()))
 
-    def per_frame_ms(self, frames: int) -> dict[str, float]:
-        return {s: 1000 * self.total[s] / max(frames, 1) for s in STAGES if s in self.total}
