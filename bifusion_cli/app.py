@@ -267,20 +267,24 @@ def eval_cmd(
     targets: List[Path] = typer.Argument(..., help="run folders or checkpoint files; several are compared side by side"),
     split: str = typer.Option("val", "--split"),
     data: Optional[Path] = DataOpt,
-    export: Optional[Path] = typer.Option(None, "--export", help="write predictions + GT in the ScanNet benchmark formats"),
+    export: Optional[Path] = typer.Option(None, "--export", help="write predictions + GT in the ScanNet benchmark formats, one sub-folder per target"),
     show_dir: Optional[Path] = typer.Option(None, "--show-dir", help="write colored PLY point clouds of predictions and GT"),
 ) -> None:
-    """Semantic mIoU and instance AP/AP50/AP25 (ScanNet protocol), class-agnostic and per class."""
-    from bifusion_core.engine.inference import evaluate_checkpoint
+    """Instance AP/AP50/AP25 per class (the benchmark's) and class-agnostic, semantic mIoU (official rule)."""
+    from bifusion_core.engine.inference import evaluate_checkpoint, target_folder_names
 
     columns = {}
+    folders = target_folder_names(targets) if export is not None else [None] * len(targets)
     with render.RichReporter("eval") as reporter:
-        for target in targets:
-            result = evaluate_checkpoint(target, split=split, data_root=data, export_dir=export, show_dir=show_dir, reporter=reporter)
-            columns[result.name] = result.summary
+        for target, folder in zip(targets, folders):
+            export_dir = export / folder if folder is not None else None
+            result = evaluate_checkpoint(target, split=split, data_root=data, export_dir=export_dir, show_dir=show_dir, reporter=reporter)
+            columns[result.name] = {**result.stamps, **result.summary}
     render.console.print(render.metrics_table(f"evaluation · {split}", columns))
     if result.per_class:
         render.console.print(render.metrics_table("per-class AP50 (classes with ground truth)", {"AP50": result.per_class}))
+    if export is not None:
+        render.console.print(f"benchmark files written to {', '.join(str(export / f) for f in folders)}")
     render.console.print(f"metrics written to {result.metrics_path}")
 
 

@@ -36,6 +36,9 @@ def duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+PANEL_HIDDEN = ("/macc", "/allacc", "/miou_gt_classes", "/ap25_class_agnostic")  # in tables, not the live panel
+
+
 class RichReporter(Reporter):
     """Progress bars for long steps; ``metrics`` drives the live training panel."""
 
@@ -136,7 +139,7 @@ class RichReporter(Reporter):
             val.add_column(no_wrap=True)
             val.add_column(justify="right")
             for k, x in self.val.items():
-                if not k.startswith("val/instance_per_class"):
+                if not k.endswith(PANEL_HIDDEN):
                     val.add_row(k[4:], fmt(x))
             row = Table.grid(padding=(0, 4))
             row.add_row(losses, gate, val)

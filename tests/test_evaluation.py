@@ -242,18 +242,33 @@ def test_mismatched_shapes_raise():
 # ----------------------------------------------------------------------------- semantic IoU
 
 
-def test_miou_leaves_out_class_without_gt():
+def test_miou_official_rule_gives_predicted_class_without_gt_zero():
     gt = np.array([0, 0, 0, 1, 1, -1])
     pred = np.array([0, 0, 1, 1, 2, 0])
-    conf = confusion_matrix(gt, pred, num_classes=3)
+    conf = confusion_matrix(gt, pred, num_classes=4)
     # class 0: tp 2, fn 1 (->1), fp 0 (the ignored point is no FP) -> 2/3
     # class 1: tp 1, fn 1 (->2), fp 1 (0->1)                         -> 1/3
-    # class 2: no GT -> NaN, left out although it was predicted once
+    # class 2: no GT, predicted once on a valid point -> 0 (ScanNet's rule)
+    # class 3: neither GT nor prediction -> NaN, left out
     scores = semantic_scores(conf)
-    np.testing.assert_allclose(scores["per_class_iou"], [2 / 3, 1 / 3, np.nan], rtol=0, atol=1e-15)
-    assert scores["miou"] == pytest.approx(0.5, abs=1e-15)
+    np.testing.assert_allclose(scores["per_class_iou"], [2 / 3, 1 / 3, 0.0, np.nan], rtol=0, atol=1e-15)
+    assert scores["miou"] == pytest.approx(1 / 3, abs=1e-15)  # (2/3 + 1/3 + 0) / 3
+    assert scores["miou_gt_classes"] == pytest.approx(0.5, abs=1e-15)  # (2/3 + 1/3) / 2
     assert scores["macc"] == pytest.approx((2 / 3 + 1 / 2) / 2, abs=1e-15)
     assert scores["allacc"] == pytest.approx(3 / 5, abs=1e-15)
+
+
+def test_miou_official_values_of_a_hand_made_matrix():
+    # rows = GT class 0..2, columns = predicted 0..2 + UNKNOWN
+    conf = np.array([[8, 2, 0, 0], [1, 5, 0, 4], [0, 0, 0, 0]])
+    scores = semantic_scores(conf)
+    # class 0: 8 / (10 + 9 - 8) = 8/11; class 1: 5 / (10 + 7 - 5) = 5/12; class 2: nothing -> NaN
+    np.testing.assert_allclose(scores["per_class_iou"], [8 / 11, 5 / 12, np.nan], rtol=0, atol=1e-15)
+    assert scores["miou"] == pytest.approx((8 / 11 + 5 / 12) / 2, abs=1e-15)
+    conf[0, 2] = 3  # class 2 now predicted on class-0 GT, still no GT of its own -> IoU 0
+    scores = semantic_scores(conf)
+    np.testing.assert_allclose(scores["per_class_iou"], [8 / 14, 5 / 12, 0.0], rtol=0, atol=1e-15)
+    assert scores["miou"] == pytest.approx((8 / 14 + 5 / 12) / 3, abs=1e-15)
 
 
 def test_unknown_prediction_is_false_negative_only():

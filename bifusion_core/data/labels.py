@@ -70,6 +70,26 @@ _SCANNET200: tuple[tuple[int, str], ...] = (
 VALID_CLASS_IDS_200: tuple[int, ...] = tuple(i for i, _ in _SCANNET200)
 CLASS_LABELS_200: tuple[str, ...] = tuple(n for _, n in _SCANNET200)
 
+# ScanNet200 frequency groups (BenchmarkScripts/ScanNet200/scannet200_splits.py: HEAD_CATS_SCANNET_200,
+# COMMON_CATS_SCANNET_200, TAIL_CATS_SCANNET_200, there given by name; here by raw id, 66 / 68 / 66).
+SCANNET200_HEAD_IDS: tuple[int, ...] = (
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 21, 22, 23, 24, 26, 27, 28, 29,
+    31, 32, 33, 34, 35, 36, 38, 40, 41, 42, 48, 51, 52, 55, 56, 57, 58, 62, 69, 70, 71, 72, 74, 75,
+    78, 86, 89, 96, 97, 99, 110, 125, 128, 159, 161, 540, 1163, 1164, 1165, 1171,
+)
+SCANNET200_COMMON_IDS: tuple[int, ...] = (
+    39, 44, 45, 46, 47, 49, 50, 54, 59, 63, 64, 65, 66, 67, 68, 73, 76, 77, 80, 82, 84, 87, 90, 93,
+    95, 98, 101, 104, 105, 106, 107, 116, 120, 121, 122, 131, 132, 134, 136, 139, 140, 141, 154,
+    156, 165, 177, 188, 191, 193, 213, 214, 250, 276, 283, 323, 342, 609, 748, 1156, 1166, 1167,
+    1168, 1169, 1173, 1178, 1183, 1189, 1191,
+)
+SCANNET200_TAIL_IDS: tuple[int, ...] = (
+    79, 88, 100, 102, 103, 112, 115, 118, 130, 138, 145, 148, 155, 157, 163, 166, 168, 169, 170,
+    180, 185, 195, 202, 208, 221, 229, 230, 232, 233, 242, 261, 264, 286, 300, 304, 312, 325, 331,
+    356, 370, 392, 395, 399, 408, 417, 488, 562, 570, 572, 581, 776, 1170, 1172, 1174, 1175, 1176,
+    1179, 1180, 1181, 1182, 1184, 1185, 1186, 1187, 1188, 1190,
+)
+
 # ScanNet20 benchmark: nyu40 ids and names.
 VALID_CLASS_IDS_20: tuple[int, ...] = (
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39,
@@ -100,6 +120,8 @@ class LabelSet:
     names: tuple[str, ...]
     stuff_raw_ids: tuple[int, ...]
     sample_key: str
+    #: (group name, raw ids) pairs, e.g. ScanNet200's head / common / tail; empty when none.
+    frequency_groups: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.raw_ids) != len(self.names):
@@ -108,6 +130,9 @@ class LabelSet:
             raise ValueError(f"{self.name}: raw ids must be unique and positive")
         if not set(self.stuff_raw_ids) <= set(self.raw_ids):
             raise ValueError(f"{self.name}: stuff ids must be among the raw ids")
+        grouped = [i for _, ids in self.frequency_groups for i in ids]
+        if self.frequency_groups and sorted(grouped) != sorted(self.raw_ids):
+            raise ValueError(f"{self.name}: frequency groups must split the raw ids exactly")
 
     @property
     def num_semantic(self) -> int:
@@ -197,6 +222,9 @@ LABEL_SETS: dict[str, LabelSet] = {
         names=CLASS_LABELS_200,
         stuff_raw_ids=(1, 3),  # wall, floor: the benchmark's non-object categories
         sample_key="label200",
+        frequency_groups=(
+            ("head", SCANNET200_HEAD_IDS), ("common", SCANNET200_COMMON_IDS), ("tail", SCANNET200_TAIL_IDS),
+        ),
     ),
     "scannet": LabelSet(
         name="scannet",

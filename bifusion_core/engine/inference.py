@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config.loader import validate_preset
-from ..io import write_json
+from ..io import atomic_dir, write_json
 from ..models.bifusion import build_model
 from ..reporting import NULL_REPORTER, Reporter
 from . import builders
@@ -19,6 +19,20 @@ class CheckpointEvaluation:
     summary: dict[str, float]
     per_class: dict[str, float]
     metrics_path: Path
+    stamps: dict = field(default_factory=dict)  # protocol, frame_step, num_scans, num_frames
+
+
+def target_folder_names(targets: list[str | Path]) -> list[str]:
+    """One distinct folder name per evaluated target (``<run>-<checkpoint>``), for ``--export``."""
+    names: list[str] = []
+    for target in targets:
+        ckpt_path, run_dir = resolve_checkpoint(target)
+        base = f"{run_dir.name}-{ckpt_path.stem}"
+        name, n = base, 2
+        while name in names:
+            name, n = f"{base}-{n}", n + 1
+        names.append(name)
+    return names
 
 
 def evaluate_checkpoint(
@@ -30,7 +44,9 @@ def evaluate_checkpoint(
     show_dir: Path | None = None,
     reporter: Reporter = NULL_REPORTER,
 ) -> CheckpointEvaluation:
-    from ..evaluation.evaluate import evaluate_model
+    """Score one checkpoint; ``export_dir`` (this target's own folder) is replaced as a whole."""
+    from ..data.dataset import load_manifest
+    from ..evaluation.evaluate import evaluate_model, frame_protocol
 
     ckpt_path, run_dir = resolve_checkpoint(target)
     payload = load_checkpoint(ckpt_path)
@@ -38,6 +54,7 @@ def evaluate_checkpoint(
     if data_root is not None:
         cfg.data.root = Path(data_root)
     root = Path(cfg.data.root)
+    frame_step = int(load_manifest(root, cfg.data.mode).get("frame_step", cfg.data.frame_step))
     labels = builders.label_set(cfg)
     device = builders.pick_device(cfg)
     model = build_model(cfg, labels)
@@ -45,16 +62,30 @@ def evaluate_checkpoint(
     model.to(device)
     source = builders.clip_source(cfg, root, reporter)
     ds = builders.dataset(cfg, root, split, train=False, source=source)
-    result = evaluate_model(model, builders.loader(cfg, ds, train=False), labels, cfg.eval, device, export_dir, show_dir, reporter)
-    summary = {**result.summary(), "frames": float(result.frames), "iteration": float(payload.get("iteration", 0))}
+
+    def run(export_to: Path | None):
+        return evaluate_model(
+            model, builders.loader(cfg, ds, train=False), labels, cfg.eval, device, export_to, show_dir, reporter,
+            protocol=frame_protocol(cfg.data.mode), frame_step=frame_step,
+        )
+
+    if export_dir is None:
+        result = run(None)
+    else:
+        with atomic_dir(export_dir) as tmp:  # no stale masks of an earlier export survive
+            result = run(tmp)
+    stamps = result.stamps()
+    summary = {**result.summary(), "iteration": float(payload.get("iteration", 0))}
     metrics = {
+        **stamps,
         "checkpoint": str(ckpt_path),
         "split": split,
         "summary": summary,
+        "per_class_ap": {k: list(v) for k, v in result.per_class.get("ap", {}).items()},
         "per_class_ap50": result.per_class_ap50(),
         "per_class_iou": result.per_class_iou(),
     }
     metrics_path = run_dir / f"metrics_{split}_{ckpt_path.stem}.json"
     write_json(metrics_path, metrics)
     name = f"{ckpt_path.stem} @ {summary['iteration']:.0f}"
-    return CheckpointEvaluation(name, summary, result.per_class_ap50(), metrics_path)
+    return CheckpointEvaluation(name, summary, result.per_class_ap50(), metrics_path, stamps)

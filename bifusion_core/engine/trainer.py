@@ -31,7 +31,7 @@ from .partial_load import LoadReport, load_init_weights
 from .schedule import parameter_groups, warmup_cosine
 from .unfreeze import apply_stage
 
-PRIMARY_METRIC = "instance/ap50"
+PRIMARY_METRIC = "instance/ap50"  # the benchmark's per-class AP50
 
 
 @dataclass
@@ -185,7 +185,7 @@ def train(
     if start:
         reporter.advance("train", start)
 
-    from ..evaluation.evaluate import evaluate_model
+    from ..evaluation.evaluate import evaluate_model, frame_protocol
 
     final: dict[str, float] = {}
     started = time.perf_counter()
@@ -241,7 +241,7 @@ def train(
                 window_start, window_iters = now, 0
             is_last = it + 1 == total
             if val_loader is not None and ((it + 1) % cfg.train.eval_every == 0 or is_last):
-                final = evaluate_model(model, val_loader, labels, cfg.eval, device).summary()
+                final = evaluate_model(model, val_loader, labels, cfg.eval, device, protocol=frame_protocol(cfg.data.mode)).summary()
                 model.train()
                 for k, v in final.items():
                     writer.add_scalar(f"val/{k}", v, it + 1)

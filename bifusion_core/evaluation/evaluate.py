@@ -1,62 +1,56 @@
-"""Run a model over a split and score it: semantic mIoU, instance AP (class-agnostic and per class).
+"""Run a model over a split and score it with the benchmark's rules (``scene_eval.SceneScorer``).
 
-Single-view evaluation is per frame on the frame's own points (each frame is one benchmark
-"scene", named ``<scene>_<frame>``), the way single-view ESAM is scored.
+Single-view evaluation (protocol ``frame``) is per frame on the frame's own points, each frame
+one benchmark "scene" named ``<scene>_<frame>``, the way single-view ESAM is scored; multi-view
+evaluation (protocol ``window``) scores each window of consecutive frames on its points.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ..config.schema import EvalConfig
 from ..data.labels import LabelSet
-from ..models.postprocess import FramePrediction, predict_frames
+from ..models.postprocess import predict_frames
 from ..reporting import NULL_REPORTER, Reporter
-from .export import write_instance_gt, write_instance_predictions, write_semantic
-from .instance_ap import LABEL_DIVISOR, InstanceSceneResult, class_agnostic, evaluate_instances
-from .semantic_iou import confusion_matrix, semantic_scores
+from .scene_eval import ScenePrediction, SceneScorer, SceneTruth, export_scene
 
 
 def frame_name(key: str) -> str:
     return key.replace("/", "_")
 
 
+def frame_protocol(mode: str) -> str:
+    """The protocol of frame-level evaluation for a data mode: ``sv`` frames, ``mv`` windows."""
+    return "window" if mode == "mv" else "frame"
+
+
 @dataclass
 class Evaluation:
-    frames: int
-    semantic: dict
-    instance: object  # InstanceMetrics, per class
-    instance_agnostic: object  # InstanceMetrics, one class
-    semantic_names: list[str] = field(default_factory=list)
+    metrics: dict[str, Any]  # SceneScorer.result(): stamps first, then numbers
+    per_class: dict[str, Any] = field(default_factory=dict)  # SceneScorer.per_class()
+
+    @property
+    def frames(self) -> int:
+        return int(self.metrics.get("num_frames") or 0)
+
+    def stamps(self) -> dict[str, Any]:
+        return {k: v for k, v in self.metrics.items() if "/" not in k}
 
     def summary(self) -> dict[str, float]:
-        return {
-            "semantic/miou": float(self.semantic["miou"]),
-            "semantic/macc": float(self.semantic["macc"]),
-            "semantic/allacc": float(self.semantic["allacc"]),
-            "instance/ap": float(self.instance_agnostic.ap),
-            "instance/ap50": float(self.instance_agnostic.ap50),
-            "instance/ap25": float(self.instance_agnostic.ap25),
-            "instance_per_class/ap": float(self.instance.ap),
-            "instance_per_class/ap50": float(self.instance.ap50),
-            "instance_per_class/ap25": float(self.instance.ap25),
-        }
+        """The numbers only (what tables, TensorBoard and metrics.csv show)."""
+        return {k: float(v) for k, v in self.metrics.items() if "/" in k}
 
     def per_class_ap50(self) -> dict[str, float]:
-        return {name: v[1] for name, v in self.instance.per_class.items() if not np.isnan(v[1])}
+        return {name: v[1] for name, v in self.per_class.get("ap", {}).items() if not np.isnan(v[1])}
 
     def per_class_iou(self) -> dict[str, float]:
-        ious = self.semantic["per_class_iou"]
-        return {n: float(v) for n, v in zip(self.semantic_names, ious) if not np.isnan(v)}
-
-
-def gt_instance_ids(label_raw: np.ndarray, instance: np.ndarray) -> np.ndarray:
-    """Benchmark GT encoding ``label_id * 1000 + instance`` (stuff and unlabelled → 0)."""
-    return np.where(instance > 0, label_raw * LABEL_DIVISOR + instance, 0)
+        return dict(self.per_class.get("iou", {}))
 
 
 @torch.no_grad()
@@ -69,45 +63,37 @@ def evaluate_model(
     export_dir: Path | None = None,
     show_dir: Path | None = None,
     reporter: Reporter = NULL_REPORTER,
+    protocol: str = "frame",
+    frame_step: int | None = None,
 ) -> Evaluation:
     model.eval()
-    conf = np.zeros((labels.num_semantic, labels.num_semantic + 1), np.int64)
-    scenes: list[InstanceSceneResult] = []
+    scorer = SceneScorer(labels, protocol, min_region=cfg.min_region_points, frame_step=frame_step)
+    scans: set[str] = set()
+    num_frames = 0
     reporter.task("evaluate", len(loader.dataset))
     thing_raw = np.asarray(labels.thing_raw_ids)
+    semantic_raw = np.asarray(labels.raw_ids)
     for batch in loader:
         batch = batch.to(device)
         out = model(batch)
         preds = predict_frames(out, batch, cfg)
-        point_batch, semantic = batch.point_batch.cpu().numpy(), batch.semantic.cpu().numpy()
+        point_batch = batch.point_batch.cpu().numpy()
         label_raw_all, instance = batch.label_raw.cpu().numpy(), batch.instance.cpu().numpy()
+        num_frames += batch.num_frames
         for b, pred in enumerate(preds):
             sel = point_batch == b
-            conf += confusion_matrix(semantic[sel], pred.semantic, labels.num_semantic)
-            label_raw = label_raw_all[sel]
-            gt = gt_instance_ids(label_raw, instance[sel])
+            name = frame_name(pred.key)
+            scans.add(pred.key.split("/")[0])
             pred_raw = thing_raw[pred.classes] if len(pred.classes) else np.zeros(0, np.int64)
-            scenes.append(InstanceSceneResult(gt, pred.masks, pred_raw, pred.scores, frame_name(pred.key)))
+            scene_pred = ScenePrediction(name, pred.masks, pred_raw, pred.scores, semantic_raw[pred.semantic])
+            truth = SceneTruth(name, label_raw_all[sel], instance[sel])
+            scorer.add(scene_pred, truth)
             if export_dir is not None:
-                _export(export_dir, pred, gt, pred_raw, label_raw, labels)
+                export_scene(export_dir, scene_pred, truth)
             if show_dir is not None:
                 from .visualize import write_frame_clouds
 
-                write_frame_clouds(show_dir, frame_name(pred.key), batch.points.cpu().numpy()[sel], pred, gt, pred_raw)
+                write_frame_clouds(show_dir, name, batch.points.cpu().numpy()[sel], pred, truth.gt_ids(), pred_raw)
         reporter.advance("evaluate", batch.num_samples)
-    names = list(labels.names)
-    thing_names = [labels.names[labels.raw_ids.index(r)] for r in labels.thing_raw_ids]
-    per_class = evaluate_instances(scenes, labels.thing_raw_ids, thing_names, cfg.min_region_points)
-    agnostic = evaluate_instances(class_agnostic(scenes, labels.thing_raw_ids), [1], ["object"], cfg.min_region_points)
-    return Evaluation(len(scenes), semantic_scores(conf), per_class, agnostic, names)
-
-
-def _export(
-    root: Path, pred: FramePrediction, gt: np.ndarray, pred_raw: np.ndarray, label_raw: np.ndarray, labels: LabelSet
-) -> None:
-    """Benchmark files, one 'scene' per frame: an external evaluator can score them as they are."""
-    name = frame_name(pred.key)
-    write_instance_predictions(root / "instance" / "pred", name, pred.masks.astype(np.uint8), pred_raw, pred.scores)
-    write_instance_gt(root / "instance" / "gt", name, gt)
-    write_semantic(root / "semantic" / "pred", name, np.asarray(labels.raw_ids)[pred.semantic])
-    write_semantic(root / "semantic" / "gt", name, label_raw)
+    scorer.update_context(num_scans=len(scans), num_frames=num_frames)
+    return Evaluation(scorer.result(), scorer.per_class())

@@ -8,6 +8,9 @@ Formats (one line per mesh vertex unless stated):
   ``pred_mask/<scene>_<k>.txt <label_id> <confidence>``; each mask file holds 0/1 per vertex.
   Masks live in a subfolder because the benchmark treats every top-level ``.txt`` as a scene.
 
+An export folder (``write_scene``) holds ``instance/pred`` (what the instance benchmark accepts),
+``instance/gt``, ``semantic/pred`` (what the semantic benchmark accepts) and ``semantic/gt``.
+
 The readers follow the benchmark script (``split(' ')`` into exactly three tokens, label via
 ``int(float(.))``, mask paths relative and inside ``pred_dir``, the last line wins for a mask
 path listed twice, non-zero mask values are inside) so that export -> read -> evaluate gives the
@@ -27,6 +30,8 @@ from ..errors import BifusionError
 from ..io import atomic_path
 
 MASK_SUBDIR = "pred_mask"
+INSTANCE_PRED, INSTANCE_GT = "instance/pred", "instance/gt"
+SEMANTIC_PRED, SEMANTIC_GT = "semantic/pred", "semantic/gt"
 
 
 # ----------------------------------------------------------------------------- writers
@@ -66,6 +71,24 @@ def write_instance_predictions(
     path = pred_dir / f"{scene}.txt"
     _write_bytes(path, "".join(lines).encode())
     return path
+
+
+def write_scene(
+    root: str | Path,
+    scene: str,
+    masks: np.ndarray,
+    label_ids: np.ndarray,
+    scores: np.ndarray,
+    semantic_ids: np.ndarray,
+    gt_ids: np.ndarray,
+    gt_label_ids: np.ndarray,
+) -> None:
+    """One scene's predictions and GT in an export folder's four sub-folders (raw label ids)."""
+    root = Path(root)
+    write_instance_predictions(root / INSTANCE_PRED, scene, masks, label_ids, scores)
+    write_instance_gt(root / INSTANCE_GT, scene, gt_ids)
+    write_semantic(root / SEMANTIC_PRED, scene, semantic_ids)
+    write_semantic(root / SEMANTIC_GT, scene, gt_label_ids)
 
 
 def write_instance_gt(gt_dir: str | Path, scene: str, gt_ids: np.ndarray) -> Path:

@@ -101,6 +101,12 @@ class _SceneTable:
     gt_ignored: np.ndarray  # (G,) bool, fewer than min_region points
     iou: np.ndarray  # (P, G) float64, 0 where classes differ or masks do not touch
 
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return (self.pred_class, self.pred_score, self.pred_size, self.pred_ignorable,
+                self.gt_class, self.gt_ignored, self.iou)
+
+
+SceneTable = _SceneTable
 
 def evaluate_instances(
     results: Sequence[InstanceSceneResult],
@@ -117,8 +123,28 @@ def evaluate_instances(
         raise BifusionError("min_region", f"must be >= 1, got {min_region}")
 
     tables = [_scene_table(r, i, class_ids_arr, min_region) for i, r in enumerate(results)]
-    ap_table = _ap_table(tables, len(class_ids_arr))
-    return _summarise(ap_table, names)
+    return metrics_from_tables(tables, names)
+
+
+def scene_table(
+    result: InstanceSceneResult,
+    class_ids: Sequence[int],
+    min_region: int = DEFAULT_MIN_REGION,
+    index: int = 0,
+) -> "SceneTable":
+    """One scene's match table: all that AP needs of it, sized by predictions x GT instances.
+
+    Streaming evaluation keeps these instead of the scene's per-point arrays; feeding the
+    tables of several scenes to ``metrics_from_tables`` equals ``evaluate_instances`` on them.
+    """
+    if min_region < 1:
+        raise BifusionError("min_region", f"must be >= 1, got {min_region}")
+    return _scene_table(result, index, _check_class_ids(class_ids), min_region)
+
+
+def metrics_from_tables(tables: Sequence["SceneTable"], class_names: Sequence[str]) -> InstanceMetrics:
+    """Benchmark AP of scenes given by their match tables (same classes in the same order)."""
+    return _summarise(_ap_table(tables, len(class_names)), [str(n) for n in class_names])
 
 
 def class_agnostic(

@@ -56,13 +56,15 @@ def confusion_matrix(
 
 
 def semantic_scores(conf: np.ndarray) -> dict[str, Any]:
-    """mIoU, per-class IoU, mean class accuracy and overall accuracy of an accumulated matrix.
+    """mIoU (official rule), per-class IoU, mean class accuracy and overall accuracy.
 
-    Accepts ``(C, C+1)`` (with the UNKNOWN column) or a plain ``(C, C)`` matrix. A class with no
-    ground-truth point in the evaluated data gets NaN and is left out of the means: its IoU
-    would otherwise be 0 (any prediction of it is an FP) or undefined, and would say more about
-    which scenes were evaluated than about the model. (The upstream script gives such a class
-    IoU 0 when it is predicted and crashes when it is not.)
+    Accepts ``(C, C+1)`` (with the UNKNOWN column) or a plain ``(C, C)`` matrix. The headline
+    ``miou`` follows ScanNet's ``evaluate_semantic_label.py``: IoU_c = TP / (TP + FP + FN); a class
+    with no ground truth but predicted on valid points gets IoU 0 (every such prediction is an
+    FP); a class with neither is NaN and left out (the upstream script crashes there).
+    ``miou_gt_classes`` averages only the classes that have ground truth (bifusion's earlier
+    headline, kept as a named extra: it says how well present classes are segmented).
+    Accuracies are defined only for classes with ground truth.
     """
     conf = np.asarray(conf)
     if conf.ndim != 2 or conf.shape[1] not in (conf.shape[0], conf.shape[0] + 1):
@@ -76,14 +78,16 @@ def semantic_scores(conf: np.ndarray) -> dict[str, Any]:
     pred_count = conf[:, :num_classes].sum(axis=0)  # only rows of valid GT: ignored GT is no FP
     union = gt_count + pred_count - true_pos
     has_gt = gt_count > 0
+    scored = union > 0  # GT or predictions on valid points
 
     per_class_iou = np.full(num_classes, np.nan)
-    per_class_iou[has_gt] = true_pos[has_gt] / union[has_gt]
+    per_class_iou[scored] = true_pos[scored] / union[scored]
     per_class_acc = np.full(num_classes, np.nan)
     per_class_acc[has_gt] = true_pos[has_gt] / gt_count[has_gt]
     total = gt_count.sum()
     return {
-        "miou": float(per_class_iou[has_gt].mean()) if has_gt.any() else float("nan"),
+        "miou": float(per_class_iou[scored].mean()) if scored.any() else float("nan"),
+        "miou_gt_classes": float(per_class_iou[has_gt].mean()) if has_gt.any() else float("nan"),
         "per_class_iou": per_class_iou,
         "macc": float(per_class_acc[has_gt].mean()) if has_gt.any() else float("nan"),
         "per_class_acc": per_class_acc,
