@@ -101,8 +101,8 @@ class OnlineSegmenter:
     def run(self, stream: ScanStream, reporter: Reporter = NULL_REPORTER, clock: StageClock | None = None) -> SceneResult:
         clock = clock or StageClock(self.device)
         self.model.eval()
-        if stream.clip_source is not None and not isinstance(stream.clip_source, _TimedSource):
-            stream.clip_source = _TimedSource(stream.clip_source, clock)
+        if stream.clip_source is not None:
+            stream.clip_source = _TimedSource(getattr(stream.clip_source, "source", stream.clip_source), clock)
         clock.attach(self.model)
         point_map, memory = self.start()
         merges, source = MergeStats(), "masks"
