@@ -86,7 +86,7 @@ def latency(cfg, model, labels, device, root: Path) -> tuple[dict, list]:
             batch = stream.batch(record).to(device)
             out = model(batch)
             pred = predict_frames(out, batch, segmenter.frame_cfg)[0]
-            inst = frame_instances(out, batch, pred, cue_source(out, cfg.eval.online.cues))
+            inst = frame_instances(out, batch, pred, cue_source(pred, cfg.eval.online.cues))
             conf = out.semantic_logits.softmax(-1).amax(-1).cpu().numpy()
             cache.append((batch.points.cpu().numpy(), pred.semantic, conf, inst))
     return {

@@ -19,7 +19,6 @@ class FramePrediction:
     classes: np.ndarray  # (K,) instance class ids (train ids)
     scores: np.ndarray  # (K,)
     semantic: np.ndarray  # (N,) semantic train ids
-    queries: np.ndarray | None = None  # (K,) decoder query row of each instance (for its merge embedding / box)
 
 
 def mask_nms(masks: torch.Tensor, weights: torch.Tensor, scores: torch.Tensor, iou: float) -> torch.Tensor:
@@ -69,7 +68,6 @@ def predict_frames(out: ModelOutput, batch: Batch, cfg: EvalConfig) -> list[Fram
                 classes=classes[idx].cpu().numpy(),
                 scores=scores[idx].cpu().numpy(),
                 semantic=semantic[sel].cpu().numpy(),
-                queries=idx.cpu().numpy(),
             )
         )
     return results

@@ -104,6 +104,8 @@ class InstanceMemory:
         new_rows = max(rows, 1)
         while new_rows < instances:
             new_rows *= 2
+        if new_rows != rows:  # never more rows than the cap plus one frame can fill
+            new_rows = max(instances, min(new_rows, self.max_instances + instances - self.num))
         new_cols = max(cols, 1024)
         while new_cols < points:
             new_cols *= 2

@@ -7,6 +7,7 @@ memory's votes, so the state is bounded by the scanned surface, not by the numbe
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,12 +63,11 @@ class _TimedSource:
             return self.source.get(*args, **kwargs)
 
 
-def reset_scene_state(model: torch.nn.Module) -> None:
-    """A model with a memory adapter starts every scan empty."""
-    for module in model.modules():
-        reset = getattr(module, "reset_memory", None)
-        if callable(reset):
-            reset()
+def scan_memory(model: torch.nn.Module) -> contextlib.AbstractContextManager:
+    """A model with a memory adapter keeps it across the scan's frames, empty at start and end."""
+    memory = getattr(model, "memory", None)
+    stream = getattr(memory, "stream", None)
+    return stream() if callable(stream) else contextlib.nullcontext()
 
 
 class OnlineSegmenter:
@@ -77,7 +77,6 @@ class OnlineSegmenter:
         self.frame_cfg = cfg.eval.model_copy(update={"topk": self.online.frame_topk})
 
     def start(self) -> tuple[PointMap, InstanceMemory]:
-        reset_scene_state(self.model)
         return PointMap(self.online.voxel), InstanceMemory(self.online.max_instances, self.online.merge_threshold, self.online.label_gate)
 
     @torch.no_grad()
@@ -87,7 +86,7 @@ class OnlineSegmenter:
             out = self.model(batch)
         with clock.measure("postprocess"):
             pred = predict_frames(out, batch, self.frame_cfg)[0]
-            source = cue_source(out, self.online.cues)
+            source = cue_source(pred, self.online.cues)
             instances = frame_instances(out, batch, pred, source)
             confidence = out.semantic_logits.softmax(-1).amax(-1).cpu().numpy()
         with clock.measure("merge"):
@@ -108,12 +107,13 @@ class OnlineSegmenter:
         merges, source = MergeStats(), "masks"
         started = time.perf_counter()
         try:
-            for record in stream.records:
-                with clock.measure("load"):
-                    batch = stream.batch(record).to(self.device)
-                source, stats = self.step(batch, point_map, memory, clock)
-                merges += stats
-                reporter.advance("frames")
+            with scan_memory(self.model):
+                for record in stream.records:
+                    with clock.measure("load"):
+                        batch = stream.batch(record).to(self.device)
+                    source, stats = self.step(batch, point_map, memory, clock)
+                    merges += stats
+                    reporter.advance("frames")
         finally:
             clock.detach()
         seconds = time.perf_counter() - started

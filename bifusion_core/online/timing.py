@@ -19,9 +19,10 @@ import torch
 MODEL_STAGES = {
     "clip_tail": "2d_features", "head2d": "2d_features",
     "backbone3d": "backbone3d", "tiny_sa": "backbone3d",
+    "memory": "memory_adapter",
     "decoder": "decoder",
 }
-STAGES = ("load", "2d_features", "backbone3d", "fusion", "decoder", "postprocess", "merge", "mesh_map")
+STAGES = ("load", "2d_features", "backbone3d", "memory_adapter", "fusion", "decoder", "postprocess", "merge", "mesh_map")
 
 
 def peak_rss_mb() -> float:
