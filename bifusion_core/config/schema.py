@@ -98,6 +98,14 @@ class TinySAConfig(Section):
     cell_size: float = Field(0.2, gt=0, description="voxel tokens: edge of the cells voxels are pooled into, metres")
 
 
+class MemoryConfig(Section):
+    """Memory adapter: earlier frames' 3D features in a sparse world-voxel grid, fused into the current
+    frame's (zero-initialised, so an untrained adapter is the identity). Multi-view windows and streaming."""
+
+    enabled: bool = False
+    voxel_size: float = Field(0.05, gt=0, description="edge of the memory's world voxels, metres")
+
+
 class DecoderConfig(Section):
     num_layers: int = Field(3, ge=1)
     num_heads: int = Field(8, gt=0)
@@ -115,6 +123,7 @@ class ModelConfig(Section):
     film: FilmConfig = FilmConfig()
     fusion: FusionConfig = FusionConfig()
     decoder: DecoderConfig = DecoderConfig()
+    memory: MemoryConfig = MemoryConfig()
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":
@@ -183,7 +192,7 @@ class LossConfig(Section):
         return value
 
 
-MODEL_PARTS = ("backbone3d", "tiny_sa", "clip_tail", "head2d", "film", "gate", "pool", "decoder")
+MODEL_PARTS = ("backbone3d", "tiny_sa", "memory", "clip_tail", "head2d", "film", "gate", "pool", "decoder")
 
 
 class OptimConfig(Section):
