@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from cli import run_cli
+from test_scene_export import reference_eval
 
 from bifusion_core.data.labels import LABEL_SETS
+from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP
 from bifusion_core.evaluation.export import read_ids, read_instance_predictions
 from bifusion_core.evaluation.instance_ap import InstanceSceneResult, class_agnostic, evaluate_instances
 
@@ -64,21 +66,30 @@ def test_eval_export_round_trip(tiny_run, tmp_path):
     run_dir, _ = tiny_run
     export = tmp_path / "bench"
     stdout = run_cli("eval", run_dir, "--export", export, "--show-dir", tmp_path / "show").stdout
-    assert "instance/ap50" in stdout and "semantic/miou" in stdout
+    assert "instance/ap50" in stdout and "instance/ap50_class_agnostic" in stdout and "semantic/miou" in stdout
+    assert stdout.index("instance/ap50 ") < stdout.index("instance/ap50_class_agnostic")  # the benchmark's first
     metrics = json.loads(next(run_dir.glob("metrics_val_*.json")).read_text())
+    assert metrics["protocol"] == "frame" and metrics["frame_step"] == SYNTHETIC_FRAME_STEP
+    assert metrics["num_scans"] == 1 and metrics["num_frames"] == 6  # the one val scene, 6 frames
     summary = metrics["summary"]
     assert 0.0 <= summary["instance/ap50"] <= 1.0 and 0.0 <= summary["semantic/miou"] <= 1.0
-    # The exported benchmark files, read back with the benchmark's rules, score the same.
+    # The exported benchmark files (one sub-folder per target), scored by the independent
+    # file-based evaluator and read back with the benchmark's rules, give the same numbers.
+    folder = export / f"{run_dir.name}-best"
     labels = LABEL_SETS["scannet200"]
+    ref = reference_eval().evaluate_export(folder, list(labels.raw_ids), list(labels.thing_raw_ids))
+    assert ref["num_scans"] == 6
+    for key in ("instance/ap", "instance/ap50", "instance/ap25", "instance/ap_class_agnostic",
+                "instance/ap50_class_agnostic", "instance/ap25_class_agnostic", "semantic/miou"):
+        assert summary[key] == pytest.approx(ref[key], abs=1e-4, nan_ok=True), key
     scenes = []
-    for gt_file in sorted((export / "instance" / "gt").glob("*.txt")):
+    for gt_file in sorted((folder / "instance" / "gt").glob("*.txt")):
         gt = read_ids(gt_file)
-        masks, lab, scores = read_instance_predictions(export / "instance" / "pred", gt_file.stem, num_points=len(gt))
+        masks, lab, scores = read_instance_predictions(folder / "instance" / "pred", gt_file.stem, num_points=len(gt))
         scenes.append(InstanceSceneResult(gt, masks.astype(bool), lab, scores, gt_file.stem))
-        assert len(read_ids(export / "semantic" / "pred" / gt_file.name)) == len(gt)
-    assert scenes
+        assert len(read_ids(folder / "semantic" / "pred" / gt_file.name)) == len(gt)
     agnostic = evaluate_instances(class_agnostic(scenes, labels.thing_raw_ids), [1], ["object"], 100)
-    assert agnostic.ap50 == pytest.approx(summary["instance/ap50"], nan_ok=True)
+    assert agnostic.ap50 == pytest.approx(summary["instance/ap50_class_agnostic"], nan_ok=True)
     assert list((tmp_path / "show").glob("*_pred.ply")) and list((tmp_path / "show").glob("*_gt.ply"))
 
 
@@ -91,10 +102,18 @@ def test_resume_continues_from_last(tiny_run):
     assert [int(r["iteration"]) for r in rows if r.get("total")][-2:] == [7, 8]
 
 
-def test_two_checkpoints_side_by_side(tiny_run):
+def test_two_checkpoints_side_by_side(tiny_run, tmp_path):
     run_dir, _ = tiny_run
-    out = run_cli("eval", run_dir / "checkpoints" / "init.pt", run_dir).stdout
-    assert "init @ 0" in out and "best @" in out
+    export = tmp_path / "bench"
+    stale = export / f"{run_dir.name}-init" / "instance" / "pred" / "pred_mask" / "stale_0.txt"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("1\n")
+    out = run_cli("eval", run_dir / "checkpoints" / "init.pt", run_dir, "--export", export).stdout
+    assert "init @ 0" in out and "best @" in out and "protocol" in out
+    assert sorted(p.name for p in export.iterdir()) == [f"{run_dir.name}-best", f"{run_dir.name}-init"]
+    assert not stale.exists()  # a target's folder is replaced as a whole: nothing stale survives
+    for folder in export.iterdir():
+        assert len(list((folder / "instance" / "gt").glob("*.txt"))) == 6
 
 
 def test_init_from_loads_the_3d_branch_and_reports_it(tiny_run, synthetic_data, tmp_path):
