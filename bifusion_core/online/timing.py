@@ -84,5 +84,5 @@ class StageClock:
         self._handles.clear()
 
     def model_time(self) -> float:
-        return sum(self.total[s] for s in set(MODEL_STAGES.values()))
+        return sum(self.total.get(s, 0.0) for s in set(MODEL_STAGES.values()))
 
