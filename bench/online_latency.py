@@ -3,9 +3,10 @@
 Part 1 (latency): one synthetic scan prepared at ``--points`` points per frame (MV mode) is
 streamed through the real online loop (forward, per-frame instances, merge) and mapped to its
 mesh; ms per frame by stage: load (sample + collate), 2d_features (CLIP tokens, computed online
-here, + 2D head), backbone3d (sparse U-Net + Tiny-SA), fusion (projection, FiLM, gate,
-superpoint pooling), decoder, postprocess (top-k, NMS, merge cues), merge (voxel map + Hungarian
-+ votes), mesh_map (1-NN to the mesh, per frame of the scan).
+here, + 2D head), projection (points into the frames, depth test, sampling the 2D maps),
+backbone3d (sparse U-Net + Tiny-SA), memory_adapter (when enabled), fusion (FiLM + gate),
+decoder (superpoint pooling + query decoder), postprocess (top-k, NMS, merge cues), merge (voxel
+map + Hungarian + votes), mesh_map (1-NN to the mesh + segment smoothing, per frame of the scan).
 
 Part 2 (bounded memory): the model's outputs for the scan's frames are computed once, then a
 ``--long``-frame stream replays them with a random rigid jitter of the pose (±8° about z,
@@ -49,9 +50,9 @@ from bifusion_core.online.timing import StageClock, current_rss_mb, peak_rss_mb
 CHECKPOINTS = (200, 1000, 2000)
 
 
-def prepare(root: Path, points: int, frames: int) -> None:
+def prepare(root: Path, points: int, frames: int, image_size: tuple[int, int]) -> None:
     write_synthetic_scannet(root, 1, seed=0, options=SyntheticOptions(num_frames=frames))
-    prepare_scannet(root, root, mode="mv", mv_frame_step=SYNTHETIC_FRAME_STEP, image_size=(320, 240), num_points=points)
+    prepare_scannet(root, root, mode="mv", mv_frame_step=SYNTHETIC_FRAME_STEP, image_size=image_size, num_points=points)
 
 
 def load_model(args, root: Path):
@@ -150,9 +151,9 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data or Path(tmp)
-        if not (root / "mv" / "manifest.json").is_file():
-            prepare(root, args.points, args.frames)
         cfg, model, labels, device = load_model(args, root)
+        if not (root / "mv" / "manifest.json").is_file():
+            prepare(root, args.points, args.frames, tuple(cfg.data.image_size))
         lat, cache = latency(cfg, model, labels, device, root)
         print(f"latency · {args.device} · {lat['points_per_frame']} points/frame · {lat['frames']} frames · merge cues: {lat['cues']}")
         for stage, ms in lat["ms_per_frame"].items():

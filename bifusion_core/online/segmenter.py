@@ -138,9 +138,9 @@ class OnlineSegmenter:
 
 def fold_stages(clock: StageClock, frames: int) -> dict[str, float]:
     """Per-frame ms by stage (the clock is left as is): CLIP token reads move from loading to 2D
-    features, the forward's unhooked remainder (projection, FiLM, gate, pooling) becomes ``fusion``."""
+    features, the forward's unhooked remainder becomes ``projection``."""
     total = dict(clock.total)
-    total["fusion"] = max(total.pop("forward", 0.0) - clock.model_time(), 0.0)
+    total["projection"] = max(total.pop("forward", 0.0) - clock.model_time(), 0.0)
     clip = total.pop("clip_tokens", 0.0)
     total["load"] = total.get("load", 0.0) - clip
     total["2d_features"] = total.get("2d_features", 0.0) + clip

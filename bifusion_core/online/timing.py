@@ -15,14 +15,16 @@ from typing import Iterator
 
 import torch
 
-# model submodule → stage it is charged to; what the forward spends elsewhere is "fusion"
+# model submodule → stage it is charged to; the forward's unhooked remainder (projecting points
+# into the frames and sampling the 2D feature maps) is charged to "projection"
 MODEL_STAGES = {
     "clip_tail": "2d_features", "head2d": "2d_features",
     "backbone3d": "backbone3d", "tiny_sa": "backbone3d",
     "memory": "memory_adapter",
-    "decoder": "decoder",
+    "film": "fusion", "gate": "fusion",
+    "pool": "decoder", "decoder": "decoder",
 }
-STAGES = ("load", "2d_features", "backbone3d", "memory_adapter", "fusion", "decoder", "postprocess", "merge", "mesh_map")
+STAGES = ("load", "2d_features", "projection", "backbone3d", "memory_adapter", "fusion", "decoder", "postprocess", "merge", "mesh_map")
 
 
 def peak_rss_mb() -> float:
