@@ -17,8 +17,12 @@ from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP
 from bifusion_core.engine import builders
 from bifusion_core.engine.checkpoint import save_checkpoint
 from bifusion_core.evaluation.export import read_ids, read_instance_predictions
-from bifusion_core.evaluation.scene_eval import ScenePrediction, SceneScorer, SceneTruth
+from bifusion_core.evaluation.scene_eval import ScenePrediction, SceneScorer, SceneTruth, load_mesh_truth
 from bifusion_core.models.bifusion import build_model
+from bifusion_core.online.merge import FrameInstances, InstanceMemory
+from bifusion_core.online.mesh_map import nearest_point, to_vertices
+from bifusion_core.online.point_map import PointMap
+from bifusion_core.online.stream import ScanStream, mesh_truth_path, stream_manifest
 
 VAL_SCENE_FRAMES = 6
 
@@ -52,6 +56,42 @@ def untrained_run(mv_data, synthetic_data, tmp_path_factory):
 def val_scene(data_root):
     manifest = json.loads((data_root / "mv" / "manifest.json").read_text())
     return sorted({s["scene"] for s in manifest["samples"] if s["split"] == "val"})[0]
+
+
+def test_oracle_stream_merges_into_the_mesh_objects(mv_data):
+    """Ground-truth instances of each streamed frame (boxes from their points, one shared embedding)
+    merged over the scan and mapped to the mesh: the pipeline's geometry (world frame = mesh frame,
+    voxel map, merge, 1-NN, scoring) must recover the scan's objects."""
+    labels = LABEL_SETS["scannet200"]
+    manifest = stream_manifest(mv_data)
+    scene = val_scene(mv_data)
+    stream = ScanStream.open(mv_data, scene, labels, 0.05, None, 1, manifest)
+    point_map, memory = PointMap(0.02), InstanceMemory(100, threshold=0.1)
+    seen = set()
+    for _, batch in stream:
+        points, instance = batch.points.numpy(), batch.instance.numpy()
+        ids = [i for i in np.unique(instance) if i > 0 and (instance == i).sum() >= 30]
+        seen.update(ids)
+        masks = np.stack([instance == i for i in ids])
+        boxes = np.stack([np.r_[(points[m].min(0) + points[m].max(0)) / 2, points[m].max(0) - points[m].min(0)] for m in masks])
+        frame = FrameInstances(
+            masks, np.array([batch.instance_class.numpy()[m][0] for m in masks]), np.ones(len(ids), np.float32),
+            np.tile(np.eye(1, 8, dtype=np.float32), (len(ids), 1)), boxes.astype(np.float32),
+        )
+        rows = point_map.add(points, batch.semantic.numpy().clip(min=0), np.ones(len(points), np.float32))
+        memory.update(frame, rows, point_map.size)
+    truth, mesh = load_mesh_truth(mesh_truth_path(mv_data, manifest, scene), labels)
+    view = point_map.view()
+    # prepared points sit on the mesh: same (unaligned world) frame
+    assert np.median(np.linalg.norm(mesh.vertices[nearest_point(mesh.vertices, view["points"])] - view["points"], axis=1)) < 0.03
+    assert len(seen) <= memory.num <= 1.5 * len(seen)
+    vertex_masks, vertex_sem = to_vertices(memory.masks(point_map.size), view["semantic"], nearest_point(view["points"], mesh.vertices), mesh.segments)
+    scorer = SceneScorer(labels, "mesh-vertex+segments")
+    raw = labels.instance_raw_id(memory.labels[: memory.num])
+    scorer.add(ScenePrediction(scene, vertex_masks, raw, memory.scores[: memory.num], labels.semantic_raw_id(vertex_sem)), truth)
+    result = scorer.result()
+    # measured: AP50 0.92, mCov 0.84 (6 merged instances for 5 objects; without smoothing AP50 0.67)
+    assert result["instance/ap50_class_agnostic"] > 0.8 and result["instance/mcov_class_agnostic"] > 0.7
 
 
 def test_infer_writes_vertex_results(untrained_run, mv_data, tmp_path):
