@@ -281,10 +281,16 @@ def eval_cmd(
     data: Optional[Path] = DataOpt,
     export: Optional[Path] = typer.Option(None, "--export", help="write predictions + GT in the ScanNet benchmark formats, one sub-folder per target"),
     show_dir: Optional[Path] = typer.Option(None, "--show-dir", help="write colored PLY point clouds of predictions and GT"),
+    online: bool = typer.Option(False, "--online", help="stream every scan of the split frame by frame, merge, score on the mesh vertices and the observed points"),
+    segment_smoothing: bool = typer.Option(False, "--segment-smoothing", help="--online: a mesh vertex takes the majority of its segs.json segment"),
 ) -> None:
     """Instance AP/AP50/AP25 per class (the benchmark's) and class-agnostic, semantic mIoU (official rule)."""
     from bifusion_core.engine.inference import evaluate_checkpoint, target_folder_names
 
+    if segment_smoothing and not online:
+        raise BifusionError("--segment-smoothing", "only applies to --online evaluation")
+    if online:
+        return _eval_online(targets, split, data, export, show_dir, segment_smoothing)
     columns = {}
     folders = target_folder_names(targets) if export is not None else [None] * len(targets)
     with render.RichReporter("eval") as reporter:
@@ -298,6 +304,53 @@ def eval_cmd(
     if export is not None:
         render.console.print(f"benchmark files written to {', '.join(str(export / f) for f in folders)}")
     render.console.print(f"metrics written to {result.metrics_path}")
+
+
+def _eval_online(targets: List[Path], split: str, data: Optional[Path], export: Optional[Path], show_dir: Optional[Path], smoothing: bool) -> None:
+    from bifusion_core.engine.inference import target_folder_names
+    from bifusion_core.online.evaluate import evaluate_online
+
+    folders = target_folder_names(targets) if export is not None else [None] * len(targets)
+    tables: dict[str, dict] = {}
+    speed: dict[str, dict] = {}
+    with render.RichReporter("eval --online") as reporter:
+        for target, folder in zip(targets, folders):
+            result = evaluate_online(
+                target, split=split, data_root=data, export_dir=export / folder if folder else None,
+                segment_smoothing=smoothing, show_dir=show_dir, reporter=reporter,
+            )
+            for protocol, values in result.tables.items():
+                tables.setdefault(protocol, {})[result.name] = values
+            speed[result.name] = {
+                "ms/frame": result.speed["ms_per_frame"], "peak RSS (MB)": result.speed["peak_rss_mb"],
+                **{f"ms/frame · {k}": v for k, v in result.speed["stage_ms_per_frame"].items()},
+            }
+    for protocol, columns in tables.items():
+        render.console.print(render.metrics_table(f"online evaluation · {split} · {protocol}", columns))
+    render.console.print(render.metrics_table("online speed", speed))
+    if export is not None:
+        render.console.print(f"benchmark files written to {', '.join(str(export / f) for f in folders)}")
+    render.console.print(f"metrics written to {result.metrics_path}")
+
+
+@cli_command("infer")
+def infer_cmd(
+    target: Path = typer.Argument(..., help="a run folder or checkpoint file"),
+    scene: str = typer.Option(..., "--scene", help="scan name in DATA/mv (e.g. scene0011_00)"),
+    data: Optional[Path] = DataOpt,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default RUN/online/)"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: the run's train.device)"),
+) -> None:
+    """Stream one scan's frames in recording order, merge them into scene instances, map them to the mesh."""
+    from bifusion_core.online.infer import infer_scene
+
+    if device not in (None, "cpu", "cuda", "auto"):
+        raise BifusionError("--device", f"unknown device {device!r}; choose cpu, cuda or auto")
+    with render.RichReporter(f"infer · {scene}") as reporter:
+        result = infer_scene(target, scene, data_root=data, out_dir=out, device=device, reporter=reporter)
+    summary = {k: v for k, v in result.summary().items() if not isinstance(v, str)}
+    render.console.print(render.metrics_table(f"online inference · {scene} (merge cues: {result.cues})", {"value": summary}))
+    render.console.print(f"results written to {result.path}")
 
 
 @cli_command("stats")

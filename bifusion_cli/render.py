@@ -132,7 +132,7 @@ class RichReporter(Reporter):
             gate = Table(title="fusion · projection", show_header=False, box=None, padding=(0, 1))
             gate.add_column(no_wrap=True)
             gate.add_column(justify="right")
-            for k in ("fusion/w2d_mean", "fusion/w3d_mean", "fusion/gate_entropy", "projection/valid_rate", "clip/fallbacks", "grad_norm"):
+            for k in ("fusion/w2d_mean", "fusion/w3d_mean", "fusion/gate_entropy", "projection/valid_rate", "projection/views_mean", "memory/hit_rate", "clip/fallbacks", "grad_norm"):
                 if k in v:
                     gate.add_row(k.split("/")[-1], fmt(v[k]))
             val = Table(title="last evaluation", show_header=False, box=None, padding=(0, 1))

@@ -134,12 +134,12 @@ def test_geometry_aware_pooling_shapes_and_weighted_mean():
     xyz = torch.rand(n, 3, generator=torch.Generator().manual_seed(2))
     sp = torch.arange(n) // 10
     sp_batch = torch.tensor([0, 0, 0, 1, 1])
-    out, pos = pool(feats, xyz, sp, sp_batch)
+    out, pos, _ = pool(feats, xyz, sp, sp_batch)
     assert out.shape == (5, 16) and pos.shape == (5, 16) and torch.isfinite(out).all()
     # a superpoint whose members share one feature pools to that feature (weights sum to one)
     same = feats.clone()
     same[:10] = feats[0]
     with torch.no_grad():
         pool.shape_proj.weight.zero_(), pool.shape_proj.bias.zero_()
-        pooled, _ = pool(same, xyz, sp, sp_batch)
+        pooled, _, _ = pool(same, xyz, sp, sp_batch)
     torch.testing.assert_close(pooled[0], pool.norm(feats[0][None])[0], atol=1e-5, rtol=1e-5)

@@ -92,10 +92,10 @@ def test_instance_loss_terms_and_objectness_target():
     cls = torch.tensor([[0, 6.0, 0], [6.0, 0, 0], [0, 0, 6.0]])
     obj = torch.tensor([5.0, 5.0, -5.0], requires_grad=True)
     out = DecoderOutput([cls], [mask], [obj], torch.arange(3), torch.zeros(4, 2))
-    terms = {k: v.detach() for k, v in instance_loss(out, gt_classes, gt_masks, num_classes=2, cfg=cfg).items()}
+    terms = {k: v.detach() for k, v in instance_loss(out, gt_classes, gt_masks, num_classes=2, cfg=cfg)[0].items()}
     assert all(float(terms[k]) < 0.02 for k in ("cls", "mask_bce", "mask_dice", "objectness"))
     bad = DecoderOutput([cls], [mask], [-obj], torch.arange(3), torch.zeros(4, 2))
-    bad_terms = {k: v.detach() for k, v in instance_loss(bad, gt_classes, gt_masks, num_classes=2, cfg=cfg).items()}
+    bad_terms = {k: v.detach() for k, v in instance_loss(bad, gt_classes, gt_masks, num_classes=2, cfg=cfg)[0].items()}
     assert float(bad_terms["objectness"]) > 4.0
     total = weighted_instance_loss(bad_terms, cfg)
     assert float(total) == pytest.approx(

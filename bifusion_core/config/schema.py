@@ -98,6 +98,14 @@ class TinySAConfig(Section):
     cell_size: float = Field(0.2, gt=0, description="voxel tokens: edge of the cells voxels are pooled into, metres")
 
 
+class MemoryConfig(Section):
+    """Memory adapter: earlier frames' 3D features in a sparse world-voxel grid, fused into the current
+    frame's (zero-initialised, so an untrained adapter is the identity). Multi-view windows and streaming."""
+
+    enabled: bool = False
+    voxel_size: float = Field(0.05, gt=0, description="edge of the memory's world voxels, metres")
+
+
 class DecoderConfig(Section):
     num_layers: int = Field(3, ge=1)
     num_heads: int = Field(8, gt=0)
@@ -115,6 +123,7 @@ class ModelConfig(Section):
     film: FilmConfig = FilmConfig()
     fusion: FusionConfig = FusionConfig()
     decoder: DecoderConfig = DecoderConfig()
+    memory: MemoryConfig = MemoryConfig()
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelConfig":
@@ -145,13 +154,17 @@ class LossConfig(Section):
     """total = semantic·L_sem + instance·L_inst + clip·L_clip + aux·L_aux, weights by stage.
 
     L_inst = cls·focal + mask·(mask_bce·BCE + mask_dice·Dice) + objectness·BCE, averaged over the
-    supervised decoder layers; L_aux = spatial·L_spatial + no_view·L_no_view.
+    supervised decoder layers, + box·(L1 + 1−IoU of the final queries' boxes) + merge·(cross-frame
+    InfoNCE of the merge embeddings, multi-view only); L_aux = spatial·L_spatial + no_view·L_no_view.
     """
 
     stages: list[LossStage] = Field(default_factory=lambda: [s.model_copy() for s in DEFAULT_STAGES])
     cls: float = Field(1.0, ge=0)
     mask: float = Field(0.8, ge=0)
     objectness: float = Field(0.2, ge=0)
+    box: float = Field(0.5, ge=0, description="box head: L1 + (1 − 3D IoU) against the matched instance's box")
+    merge: float = Field(0.0, ge=0, description="merge InfoNCE across frames t, t±1 (multi-view presets; 0 = off)")
+    merge_temperature: float = Field(0.07, gt=0)
     mask_bce: float = Field(0.6, ge=0)
     mask_dice: float = Field(0.4, ge=0)
     focal_alpha: float = Field(0.25, ge=0, le=1)
@@ -179,7 +192,7 @@ class LossConfig(Section):
         return value
 
 
-MODEL_PARTS = ("backbone3d", "tiny_sa", "clip_tail", "head2d", "film", "gate", "pool", "decoder")
+MODEL_PARTS = ("backbone3d", "tiny_sa", "memory", "clip_tail", "head2d", "film", "gate", "pool", "decoder")
 
 
 class OptimConfig(Section):
@@ -250,6 +263,21 @@ class TrainConfig(Section):
     init: InitConfig = InitConfig()
 
 
+class OnlineConfig(Section):
+    """Streaming a scan frame by frame into one scene-level instance memory (``bifusion infer``,
+    ``bifusion eval --online``). Per-frame instances use ``eval.*`` post-processing with ``frame_topk``."""
+
+    merge_threshold: float = Field(0.3, ge=0, le=1, description="a memory/frame pair merges when cosine × box IoU exceeds this")
+    voxel: float = Field(0.02, gt=0, description="accumulated points keep one point per voxel of this edge (metres)")
+    max_instances: int = Field(300, gt=0, description="instance memory cap; the lowest-score instance is evicted")
+    frame_topk: int = Field(20, gt=0, description="instances kept per frame before merging")
+    frame_stride: int = Field(1, ge=1, description="process every k-th prepared MV frame")
+    label_gate: bool = Field(True, description="class-aware models merge only instances of the same class")
+    cues: Literal["auto", "heads", "masks"] = Field(
+        "auto", description="merge embedding and box: the model's merge/box heads, or derived from the mask (auto: heads when present)"
+    )
+
+
 class EvalConfig(Section):
     split: Literal["train", "val"] = "val"
     min_region_points: int = Field(100, gt=0)
@@ -257,6 +285,7 @@ class EvalConfig(Section):
     score_threshold: float = Field(0.0, ge=0, le=1)
     mask_threshold: float = Field(0.5, gt=0, lt=1)
     nms_iou: float = Field(0.5, gt=0, le=1)
+    online: OnlineConfig = OnlineConfig()
 
 
 class Preset(Section):

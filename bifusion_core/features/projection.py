@@ -13,6 +13,64 @@ import torch
 import torch.nn.functional as F
 
 
+def project_to_frames(
+    points_world: torch.Tensor,
+    pose_cam_to_world: torch.Tensor,
+    intrinsic: torch.Tensor,
+    image_size: tuple[int, int],
+    border: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pinhole projection of N world points into F cameras at once.
+
+    ``pose_cam_to_world`` (F,4,4), ``intrinsic`` (F,3,3). Returns ``uv`` (F,N,2) float64 (pixel-index
+    convention), camera depth ``z`` (F,N) float64 and ``inside`` (F,N) bool: in front of the camera
+    and the nearest pixel inside the image shrunk by ``border`` pixels.
+    """
+    points = torch.as_tensor(points_world)
+    device = points.device
+    width, height = int(image_size[0]), int(image_size[1])
+    # Invert in float64: float32 inversion of poses with large translations costs millimetres.
+    pose = torch.as_tensor(pose_cam_to_world, device=device, dtype=torch.float64).reshape(-1, 4, 4)
+    world_to_cam = torch.linalg.inv(pose)
+    k = torch.as_tensor(intrinsic, device=device, dtype=torch.float64).reshape(-1, 3, 3)
+
+    p = points.to(torch.float64)
+    cam = torch.einsum("fij,nj->fni", world_to_cam[:, :3, :3], p) + world_to_cam[:, None, :3, 3]
+    z = cam[..., 2]
+    in_front = z > 0
+    safe_z = torch.where(in_front, z, torch.ones_like(z))
+    x, y = cam[..., 0] / safe_z, cam[..., 1] / safe_z
+    u = k[:, 0, 0, None] * x + k[:, 0, 1, None] * y + k[:, 0, 2, None]
+    v = k[:, 1, 1, None] * y + k[:, 1, 2, None]
+
+    # Nearest pixel; floor(x + 0.5) keeps the half-open pixel extent [-0.5, 0.5) of pixel 0.
+    col = torch.floor(u + 0.5)
+    row = torch.floor(v + 0.5)
+    inside = in_front & (col >= border) & (col <= width - 1 - border) & (row >= border) & (row <= height - 1 - border)
+    return torch.stack([u, v], dim=-1), z, inside
+
+
+def depth_consistent(
+    uv: torch.Tensor, z: torch.Tensor, inside: torch.Tensor, depth_m: torch.Tensor, depth_tolerance: float
+) -> torch.Tensor:
+    """(F,N) bool: the nearest pixel of each inside projection has a depth d > 0 with |d - z| <= tol·d.
+
+    Relative (OpenScene's rule), so far surfaces with noisier depth get a proportionally wider band.
+    ``depth_m`` (F,H,W) metres, same cameras as ``uv``/``z``.
+    """
+    depth = torch.as_tensor(depth_m, device=uv.device)
+    if depth.dim() == 2:
+        depth = depth[None]
+    frames, height, width = depth.shape
+    if uv.shape[0] != frames:
+        raise ValueError(f"{uv.shape[0]} projections but {frames} depth maps")
+    col = torch.floor(uv[..., 0] + 0.5).long().clamp(0, width - 1)
+    row = torch.floor(uv[..., 1] + 0.5).long().clamp(0, height - 1)
+    f = torch.arange(frames, device=uv.device)[:, None].expand_as(col)
+    d = torch.where(inside, depth[f, row, col].to(torch.float64), torch.zeros_like(z))
+    return inside & (d > 0) & ((d - z).abs() <= depth_tolerance * d)
+
+
 def project_points(
     points_world: torch.Tensor,
     pose_cam_to_world: torch.Tensor,
@@ -34,43 +92,56 @@ def project_points(
     bool. ``uv`` of invalid points is finite but meaningless.
     """
     points = torch.as_tensor(points_world)
-    device = points.device
     width, height = int(image_size[0]), int(image_size[1])
-    # Invert in float64: float32 inversion of poses with large translations costs millimetres.
-    pose = torch.as_tensor(pose_cam_to_world, device=device, dtype=torch.float64)
-    world_to_cam = torch.linalg.inv(pose)
-    k = torch.as_tensor(intrinsic, device=device, dtype=torch.float64)
-
-    p = points.to(torch.float64)
-    cam = p @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
-    z = cam[:, 2]
-    in_front = z > 0
-    safe_z = torch.where(in_front, z, torch.ones_like(z))
-    u = k[0, 0] * cam[:, 0] / safe_z + k[0, 1] * cam[:, 1] / safe_z + k[0, 2]
-    v = k[1, 1] * cam[:, 1] / safe_z + k[1, 2]
-
-    # Nearest pixel; floor(x + 0.5) keeps the half-open pixel extent [-0.5, 0.5) of pixel 0.
-    col = torch.floor(u + 0.5).long()
-    row = torch.floor(v + 0.5).long()
-    valid = (
-        in_front
-        & (col >= border)
-        & (col <= width - 1 - border)
-        & (row >= border)
-        & (row <= height - 1 - border)
-    )
-
+    uv, z, valid = project_to_frames(points, pose_cam_to_world, intrinsic, image_size, border)
     if depth_m is not None:
-        depth = torch.as_tensor(depth_m, device=device)
+        depth = torch.as_tensor(depth_m, device=points.device)
         if tuple(depth.shape) != (height, width):
             raise ValueError(f"depth map has shape {tuple(depth.shape)}, expected (H, W) = {(height, width)}")
-        d = torch.zeros_like(z)
-        idx = valid.nonzero(as_tuple=True)[0]
-        d[idx] = depth[row[idx], col[idx]].to(torch.float64)
-        valid = valid & (d > 0) & ((d - z).abs() <= depth_tolerance * d)
+        valid = depth_consistent(uv, z, valid, depth, depth_tolerance)
+    return uv[0].to(points.dtype if points.is_floating_point() else torch.float32), valid[0]
 
-    uv = torch.stack([u, v], dim=1).to(points.dtype if points.is_floating_point() else torch.float32)
-    return uv, valid
+
+def multiview_visibility(
+    points_world: torch.Tensor,
+    color_pose: torch.Tensor,
+    color_intrinsic: torch.Tensor,
+    depth_pose: torch.Tensor,
+    depth_intrinsic: torch.Tensor,
+    depth_m: torch.Tensor,
+    image_size: tuple[int, int],
+    depth_tolerance: float = 0.25,
+    border: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which of F frames see each of N points, and where in their colour images.
+
+    The pixel comes from the colour camera (the CLIP image is the colour image); occlusion is
+    decided by the depth camera, against its own depth map: a point is seen in frame f when it
+    lands inside frame f's colour image and passes the relative depth test in frame f's depth
+    camera. Returns ``uv`` (F,N,2) float32 colour pixels and ``seen`` (F,N) bool.
+    """
+    uv, _, inside = project_to_frames(points_world, color_pose, color_intrinsic, image_size, border)
+    duv, dz, d_inside = project_to_frames(points_world, depth_pose, depth_intrinsic, image_size)
+    seen = inside & depth_consistent(duv, dz, d_inside, depth_m, depth_tolerance)
+    return uv.float(), seen
+
+
+def gather_multiview(
+    fmaps: torch.Tensor, uv: torch.Tensor, seen: torch.Tensor, image_size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean over the frames that see a point of the feature each frame's map holds at its pixel.
+
+    ``fmaps`` (F,C,h,w), ``uv`` (F,N,2), ``seen`` (F,N). Returns the mean (N,C) (zeros for a point
+    no frame sees) and the number of views (N,) long. One frame at a time, only at the points it
+    sees, so memory stays at one (N,C) accumulator whatever F is (OpenScene's sum / count).
+    """
+    total = fmaps.new_zeros(uv.shape[1], fmaps.shape[1], dtype=torch.promote_types(fmaps.dtype, torch.float32))
+    for f in range(fmaps.shape[0]):
+        idx = seen[f].nonzero().squeeze(1)
+        if idx.numel():
+            total.index_add_(0, idx, sample_feature_map(fmaps[f], uv[f, idx], image_size))
+    views = seen.sum(0)
+    return total / views.clamp(min=1)[:, None].to(total.dtype), views
 
 
 def sample_feature_map(fmap: torch.Tensor, uv: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:

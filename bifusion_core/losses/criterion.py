@@ -8,8 +8,10 @@ import torch.nn.functional as F
 from ..config.schema import LossConfig, LossStage
 from ..data.batch import Batch
 from ..models.bifusion import ModelOutput
+from .box import box_loss, instance_boxes
 from .clip_align import clip_alignment_loss
 from .instance import instance_loss, superpoint_targets, weighted_instance_loss
+from .merge import merge_loss
 from .no_view import no_view_loss
 from .spatial import spatial_consistency_loss
 
@@ -27,15 +29,29 @@ class Criterion:
         terms["semantic"] = F.cross_entropy(out.semantic_logits, batch.semantic, ignore_index=-1) \
             if bool((batch.semantic >= 0).any()) else out.semantic_logits.sum() * 0.0
         inst: dict[str, torch.Tensor] = {}
+        use_merge = cfg.merge > 0
+        sp_frame = torch.zeros_like(batch.sp_batch).scatter_(0, batch.superpoints, batch.point_frame) if use_merge else None
+        merge_sum, merge_count = out.f3d.new_zeros(()), 0
         for b, sp in enumerate(out.sp_slices):
             sel = batch.point_batch == b
+            dec = out.decoder[b]
             classes, masks = superpoint_targets(
                 batch.instance[sel], batch.instance_class[sel], batch.superpoints[sel] - sp.start, sp.stop - sp.start
             )
-            per = instance_loss(out.decoder[b], classes, masks, self.num_instance_classes, cfg)
+            per, (rows, cols) = instance_loss(dec, classes, masks, self.num_instance_classes, cfg)
+            if dec.boxes is not None:
+                per["box"] = box_loss(dec.boxes[rows], instance_boxes(batch.points_aug[sel], batch.instance[sel])[cols])
             for k, v in per.items():
                 inst[k] = inst.get(k, 0.0) + v / batch.num_samples
+            if use_merge and dec.merge_embed is not None:
+                s, n = merge_loss(dec.merge_embed, dec.query_index, sp_frame[sp], masks, cfg.merge_temperature)
+                merge_sum, merge_count = merge_sum + s, merge_count + n
+        box = inst.pop("box", None)
         terms.update({f"instance_{k}": v for k, v in inst.items()})
+        if box is not None:
+            terms["box"] = inst["box"] = box
+        if use_merge:
+            terms["merge"] = inst["merge"] = merge_sum / max(merge_count, 1)
         total = w.semantic * terms["semantic"] + w.instance * weighted_instance_loss(inst, cfg)
         if out.f2d is not None and w.clip > 0:
             terms["clip_align"] = clip_alignment_loss(out.f2d, out.f3d, out.valid, cfg.temperature, cfg.clip_gradient_flow)

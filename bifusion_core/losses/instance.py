@@ -46,8 +46,9 @@ def instance_loss(
     gt_masks: torch.Tensor,
     num_classes: int,
     cfg: LossConfig,
-) -> dict[str, torch.Tensor]:
-    """Each term averaged over the supervised layers (all, or only the last without ``aux_layers``)."""
+) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Each term averaged over the supervised layers (all, or only the last without ``aux_layers``),
+    and the final layer's matching (query rows, GT rows), which the box loss reuses."""
     layers = range(len(out.cls_logits)) if cfg.aux_layers else [len(out.cls_logits) - 1]
     match_weights = (cfg.match_cls, cfg.match_bce, cfg.match_dice)
     terms = {"cls": 0.0, "mask_bce": 0.0, "mask_dice": 0.0, "objectness": 0.0}
@@ -65,10 +66,15 @@ def instance_loss(
             terms["mask_bce"] = terms["mask_bce"] + F.binary_cross_entropy_with_logits(pred, tgt)
             terms["mask_dice"] = terms["mask_dice"] + dice_loss(pred, tgt)
     n = len(layers)
-    return {k: (v / n if torch.is_tensor(v) else gt_masks.new_zeros(())) for k, v in terms.items()}
+    return {k: (v / n if torch.is_tensor(v) else gt_masks.new_zeros(())) for k, v in terms.items()}, (rows, cols)
 
 
 def weighted_instance_loss(terms: dict[str, torch.Tensor], cfg: LossConfig) -> torch.Tensor:
-    """cls·focal + mask·(mask_bce·BCE + mask_dice·Dice) + objectness·BCE."""
+    """cls·focal + mask·(mask_bce·BCE + mask_dice·Dice) + objectness·BCE (+ box·L_box + merge·L_merge
+    when those terms are present)."""
     mask = cfg.mask_bce * terms["mask_bce"] + cfg.mask_dice * terms["mask_dice"]
-    return cfg.cls * terms["cls"] + cfg.mask * mask + cfg.objectness * terms["objectness"]
+    total = cfg.cls * terms["cls"] + cfg.mask * mask + cfg.objectness * terms["objectness"]
+    for name in ("box", "merge"):
+        if name in terms:
+            total = total + getattr(cfg, name) * terms[name]
+    return total

@@ -5,7 +5,8 @@ speed and checkpoints are exactly those of the baseline.
 
 Per point, BiFusion computes unit features f2D (stored CLIP tokens → projection head, sampled at
 the point's stored colour-image pixel in its own frame, ``batch.pixels`` / ``batch.valid`` from
-preparation) and f3D (sparse U-Net → 1×1 head, optionally refined by
+preparation; multi-view presets average it over every frame of the window that sees the point)
+and f3D (sparse U-Net → 1×1 head, optionally refined by
 Tiny-SA), modulates both with the same geometry FiLM, and fuses them with the gate. The
 alignment and spatial losses read the un-modulated f2D / f3D: FiLM applies one shift β to both,
 so aligning the modulated features could be satisfied by β alone.
@@ -22,12 +23,14 @@ from torch import nn
 from ..config.schema import Preset
 from ..data.batch import Batch
 from ..data.labels import LabelSet
+from ..features.projection import gather_multiview, multiview_visibility
 from .backbone3d import Backbone3D
 from .clip_tail import ClipTail
 from .decoder import DecoderOutput, QueryDecoder
 from .film import GeometryFiLM
 from .fusion import build_gate
 from .head2d import ProjectionHead2D
+from .memory import VoxelMemory
 from .superpoint_pool import SuperpointPooling
 from .tiny_sa import TinySANeck
 
@@ -42,6 +45,7 @@ class ModelOutput:
     f2d: torch.Tensor | None = None  # (N,dim) unit, before FiLM
     valid: torch.Tensor | None = None  # (N,) point inside its frame's colour image
     alpha: torch.Tensor | None = None  # (N,) weight of the 2D feature
+    views: torch.Tensor | None = None  # (N,) multi-view: frames of the window whose 2D feature the point averages
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -51,9 +55,11 @@ class BiFusionSegmentor(nn.Module):
         m = cfg.model
         self.use_2d = m.use_2d
         self.depth_tolerance = cfg.clip.depth_tolerance
+        self.multiview = cfg.data.mode == "mv"  # 2D features from every frame of the window, not only the point's own
         self.backbone3d = Backbone3D(m.backbone3d.arch, m.backbone3d.in_channels, m.feat_dim, m.backbone3d.width)
         if m.tiny_sa.enabled:
             self.tiny_sa = TinySANeck(m.feat_dim, m.tiny_sa)
+        self.memory: VoxelMemory | None = VoxelMemory(m.feat_dim, m.memory.voxel_size) if m.memory.enabled else None
         if self.use_2d:
             k = cfg.train.unfreeze.clip_blocks
             if k:
@@ -86,26 +92,61 @@ class BiFusionSegmentor(nn.Module):
         """
         return batch.pixels, batch.valid
 
-    def features_2d(self, batch: Batch, uv: torch.Tensor) -> torch.Tensor:
+    def feature_maps(self, batch: Batch) -> torch.Tensor:
+        """(F,dim,h,w) unit 2D feature maps, one per frame of the batch."""
         if batch.clip_patch is None:
             raise ValueError("this model fuses 2D features but the batch carries no CLIP tokens")
         tokens = batch.clip_patch
         if hasattr(self, "clip_tail"):
             tokens = self.clip_tail(tokens, batch.clip_global)
-        fmap = self.head2d(tokens)
-        return self.head2d.point_features(fmap, uv, batch.point_frame, batch.image_size)
+        return self.head2d(tokens)
+
+    def multiview_features(self, batch: Batch, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each point's 2D feature averaged over every frame of its sample that sees it; views per point.
+
+        A frame sees a point when the point lands inside its colour image and passes the relative
+        depth test (``clip.depth_tolerance``) in its depth camera. The point's own frame uses the
+        stored pixel and ``valid`` (the point is that frame's depth pixel, so it needs no depth test),
+        exactly as the single-view path does.
+        """
+        n = batch.points.shape[0]
+        f2d = fmap.new_zeros(n, fmap.shape[1])
+        views = torch.zeros(n, dtype=torch.long, device=fmap.device)
+        for b in range(batch.num_samples):
+            frames = (batch.frame_batch == b).nonzero().squeeze(1)  # contiguous (collate)
+            pts = (batch.point_batch == b).nonzero().squeeze(1)
+            uv, seen = multiview_visibility(
+                batch.points[pts], batch.color_pose[frames], batch.color_intrinsic[frames], batch.pose[frames],
+                batch.intrinsic[frames], batch.depth[frames], batch.image_size, self.depth_tolerance,
+            )
+            own, cols = batch.point_frame[pts] - frames[0], torch.arange(pts.numel(), device=pts.device)
+            seen[own, cols] = batch.valid[pts]
+            uv[own, cols] = batch.pixels[pts].to(uv.dtype)
+            f2d[pts], views[pts] = gather_multiview(fmap[frames], uv, seen, batch.image_size)
+        return F.normalize(f2d, dim=-1), views
+
+    def features_2d(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Unit 2D feature per point, its validity and (multi-view) its number of views."""
+        fmap = self.feature_maps(batch)
+        if self.multiview:
+            f2d, views = self.multiview_features(batch, fmap)
+            return f2d, views > 0, views
+        uv, valid = self.point_pixels(batch)
+        return self.head2d.point_features(fmap, uv, batch.point_frame, batch.image_size), valid, None
 
     def forward(self, batch: Batch) -> ModelOutput:
         vox = self.backbone3d(batch.vox_coords, batch.vox_feats)
         f3d = F.normalize(vox[batch.point_voxel], dim=-1)
         if hasattr(self, "tiny_sa"):
             f3d = self.tiny_sa(f3d, batch.points_aug, batch.point_batch, batch.num_samples, batch.superpoints, batch.sp_batch)
-        out_2d: dict[str, torch.Tensor] = {}
         stats: dict[str, float] = {}
+        if self.memory is not None:
+            f3d, hit = self.memory(f3d, batch.points, batch.point_frame, batch.frame_batch)
+            stats["memory/hit_rate"] = float(hit.float().mean())
+        out_2d: dict[str, torch.Tensor] = {}
         fused = f3d
         if self.use_2d:
-            uv, valid = self.point_pixels(batch)
-            f2d = self.features_2d(batch, uv)
+            f2d, valid, views = self.features_2d(batch)
             m2d, m3d = f2d, f3d
             if hasattr(self, "film"):
                 gamma, beta = self.film(
@@ -114,20 +155,23 @@ class BiFusionSegmentor(nn.Module):
                 m2d, m3d = self.film.modulate(f2d, gamma, beta), self.film.modulate(f3d, gamma, beta)
             fused, alpha = self.gate(m2d, m3d, valid, batch.point_batch, batch.num_samples, int(self.iteration))
             out_2d = {"f2d": f2d, "valid": valid, "alpha": alpha}
-            stats = gate_statistics(alpha, valid)
-        sp_feats, sp_pos = self.pool(fused, batch.points_aug, batch.superpoints, batch.sp_batch)
+            stats.update(gate_statistics(alpha, valid, views))
+            if views is not None:
+                out_2d["views"] = views
+        sp_feats, sp_pos, sp_centres = self.pool(fused, batch.points_aug, batch.superpoints, batch.sp_batch)
         counts = torch.bincount(batch.sp_batch, minlength=batch.num_samples).tolist()
         slices, start = [], 0
         for n in counts:
             slices.append(slice(start, start + n))
             start += n
-        decoder = [self.decoder(sp_feats[s], sp_pos[s]) for s in slices]
+        decoder = [self.decoder(sp_feats[s], sp_pos[s], sp_centres[s]) for s in slices]
         semantic_logits = torch.cat([d.semantic_logits for d in decoder])[batch.superpoints]
         return ModelOutput(f3d, fused, semantic_logits, decoder, slices, stats=stats, **out_2d)
 
 
-def gate_statistics(alpha: torch.Tensor, valid: torch.Tensor) -> dict[str, float]:
-    """What the live panel shows: mean 2D/3D weight, gate entropy (bits), projection valid rate."""
+def gate_statistics(alpha: torch.Tensor, valid: torch.Tensor, views: torch.Tensor | None = None) -> dict[str, float]:
+    """What the live panel shows: mean 2D/3D weight, gate entropy (bits), projection valid rate and,
+    multi-view, the mean number of frames whose 2D feature a point averages."""
     with torch.no_grad():
         a = alpha.float().clamp(1e-6, 1 - 1e-6)
         entropy = -(a * a.log2() + (1 - a) * (1 - a).log2())
@@ -136,7 +180,7 @@ def gate_statistics(alpha: torch.Tensor, valid: torch.Tensor) -> dict[str, float
             "fusion/w3d_mean": float(1 - a.mean()),
             "fusion/gate_entropy": float(entropy.mean()),
             "projection/valid_rate": float(valid.float().mean()),
-        }
+        } | ({"projection/views_mean": float(views.float().mean())} if views is not None else {})
 
 
 def build_model(cfg: Preset, labels: LabelSet) -> BiFusionSegmentor:

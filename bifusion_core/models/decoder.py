@@ -5,6 +5,13 @@ FFN. The class, mask and objectness heads run after the initial projection and a
 layer so that each layer can be supervised (auxiliary losses) and the next layer's attention
 mask comes from the previous prediction. The semantic head reads every superpoint token (not
 only the sampled queries), so all points get a semantic label at training time too.
+
+Two heads read the final queries only, for online merging across frames (ESAM): a merge
+embedding (unit vector; queries of one object in different frames should agree) and an
+axis-aligned box. A query's box centre is predicted as an offset from its seed superpoint's
+centre (the mean of that superpoint's points in the ``points_aug`` frame), so the head only
+learns the short way from the visible part to the object's middle; sizes are predicted in log
+space, so they stay positive and scale errors count alike for small and large objects.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config.schema import DecoderConfig
@@ -21,15 +29,51 @@ def mlp(dim_in: int, dim_hidden: int, dim_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim_in, dim_hidden), nn.ReLU(inplace=True), nn.Linear(dim_hidden, dim_out))
 
 
+LOG_SIZE_RANGE = (-7.0, 4.0)  # box edges between ~1 mm and ~55 m: exp() can neither vanish nor overflow
+
+
 @dataclass
 class DecoderOutput:
-    """Per layer (initial + each decoder layer): class (Q,C+1), mask (Q,S) and objectness (Q,) logits."""
+    """Per layer (initial + each decoder layer): class (Q,C+1), mask (Q,S) and objectness (Q,) logits.
+
+    From the final queries only: ``merge_embed`` (Q,D) L2-normalised merge embedding and ``boxes``
+    (Q,6) axis-aligned boxes (cx, cy, cz, sx, sy, sz) in the ``points_aug`` frame of the sample.
+    """
 
     cls_logits: list[torch.Tensor]
     mask_logits: list[torch.Tensor]
     objectness: list[torch.Tensor]
     query_index: torch.Tensor  # which superpoints seeded the queries
     semantic_logits: torch.Tensor  # (S,C_sem) per superpoint
+    merge_embed: torch.Tensor | None = None  # (Q,D) unit
+    boxes: torch.Tensor | None = None  # (Q,6) centre + size, points_aug frame
+
+
+class MergeHead(nn.Module):
+    """dim → 2·dim → dim MLP with LayerNorms, output L2-normalised (ESAM-E's merge head)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim, 2 * dim), nn.LayerNorm(2 * dim), nn.ReLU(inplace=True), nn.Linear(2 * dim, dim), nn.LayerNorm(dim)
+        )
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(q), dim=-1)
+
+
+class BoxHead(nn.Module):
+    """Query → (centre offset from its seed superpoint's centre, log size) → (Q,6) centre + size."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.net = mlp(dim, dim, 6)
+
+    def forward(self, q: torch.Tensor, seed_centres: torch.Tensor) -> torch.Tensor:
+        raw = self.net(q)
+        centre = seed_centres + raw[:, :3]
+        size = raw[:, 3:].clamp(*LOG_SIZE_RANGE).exp()
+        return torch.cat([centre, size], dim=-1)
 
 
 class DecoderLayer(nn.Module):
@@ -58,13 +102,16 @@ class QueryDecoder(nn.Module):
         self.mask_embed = mlp(dim, dim, dim)
         self.objectness_head = nn.Linear(dim, 1)
         self.semantic_head = mlp(dim, dim, num_semantic)
+        self.merge_head = MergeHead(dim)
+        self.box_head = BoxHead(dim)
 
     def _heads(self, q: torch.Tensor, mask_feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         q = self.out_norm(q)
         return self.cls_head(q), self.mask_embed(q) @ mask_feats.T, self.objectness_head(q).squeeze(-1)
 
-    def forward(self, sp_feats: torch.Tensor, sp_pos: torch.Tensor) -> DecoderOutput:
-        """One sample: ``sp_feats``/``sp_pos`` (S,dim). At training a random subset seeds the queries."""
+    def forward(self, sp_feats: torch.Tensor, sp_pos: torch.Tensor, sp_centres: torch.Tensor) -> DecoderOutput:
+        """One sample: ``sp_feats``/``sp_pos`` (S,dim), ``sp_centres`` (S,3) superpoint centres in the
+        ``points_aug`` frame. At training a random subset seeds the queries."""
         num_sp = sp_feats.shape[0]
         if self.training:
             lo, hi = self.cfg.query_ratio
@@ -86,4 +133,7 @@ class QueryDecoder(nn.Module):
             out.cls_logits.append(cls)
             out.mask_logits.append(masks)
             out.objectness.append(obj)
+        final = self.out_norm(q)
+        out.merge_embed = self.merge_head(final)
+        out.boxes = self.box_head(final, sp_centres[query_index])
         return out

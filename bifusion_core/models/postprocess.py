@@ -19,6 +19,15 @@ class FramePrediction:
     classes: np.ndarray  # (K,) instance class ids (train ids)
     scores: np.ndarray  # (K,)
     semantic: np.ndarray  # (N,) semantic train ids
+    boxes: np.ndarray | None = None  # (K,6) world axis-aligned boxes (cx, cy, cz, sx, sy, sz)
+    embeddings: np.ndarray | None = None  # (K,D) unit merge embeddings
+
+
+def world_boxes(boxes: torch.Tensor, points: torch.Tensor, points_aug: torch.Tensor) -> torch.Tensor:
+    """Boxes from the ``points_aug`` frame to the world, for one sample evaluated without augmentation
+    (``points_aug = points − mean``, so only the centre moves)."""
+    shift = (points - points_aug).mean(0)
+    return torch.cat([boxes[:, :3] + shift, boxes[:, 3:]], dim=-1)
 
 
 def mask_nms(masks: torch.Tensor, weights: torch.Tensor, scores: torch.Tensor, iou: float) -> torch.Tensor:
@@ -68,6 +77,8 @@ def predict_frames(out: ModelOutput, batch: Batch, cfg: EvalConfig) -> list[Fram
                 classes=classes[idx].cpu().numpy(),
                 scores=scores[idx].cpu().numpy(),
                 semantic=semantic[sel].cpu().numpy(),
+                boxes=None if dec.boxes is None else world_boxes(dec.boxes[idx], batch.points[sel], batch.points_aug[sel]).cpu().numpy(),
+                embeddings=None if dec.merge_embed is None else dec.merge_embed[idx].cpu().numpy(),
             )
         )
     return results

@@ -33,8 +33,8 @@ class SuperpointPooling(nn.Module):
 
     def forward(
         self, feats: torch.Tensor, xyz: torch.Tensor, sp_index: torch.Tensor, sp_batch: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (superpoint features (S,dim), positional encodings (S,dim))."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (superpoint features (S,dim), positional encodings (S,dim), centres (S,3) in ``xyz``'s frame)."""
         num_sp = sp_batch.shape[0]
         centres = scatter_mean(xyz, sp_index, num_sp)
         offset = xyz - centres[sp_index]
@@ -47,4 +47,4 @@ class SuperpointPooling(nn.Module):
         sp_feats = weighted + self.shape_proj(shape)
         num_samples = int(sp_batch.max()) + 1 if num_sp else 0
         pos = self.pos(centres - scatter_mean(centres, sp_batch, num_samples)[sp_batch])
-        return self.norm(sp_feats), pos
+        return self.norm(sp_feats), pos, centres

@@ -1,0 +1,51 @@
+"""A trained model back from a run folder or checkpoint, with the config it was trained with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config.loader import validate_preset
+from ..config.schema import Preset
+from ..data.labels import LabelSet
+from ..models.bifusion import build_model
+from . import builders
+from .checkpoint import load_checkpoint, resolve_checkpoint
+
+
+@dataclass
+class RestoredModel:
+    cfg: Preset
+    model: torch.nn.Module  # eval mode, on ``device``
+    labels: LabelSet
+    device: torch.device
+    checkpoint: Path
+    run_dir: Path
+    iteration: int
+
+
+def restore_model(target: str | Path, data_root: Path | None = None, device: str | None = None, **overrides: Any) -> RestoredModel:
+    """``overrides``: dotted config keys (``eval.online.merge_threshold``) applied after loading."""
+    ckpt_path, run_dir = resolve_checkpoint(target)
+    payload = load_checkpoint(ckpt_path)
+    raw = payload["config"]
+    for key, value in overrides.items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    cfg = validate_preset(raw)
+    if data_root is not None:
+        cfg.data.root = Path(data_root)
+    if device is not None:
+        cfg.train.device = device
+    labels = builders.label_set(cfg)
+    model = build_model(cfg, labels)
+    model.load_state_dict(payload["model"])
+    dev = builders.pick_device(cfg)
+    model.to(dev).eval()
+    return RestoredModel(cfg, model, labels, dev, ckpt_path, run_dir, int(payload.get("iteration", 0)))

@@ -1,0 +1,76 @@
+"""Merge loss: queries of one object in neighbouring frames of a window get the same embedding.
+
+The decoder runs once per sample over the superpoints of all T frames, and every query is seeded
+by one superpoint, which belongs to exactly one frame; that frame is the query's frame. Hungarian
+matching gives a ground-truth instance one query for the whole window, so it cannot pair frames;
+instead a query counts for an instance when its seed superpoint lies mostly (> 50 % of its
+points) inside it, ESAM's own restriction on which queries may match. Per frame and instance the
+embeddings of those queries are averaged; for consecutive frames t, t+1 each instance seen in
+both must pick itself among the instances of the other frame (InfoNCE, temperature τ, both
+directions). At inference the online merge compares exactly these embeddings across frames.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def frame_instance_embeddings(
+    embed: torch.Tensor, query_frame: torch.Tensor, query_gt: torch.Tensor, num_frames: int, num_gt: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean unit embedding per (frame, instance): (T,G,D) and a (T,G) bool of which exist.
+
+    ``query_frame`` in 0..T-1, ``query_gt`` in 0..G-1 or -1 (no instance).
+    """
+    keep = query_gt >= 0
+    slot = query_frame[keep] * num_gt + query_gt[keep]
+    sums = embed.new_zeros(num_frames * num_gt, embed.shape[1]).index_add_(0, slot, embed[keep])
+    counts = torch.bincount(slot, minlength=num_frames * num_gt)
+    means = F.normalize(sums, dim=-1).reshape(num_frames, num_gt, -1)
+    return means, (counts > 0).reshape(num_frames, num_gt)
+
+
+def merge_infonce(means: torch.Tensor, present: torch.Tensor, temperature: float = 0.07) -> tuple[torch.Tensor, int]:
+    """Sum of InfoNCE terms over consecutive frame pairs, both directions, and how many terms.
+
+    In direction t→u each instance seen in both frames is the query and all instances of frame u
+    are the candidates, so instances that only one frame sees still serve as negatives.
+    """
+    total, count = means.new_zeros(()), 0
+    for t in range(means.shape[0] - 1):
+        for a, b in ((t, t + 1), (t + 1, t)):
+            shared = (present[a] & present[b]).nonzero().squeeze(1)
+            if shared.numel() == 0:
+                continue
+            candidates = present[b].nonzero().squeeze(1)
+            logits = means[a, shared] @ means[b, candidates].T / temperature
+            target = torch.searchsorted(candidates, shared)
+            total = total + F.cross_entropy(logits, target)
+            count += 1
+    return total, count
+
+
+def query_assignment(
+    query_index: torch.Tensor, sp_frame: torch.Tensor, gt_masks: torch.Tensor, threshold: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per query: its frame (0..T-1, the seed superpoint's) and its instance (-1 none); returns T too.
+
+    ``sp_frame`` (S,) the frame of each of the sample's superpoints, any integer ids; ``gt_masks``
+    (G,S) the share of each superpoint's points inside each instance.
+    """
+    frames, local = torch.unique(sp_frame, return_inverse=True)
+    query_frame = local[query_index]
+    if gt_masks.shape[0] == 0:
+        return query_frame, torch.full_like(query_index, -1), frames.numel()
+    share, gt = gt_masks[:, query_index].max(0)
+    return query_frame, torch.where(share > threshold, gt, torch.full_like(gt, -1)), frames.numel()
+
+
+def merge_loss(
+    embed: torch.Tensor, query_index: torch.Tensor, sp_frame: torch.Tensor, gt_masks: torch.Tensor, temperature: float = 0.07
+) -> tuple[torch.Tensor, int]:
+    """One sample's summed InfoNCE terms and their number (0 for a single frame or no shared instance)."""
+    query_frame, query_gt, num_frames = query_assignment(query_index, sp_frame, gt_masks)
+    means, present = frame_instance_embeddings(embed, query_frame, query_gt, num_frames, gt_masks.shape[0])
+    return merge_infonce(means, present, temperature)

@@ -1,0 +1,150 @@
+"""The online loop: for each frame, forward → per-frame instances → accumulate points → merge.
+
+The model sees one frame at a time (plus its own memory adapter's state when it has one, reset
+per scan); nothing of a frame is kept beyond its voxel-downsampled points and the instance
+memory's votes, so the state is bounded by the scanned surface, not by the number of frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config.schema import Preset
+from ..data.labels import LabelSet
+from ..models.postprocess import predict_frames
+from ..reporting import NULL_REPORTER, Reporter
+from .cues import cue_source, frame_instances
+from .merge import InstanceMemory, MergeStats
+from .point_map import PointMap
+from .stream import ScanStream
+from .timing import STAGES, StageClock, current_rss_mb, peak_rss_mb
+
+
+@dataclass
+class SceneResult:
+    """One scan's merged instances over its accumulated points (P) — train ids, not raw ids."""
+
+    scene: str
+    frames: int
+    frame_step: int
+    points: np.ndarray  # (P,3) world
+    masks: np.ndarray  # (K,P) bool
+    classes: np.ndarray  # (K,) instance class train ids
+    scores: np.ndarray  # (K,)
+    semantic: np.ndarray  # (P,) semantic train ids
+    gt_label: np.ndarray  # (P,) raw benchmark id of each accumulated point (observed-points truth)
+    gt_instance: np.ndarray  # (P,)
+    merges: MergeStats
+    cues: str  # "heads" or "masks"
+    seconds: float
+    stage_ms: dict[str, float] = field(default_factory=dict)  # per frame
+    peak_rss_mb: float = 0.0
+    state_mb: float = 0.0  # accumulated points + instance memory
+
+    @property
+    def ms_per_frame(self) -> float:
+        return 1000 * self.seconds / max(self.frames, 1)
+
+
+class _TimedSource:
+    """A CLIP token source whose reads are charged to the 2D-feature stage."""
+
+    def __init__(self, source: Any, clock: StageClock):
+        self.source, self.clock = source, clock
+
+    def get(self, *args, **kwargs):
+        with self.clock.measure("clip_tokens"):
+            return self.source.get(*args, **kwargs)
+
+
+def scan_memory(model: torch.nn.Module) -> contextlib.AbstractContextManager:
+    """A model with a memory adapter keeps it across the scan's frames, empty at start and end."""
+    memory = getattr(model, "memory", None)
+    stream = getattr(memory, "stream", None)
+    return stream() if callable(stream) else contextlib.nullcontext()
+
+
+class OnlineSegmenter:
+    def __init__(self, model: torch.nn.Module, cfg: Preset, labels: LabelSet, device: torch.device | str):
+        self.model, self.cfg, self.labels, self.device = model, cfg, labels, torch.device(device)
+        self.online = cfg.eval.online
+        self.frame_cfg = cfg.eval.model_copy(update={"topk": self.online.frame_topk})
+
+    def start(self) -> tuple[PointMap, InstanceMemory]:
+        return PointMap(self.online.voxel), InstanceMemory(self.online.max_instances, self.online.merge_threshold, self.online.label_gate)
+
+    @torch.no_grad()
+    def step(self, batch, point_map: PointMap, memory: InstanceMemory, clock: StageClock) -> tuple[str, MergeStats]:
+        """One frame (a one-sample batch already on the device)."""
+        with clock.measure("forward"):
+            out = self.model(batch)
+        with clock.measure("postprocess"):
+            pred = predict_frames(out, batch, self.frame_cfg)[0]
+            source = cue_source(pred, self.online.cues)
+            instances = frame_instances(out, batch, pred, source)
+            confidence = out.semantic_logits.softmax(-1).amax(-1).cpu().numpy()
+        with clock.measure("merge"):
+            rows = point_map.add(
+                batch.points.cpu().numpy(), pred.semantic, confidence,
+                batch.label_raw.cpu().numpy(), batch.instance.cpu().numpy(),
+            )
+            stats = memory.update(instances, rows, point_map.size)
+        return source, stats
+
+    def run(self, stream: ScanStream, reporter: Reporter = NULL_REPORTER, clock: StageClock | None = None) -> SceneResult:
+        clock = clock or StageClock(self.device)
+        self.model.eval()
+        if stream.clip_source is not None:
+            stream.clip_source = _TimedSource(getattr(stream.clip_source, "source", stream.clip_source), clock)
+        clock.attach(self.model)
+        point_map, memory = self.start()
+        merges, source = MergeStats(), "masks"
+        started = time.perf_counter()
+        try:
+            with scan_memory(self.model):
+                for record in stream.records:
+                    with clock.measure("load"):
+                        batch = stream.batch(record).to(self.device)
+                    source, stats = self.step(batch, point_map, memory, clock)
+                    merges += stats
+                    reporter.advance("frames")
+        finally:
+            clock.detach()
+        seconds = time.perf_counter() - started
+        result = self.finish(stream, point_map, memory, merges, source, seconds)
+        result.stage_ms = fold_stages(clock, len(stream))
+        return result
+
+    def finish(self, stream: ScanStream, point_map: PointMap, memory: InstanceMemory, merges: MergeStats, source: str, seconds: float) -> SceneResult:
+        """The scene's top ``eval.topk`` non-empty instances by score."""
+        view = point_map.view()
+        masks = memory.masks(point_map.size)
+        order = np.argsort(-memory.scores[: memory.num], kind="stable")
+        order = order[masks[order].any(1)][: self.cfg.eval.topk]
+        return SceneResult(
+            scene=stream.scene, frames=len(stream), frame_step=stream.frame_step, points=view["points"].copy(),
+            masks=masks[order], classes=memory.labels[order].copy(), scores=memory.scores[order].copy(),
+            semantic=view["semantic"].copy(), gt_label=view["gt_label"].copy(), gt_instance=view["gt_instance"].copy(),
+            merges=merges, cues=source, seconds=seconds, peak_rss_mb=peak_rss_mb(),
+            state_mb=(point_map.nbytes() + memory.nbytes()) / (1 << 20),
+        )
+
+
+def fold_stages(clock: StageClock, frames: int) -> dict[str, float]:
+    """Per-frame ms by stage (the clock is left as is): CLIP token reads move from loading to 2D
+    features, the forward's unhooked remainder becomes ``projection``."""
+    total = dict(clock.total)
+    total["projection"] = max(total.pop("forward", 0.0) - clock.model_time(), 0.0)
+    clip = total.pop("clip_tokens", 0.0)
+    total["load"] = total.get("load", 0.0) - clip
+    total["2d_features"] = total.get("2d_features", 0.0) + clip
+    return {s: 1000 * total[s] / max(frames, 1) for s in STAGES if s in total}
+
+
+__all__ = ["OnlineSegmenter", "SceneResult", "current_rss_mb", "peak_rss_mb"]

@@ -1,0 +1,190 @@
+"""Online merging, bounded memory and mesh mapping on hand-made frames, boxes and meshes."""
+
+import numpy as np
+import pytest
+
+from bifusion_core.online.merge import FrameInstances, InstanceMemory, assign, box_iou
+from bifusion_core.online.mesh_map import nearest_point, segment_majority, smooth_masks, to_vertices
+from bifusion_core.online.point_map import PointMap, weighted_vote
+
+
+def unit(v):
+    v = np.asarray(v, np.float32)
+    return v / np.linalg.norm(v)
+
+
+def box_of(points):
+    lo, hi = points.min(0), points.max(0)
+    return np.concatenate([(lo + hi) / 2, hi - lo]).astype(np.float32)
+
+
+def cube(centre, edge, n, rng):
+    return (np.asarray(centre) + rng.uniform(-edge / 2, edge / 2, (n, 3))).astype(np.float32)
+
+
+def frame_of(objects, rng, embeds, scores=None, labels=None):
+    """A frame whose points are the objects' points; one instance per object with its box."""
+    points = np.concatenate(objects)
+    sizes = np.cumsum([0] + [len(o) for o in objects])
+    masks = np.zeros((len(objects), len(points)), bool)
+    for k in range(len(objects)):
+        masks[k, sizes[k]:sizes[k + 1]] = True
+    inst = FrameInstances(
+        masks=masks,
+        labels=np.asarray(labels if labels is not None else [0] * len(objects), np.int64),
+        scores=np.asarray(scores if scores is not None else [0.8] * len(objects), np.float32),
+        embed=np.stack([unit(e) for e in embeds]),
+        boxes=np.stack([box_of(o) for o in objects]),
+    )
+    return points, inst
+
+
+def stream(memory, point_map, frames):
+    for points, inst in frames:
+        rows = point_map.add(points, np.zeros(len(points), np.int64), np.ones(len(points), np.float32))
+        memory.update(inst, rows, point_map.size)
+
+
+def test_box_iou_values():
+    a = np.array([[0, 0, 0, 2, 2, 2]], np.float32)
+    b = np.array([[1, 0, 0, 2, 2, 2], [5, 5, 5, 1, 1, 1], [0, 0, 0, 2, 2, 2]], np.float32)
+    np.testing.assert_allclose(box_iou(a, b), [[4 / 12, 0.0, 1.0]], rtol=1e-6)
+
+
+def test_assign_respects_threshold():
+    sim = np.array([[0.9, 0.1], [0.2, 0.25]])
+    rows, cols = assign(sim, 0.3)
+    assert rows.tolist() == [0] and cols.tolist() == [0]
+
+
+def test_object_seen_in_two_frames_becomes_one_instance():
+    rng = np.random.default_rng(0)
+    chair = cube([1, 1, 0.5], 0.5, 400, rng)
+    # second view: the same chair, partly overlapping points, a slightly different embedding
+    chair_again = cube([1.05, 1.0, 0.5], 0.5, 400, rng)
+    memory, point_map = InstanceMemory(50, threshold=0.3), PointMap(0.02)
+    stream(memory, point_map, [frame_of([chair], rng, [[1, 0, 0]], [0.9]), frame_of([chair_again], rng, [[1, 0.1, 0]], [0.5])])
+    assert memory.num == 1
+    assert memory.counts[0] == 2
+    assert memory.scores[0] == pytest.approx(0.7)  # count-weighted running mean
+    np.testing.assert_allclose(memory.boxes[0], (box_of(chair) + box_of(chair_again)) / 2, rtol=1e-5)
+    assert np.linalg.norm(memory.embed[0]) == pytest.approx(1.0, abs=1e-6)
+    # the merged mask covers the points of both views
+    mask = memory.masks(point_map.size)[0]
+    assert mask.sum() > 0.9 * point_map.size
+
+
+def test_two_objects_stay_two():
+    rng = np.random.default_rng(1)
+    chair, table = cube([0, 0, 0.5], 0.5, 300, rng), cube([3, 0, 0.5], 0.8, 300, rng)
+    memory, point_map = InstanceMemory(50, threshold=0.3), PointMap(0.02)
+    # same embedding for both: only the boxes (IoU 0) keep them apart
+    stream(memory, point_map, [
+        frame_of([chair, table], rng, [[1, 0, 0], [1, 0, 0]]),
+        frame_of([cube([0, 0, 0.5], 0.5, 300, rng), cube([3, 0, 0.5], 0.8, 300, rng)], rng, [[1, 0, 0], [1, 0, 0]]),
+    ])
+    assert memory.num == 2 and memory.counts[:2].tolist() == [2, 2]
+    masks = memory.masks(point_map.size)
+    assert not (masks[0] & masks[1]).any()
+    # overlapping boxes but orthogonal embeddings do not merge either
+    memory2, map2 = InstanceMemory(50, threshold=0.3), PointMap(0.02)
+    stream(memory2, map2, [frame_of([chair], rng, [[1, 0, 0]]), frame_of([chair], rng, [[0, 1, 0]])])
+    assert memory2.num == 2
+
+
+def test_label_gate_keeps_classes_apart():
+    rng = np.random.default_rng(2)
+    chair = cube([0, 0, 0.5], 0.5, 300, rng)
+    frames = [frame_of([chair], rng, [[1, 0, 0]], labels=[3]), frame_of([chair], rng, [[1, 0, 0]], labels=[4])]
+    gated, open_ = InstanceMemory(10, 0.3, label_gate=True), InstanceMemory(10, 0.3, label_gate=False)
+    stream(gated, PointMap(0.02), frames)
+    stream(open_, PointMap(0.02), frames)
+    assert gated.num == 2 and open_.num == 1
+
+
+def test_votes_drop_points_a_later_view_puts_outside():
+    rng = np.random.default_rng(3)
+    obj = cube([0, 0, 0], 0.4, 500, rng)
+    points, inst = frame_of([obj], rng, [[1, 0, 0]])
+    memory, point_map = InstanceMemory(10, 0.3), PointMap(0.05)
+    stream(memory, point_map, [(points, inst)])
+    # two later views see the same points but only the x < 0 half belongs to the object
+    for _ in range(2):
+        half = inst.masks.copy()
+        half[0] &= points[:, 0] < 0
+        stream(memory, point_map, [(points, FrameInstances(half, inst.labels, inst.scores, inst.embed, inst.boxes))])
+    mask = memory.masks(point_map.size)[0]
+    kept = point_map.view()["points"][mask]
+    assert memory.num == 1 and len(kept) > 0
+    assert (kept[:, 0] < 0.05).all()  # voxels of the x > 0 half (voted +1 −1 −1) are out
+
+
+def test_max_instances_evicts_lowest_score():
+    rng = np.random.default_rng(4)
+    objects = [cube([3 * i, 0, 0], 0.3, 100, rng) for i in range(3)]
+    memory, point_map = InstanceMemory(2, threshold=0.3), PointMap(0.02)
+    stream(memory, point_map, [frame_of(objects, rng, [[1, 0, 0]] * 3, scores=[0.9, 0.1, 0.5])])
+    assert memory.num == 2
+    assert sorted(memory.scores[:2].tolist()) == pytest.approx([0.5, 0.9])
+    masks = memory.masks(point_map.size)
+    centres = [point_map.view()["points"][m].mean(0)[0] for m in masks]
+    assert sorted(np.round(centres).tolist()) == [0.0, 6.0]  # the 0.1-score object (x=3) is gone
+
+
+def test_voxel_downsampling_bounds_the_point_count():
+    rng = np.random.default_rng(5)
+    point_map = PointMap(0.1, capacity=16)
+    for _ in range(30):  # 30 frames of the same 1 m cube: 150k raw points
+        pts = rng.uniform(0, 0.999, (5000, 3)).astype(np.float32)
+        rows = point_map.add(pts, np.zeros(5000, np.int64), np.ones(5000, np.float32))
+        assert rows.max() < point_map.size
+    assert point_map.size == 1000  # 10 x 10 x 10 voxels, however many frames
+    # each row keeps a point inside its own voxel
+    view = point_map.view()["points"]
+    assert len(np.unique(np.floor(view / 0.1), axis=0)) == 1000
+
+
+def test_point_map_rows_are_stable_and_semantic_votes():
+    point_map = PointMap(1.0)
+    a = np.array([[0.5, 0.5, 0.5], [1.5, 0.5, 0.5]], np.float32)
+    rows1 = point_map.add(a, np.array([2, 7]), np.array([0.9, 0.9], np.float32))
+    rows2 = point_map.add(a[::-1].copy(), np.array([3, 3]), np.array([0.5, 0.95], np.float32))
+    assert rows1.tolist() == [0, 1] and rows2.tolist() == [1, 0]
+    # voxel 0: 2 (0.9) vs 3 (0.95) → 3 takes over; voxel 1: 7 (0.9) vs 3 (0.5) → 7 stays
+    assert point_map.view()["semantic"].tolist() == [3, 7]
+
+
+def test_weighted_vote_is_a_majority():
+    label, weight = np.array([0]), np.array([0.0], np.float32)
+    for new in [1, 2, 1, 2, 1]:
+        weighted_vote(label, weight, np.array([new]), np.array([1.0], np.float32))
+    assert label.tolist() == [1]
+
+
+def test_mesh_mapping_nearest_vertex():
+    points = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
+    vertices = np.array([[0.1, 0, 0], [0.9, 0.1, 0], [0.1, 0.8, 0], [0.6, 0, 0]], np.float32)
+    index = nearest_point(points, vertices)
+    assert index.tolist() == [0, 1, 2, 1]
+    masks = np.array([[True, False, True]])
+    vm, vs = to_vertices(masks, np.array([5, 6, 7]), index)
+    assert vm.tolist() == [[True, False, True, False]] and vs.tolist() == [5, 6, 7, 6]
+
+
+def test_segment_smoothing_on_a_hand_made_mesh():
+    # 8 vertices in 3 segments: {0,1,2}, {3,4,5,6}, {7}
+    segments = np.array([10, 10, 10, 4, 4, 4, 4, 99])
+    semantic = np.array([1, 1, 2, 3, 5, 5, 3, 8])
+    # segment 4 is a tie between 3 and 5: the smaller id wins
+    assert segment_majority(semantic, segments).tolist() == [1, 1, 1, 3, 3, 3, 3, 8]
+    masks = np.array([
+        [True, True, False, True, False, False, False, False],  # 2/3 of seg 10, 1/4 of seg 4
+        [False, False, False, True, True, False, False, True],  # 2/4 of seg 4 (not a majority), seg 99
+    ])
+    smoothed = smooth_masks(masks, segments)
+    assert smoothed.tolist() == [
+        [True, True, True, False, False, False, False, False],
+        [False, False, False, False, False, False, False, True],
+    ]
+    vm, vs = to_vertices(masks, semantic, np.arange(8), segments)
+    assert (vm == smoothed).all() and vs.tolist() == [1, 1, 1, 3, 3, 3, 3, 8]
