@@ -49,12 +49,15 @@ def test_visibility_uses_colour_pixels_and_depth_test():
         torch.testing.assert_close(uv1, uv[f])
         assert valid1.tolist() == seen[f].tolist()
     # the pixel comes from the colour camera, the depth test from the depth camera: a colour
-    # intrinsic shifted by 2 px moves the pixel, not the visibility
+    # intrinsic shifted by 1 px moves the pixel, not the depth test; by 2 px p1 leaves frame 0's colour image
     shifted = intrinsics.clone()
-    shifted[:, 0, 2] += 2.0
+    shifted[:, 0, 2] += 1.0
     uv_c, seen_c = multiview_visibility(POINTS, poses, shifted, poses, intrinsics, depth, (W, H))
-    torch.testing.assert_close(uv_c[..., 0], uv[..., 0] + 2.0)
-    assert seen_c[:, :2].tolist() == [[True, True], [True, False]]
+    torch.testing.assert_close(uv_c[..., 0], uv[..., 0] + 1.0)
+    assert seen_c.tolist() == seen.tolist()
+    shifted[:, 0, 2] += 1.0
+    seen_c = multiview_visibility(POINTS, poses, shifted, poses, intrinsics, depth, (W, H))[1]
+    assert seen_c[:, :2].tolist() == [[True, False], [True, False]]  # p1 at column 7.5: outside
     # a colour camera turned away sees nothing, whatever the depth camera says
     away = poses.clone()
     away[:, 2, 2] = -1.0
