@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from bifusion_core.data.labels import read_labels_tsv
-from bifusion_core.data.prepare import prepare_scannet, register_color, rescale_intrinsic
+from bifusion_core.data.prepare import prepare_scannet, rescale_intrinsic
 from bifusion_core.data.scannet_raw import (
     ScanFiles,
     SegGroup,
@@ -47,6 +47,7 @@ NPZ_FIELDS = {
     "points": (np.float32, (PREPARED_NUM_POINTS, 3)),
     "colors": (np.uint8, (PREPARED_NUM_POINTS, 3)),
     "pixels": (np.float32, (PREPARED_NUM_POINTS, 2)),
+    "valid": (np.uint8, (PREPARED_NUM_POINTS,)),
     "depth_mm": (np.uint16, PREPARED_IMAGE_SIZE[::-1]),
     "label200": (np.int32, (PREPARED_NUM_POINTS,)),
     "label20": (np.int32, (PREPARED_NUM_POINTS,)),
@@ -54,6 +55,8 @@ NPZ_FIELDS = {
     "superpoints": (np.int32, (PREPARED_NUM_POINTS,)),
     "pose": (np.float32, (4, 4)),
     "intrinsic": (np.float32, (3, 3)),
+    "color_intrinsic": (np.float32, (3, 3)),
+    "depth_to_color": (np.float32, (4, 4)),
     "axis_align": (np.float32, (4, 4)),
     "frame_index": (np.int32, ()),
 }
@@ -74,15 +77,22 @@ def _samples(root: Path):
             yield entry, {k: data[k] for k in data.files}
 
 
+def _depth_pixels(sample: dict) -> np.ndarray:
+    """Each point's (float) pixel in the depth camera at the prepared size: where it was back-projected from."""
+    pose, k = sample["pose"].astype(np.float64), sample["intrinsic"].astype(np.float64)
+    camera = (sample["points"].astype(np.float64) - pose[:3, 3]) @ pose[:3, :3]
+    return camera[:, :2] / camera[:, 2:] * np.diag(k)[:2] + k[:2, 2]
+
+
 @pytest.fixture(scope="module")
 def with_truth(synthetic_data: Path) -> list[tuple[dict, dict, RenderedView, np.ndarray, np.ndarray]]:
-    """Each prepared sample with the generator's own render from the sample's camera, and the
-    points' pixel coordinates (u, v) to look the truth up."""
+    """Each prepared sample with the generator's own render from the sample's (depth) camera, and
+    the points' depth-camera pixel coordinates (u, v) to look the truth up."""
     result = []
     for entry, sample in _samples(synthetic_data):
         pose, intrinsic = sample["pose"].astype(np.float64), sample["intrinsic"].astype(np.float64)
         view = _scene(entry["scene"]).render(pose, intrinsic, PREPARED_IMAGE_SIZE)
-        u, v = np.round(sample["pixels"]).astype(int).T
+        u, v = np.round(_depth_pixels(sample)).astype(int).T
         result.append((entry, sample, view, u, v))
     return result
 
@@ -98,7 +108,7 @@ def _copy_scene(src: Path, dst: Path, scene: str = "scene0000_00") -> ScanFiles:
 
 def test_manifest_lists_every_frame_with_its_split(synthetic_data: Path) -> None:
     manifest = _manifest(synthetic_data)
-    assert manifest["format"] == "bifusion-prepared" and manifest["version"] == 1 and manifest["mode"] == "sv"
+    assert manifest["format"] == "bifusion-prepared" and manifest["version"] == 2 and manifest["mode"] == "sv"
     assert manifest["image_size"] == list(PREPARED_IMAGE_SIZE) and manifest["num_points"] == PREPARED_NUM_POINTS
     assert manifest["frame_step"] == SYNTHETIC_FRAME_STEP and manifest["superpoints"] == "image"
     assert Path(manifest["source"]) == synthetic_data.resolve()
@@ -129,14 +139,18 @@ def test_samples_have_exactly_the_documented_fields(synthetic_data: Path) -> Non
         sp = sample["superpoints"]
         assert sp.min() == 0 and set(np.unique(sp)) == set(range(sp.max() + 1))  # contiguous
         assert 20 < sp.max() + 1 < 600
-        u, v = sample["pixels"].T
-        assert np.all(u == np.round(u)) and 0 <= u.min() and u.max() < PREPARED_IMAGE_SIZE[0] and v.max() < PREPARED_IMAGE_SIZE[1]
-        # each point's colour is the prepared image's pixel (JPEG-compressed on disk)
+        # valid points lie inside the colour image, the others outside it (nearest-pixel rule)
+        valid = sample["valid"].astype(bool)
+        assert set(np.unique(sample["valid"])) <= {0, 1} and 0.8 < valid.mean() < 1.0  # displaced camera: some unseen
+        col, row = np.floor(sample["pixels"] + 0.5).astype(int).T
+        inside = (col >= 0) & (col < PREPARED_IMAGE_SIZE[0]) & (row >= 0) & (row < PREPARED_IMAGE_SIZE[1])
+        assert np.array_equal(inside, valid)
+        # a valid point's colour is the prepared (colour) image's pixel (JPEG-compressed on disk)
         with Image.open(synthetic_data / "sv" / entry["image"]) as image:
-            pixels = np.asarray(image)[v.astype(int), u.astype(int)].astype(int)
-        assert np.abs(pixels - sample["colors"]).mean() < 6
-        # 6 frames of 160x120 depth cover far more than 2048 pixels: no repeated pixel
-        assert len(np.unique(sample["pixels"], axis=0)) == PREPARED_NUM_POINTS
+            pixels = np.asarray(image)[row[valid], col[valid]].astype(int)
+        assert np.abs(pixels - sample["colors"][valid]).mean() < 6
+        # 6 frames of 160x120 depth cover far more than 2048 pixels: no repeated point
+        assert len(np.unique(sample["points"], axis=0)) == PREPARED_NUM_POINTS
 
 
 def test_labels_match_the_generators_ground_truth(synthetic_data: Path, with_truth) -> None:
@@ -180,13 +194,20 @@ def test_poses_and_intrinsics_round_trip(synthetic_data: Path, with_truth) -> No
         assert np.allclose(sample["pose"], scene.pose(entry["frame"]), atol=1e-5)
         expected_k = rescale_intrinsic(scene.depth_intrinsic, SYNTHETIC_OPTIONS.depth_size, PREPARED_IMAGE_SIZE)
         assert np.allclose(sample["intrinsic"], expected_k, atol=1e-4)
-        # points re-project onto their own pixels, at the depth the generator rendered there
+        expected_color_k = rescale_intrinsic(scene.color_intrinsic, SYNTHETIC_OPTIONS.color_size, PREPARED_IMAGE_SIZE)
+        assert np.allclose(sample["color_intrinsic"], expected_color_k, atol=1e-4)
+        assert np.allclose(sample["depth_to_color"], scene.depth_to_color, atol=1e-5)
+        # points come from whole depth pixels, at the depth the generator rendered there
         world = sample["points"].astype(np.float64)
         pose = sample["pose"].astype(np.float64)
         camera = (world - pose[:3, 3]) @ pose[:3, :3]
-        projected = camera[:, :2] / camera[:, 2:] * np.diag(expected_k)[:2] + expected_k[:2, 2]
-        assert np.abs(projected - sample["pixels"]).max() < 1e-2
+        assert np.abs(_depth_pixels(sample) - np.round(_depth_pixels(sample))).max() < 1e-2
         assert np.median(np.abs(view.depth_m[v, u] - camera[:, 2])) < 0.02
+        # and their pixels are where the generator's colour camera sees them
+        color_pose = scene.color_pose(entry["frame"])
+        in_color = (world - color_pose[:3, 3]) @ color_pose[:3, :3]
+        projected = in_color[:, :2] / in_color[:, 2:] * np.diag(expected_color_k)[:2] + expected_color_k[:2, 2]
+        assert np.abs(projected - sample["pixels"]).max() < 1e-2
 
 
 def test_superpoints_rarely_straddle_instances(with_truth) -> None:
@@ -419,10 +440,11 @@ def test_synthetic_scan_is_consistent_and_deterministic(synthetic_data: Path) ->
     assert sorted(g.label for g in groups) == sorted(o.category for o in scene.objects if o.object_id >= 0)
     assert {"pillow", "towel", "floor", "wall"} <= {g.label for g in groups}
     assert 4 + 5 <= len(groups) <= 8 + 5
-    # colour has twice the depth resolution, like real ScanNet (1296x968 vs 640x480)
+    # colour has its own size and aspect, like real ScanNet (1296x968 vs 640x480)
     depth = read_depth(files.depth(0))
     with Image.open(files.color(0)) as color:
-        assert color.size == (2 * depth.shape[1], 2 * depth.shape[0])
+        assert color.size == SYNTHETIC_OPTIONS.color_size and depth.shape[::-1] == SYNTHETIC_OPTIONS.depth_size
+        assert color.size[0] / color.size[1] != depth.shape[1] / depth.shape[0]
     table = read_labels_tsv(synthetic_data / "scannetv2-labels.combined.tsv")
     assert all(table[g.label] == CATEGORIES[g.label][:2] for g in groups)
 
@@ -448,20 +470,3 @@ def test_pillow_and_towel_differ_only_below_a_5cm_voxel() -> None:
     for name in fine:
         assert pixel_spread[name] > 0.15 and voxel_spread[name] < 0.25 * pixel_spread[name]
     assert TEXTURE_PERIOD_M < 0.05
-
-
-def test_register_color_matches_a_render_at_the_target_camera() -> None:
-    """When colour and depth cameras differ in field of view, the registered image equals a direct render."""
-    scene = synthetic_scene(SYNTHETIC_SEED, 2, SYNTHETIC_OPTIONS)
-    pose = scene.pose(scene.frames[1])
-    wide = scene.color_intrinsic.copy()
-    wide[0, 0] *= 0.75
-    wide[1, 1] *= 0.75
-    wide[0, 2] += 10
-    source = scene.render(pose, wide, SYNTHETIC_OPTIONS.color_size).color
-    target = rescale_intrinsic(scene.depth_intrinsic, SYNTHETIC_OPTIONS.depth_size, (112, 80))
-    registered = register_color(source, wide, target, (112, 80)).astype(float)
-    direct = scene.render(pose, target, (112, 80)).color.astype(float)
-    naive = np.asarray(Image.fromarray(source).resize((112, 80), Image.Resampling.BILINEAR)).astype(float)
-    inner = (slice(4, -4), slice(4, -4))
-    assert np.abs(registered - direct)[inner].mean() < 4 and np.abs(naive - direct)[inner].mean() > 8

@@ -9,7 +9,7 @@ the stored uint16 with its shift, colour the decoded JPEG.
 The colour camera's place relative to the depth camera (``depth_to_color``) can be stated in
 three places: the export's ``intrinsic/extrinsic_{color,depth}.txt``, the ``.sens`` header and
 ``colorToDepthExtrinsics`` in ``<scene>.txt``. The source takes its own layout's value (else the
-metadata's, else the identity) and lists every disagreement in ``extrinsic_notes``.
+other layout's, the metadata's, the identity) and lists every disagreement in ``extrinsic_notes``.
 
 Problems of the whole source (missing ``.sens`` or folders, truncation, unknown compression,
 missing pose files) raise when the source is opened; size mismatches raise when the frame is read.
@@ -95,29 +95,38 @@ def open_frame_source(files: ScanFiles, meta: SceneMeta, preference: str = "auto
 
 
 def resolve_depth_to_color(files: ScanFiles, meta: SceneMeta, kind: str, own: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
-    """The frame source's own depth->colour (else the metadata's, else identity) and the disagreements.
+    """The frame source's own depth->colour (else the other layout's, the metadata's, the identity) and
+    one note per source that disagrees with it.
 
     Every source present is read: the exported files, the ``.sens`` header and ``colorToDepthExtrinsics``.
     """
     found: dict[str, np.ndarray] = {}
+    unreadable: list[str] = []
     if own is not None:
         found[kind] = own
-    if kind != "exported":
-        exported = read_exported_extrinsics(files)
-        if exported is not None:
-            found["exported"] = exported
-    if kind != "sens" and sens_path(files).is_file():
-        found["sens"] = read_sens_header(sens_path(files)).depth_to_color
-    from_meta = meta.depth_to_color(files.meta)
-    if from_meta is not None:
-        found["metadata"] = from_meta
+    readers = {
+        "exported": lambda: read_exported_extrinsics(files),
+        "sens": lambda: read_sens_header(sens_path(files)).depth_to_color if sens_path(files).is_file() else None,
+        "metadata": lambda: meta.depth_to_color(files.meta),
+    }
+    for name, read in readers.items():
+        if name == kind:
+            continue
+        try:  # another source's problem is reported, not fatal: the frames come from this one
+            value = read()
+        except BifusionError as exc:
+            unreadable.append(f"{files.scene}: extrinsic not read from {exc.where}: {exc.problem}")
+            continue
+        if value is not None:
+            found[name] = value
     names = {"exported": "intrinsic/extrinsic_depth.txt", "sens": f"{files.scene}.sens header",
              "metadata": f"colorToDepthExtrinsics in {files.meta.name}"}
-    chosen_name = kind if kind in found else ("metadata" if "metadata" in found else None)
+    order = [kind, "sens" if kind == "exported" else "exported", "metadata"]
+    chosen_name = next((name for name in order if name in found), None)
     if chosen_name is None:
-        return np.eye(4), []
+        return np.eye(4), unreadable
     chosen = found[chosen_name]
-    notes = [
+    notes = unreadable + [
         f"{files.scene}: depth->colour extrinsic of the {names[name]} {_flat(matrix)} differs from the "
         f"{names[chosen_name]} {_flat(chosen)}; using the latter"
         for name, matrix in found.items()

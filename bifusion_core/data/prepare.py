@@ -577,8 +577,7 @@ def _prepare_frame(
         return f"no depth within {near}-{far} m"
     # every depth pixel's colour-image pixel (ScanNet's SensorData convention, see docs/ARCHITECTURE.md)
     fill = float(np.median(depth_m[usable]))  # pixels without depth: their ray at a typical depth
-    grid = color_pixels(np.where(usable, depth_m, fill), intrinsic, source.depth_to_color, color_intrinsic)
-    grid_pixels, grid_valid = grid
+    grid_pixels, grid_valid = color_pixels(np.where(usable, depth_m, fill), intrinsic, source.depth_to_color, color_intrinsic)
     colors_seen = image[_nearest_index(grid_pixels[..., 1], size[1]), _nearest_index(grid_pixels[..., 0], size[0])]
 
     rows, cols = np.nonzero(usable)
@@ -694,8 +693,8 @@ def color_pixels(
     """Where each depth pixel lands in the colour image: float (H,W,2) pixels and (H,W) bool ``valid``.
 
     Back-project with the depth intrinsics, move into the colour camera with ``depth_to_color``,
-    project with the colour intrinsics (both already at the prepared size, pixel-index convention).
-    ``valid``: in front of the colour camera and inside its image (the nearest pixel exists).
+    project with the colour intrinsics (both cameras' images at the prepared size, pixel-index
+    convention). ``valid``: in front of the colour camera and inside its image (the nearest pixel exists).
     """
     height, width = depth_m.shape
     v, u = np.mgrid[0:height, 0:width].astype(np.float64)
