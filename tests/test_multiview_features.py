@@ -49,12 +49,15 @@ def test_visibility_uses_colour_pixels_and_depth_test():
         torch.testing.assert_close(uv1, uv[f])
         assert valid1.tolist() == seen[f].tolist()
     # the pixel comes from the colour camera, the depth test from the depth camera: a colour
-    # intrinsic shifted by 2 px moves the pixel, not the visibility
+    # intrinsic shifted by 1 px moves the pixel, not the depth test; by 2 px p1 leaves frame 0's colour image
     shifted = intrinsics.clone()
-    shifted[:, 0, 2] += 2.0
+    shifted[:, 0, 2] += 1.0
     uv_c, seen_c = multiview_visibility(POINTS, poses, shifted, poses, intrinsics, depth, (W, H))
-    torch.testing.assert_close(uv_c[..., 0], uv[..., 0] + 2.0)
-    assert seen_c[:, :2].tolist() == [[True, True], [True, False]]
+    torch.testing.assert_close(uv_c[..., 0], uv[..., 0] + 1.0)
+    assert seen_c.tolist() == seen.tolist()
+    shifted[:, 0, 2] += 1.0
+    seen_c = multiview_visibility(POINTS, poses, shifted, poses, intrinsics, depth, (W, H))[1]
+    assert seen_c[:, :2].tolist() == [[True, False], [True, False]]  # p1 at column 7.5: outside
     # a colour camera turned away sees nothing, whatever the depth camera says
     away = poses.clone()
     away[:, 2, 2] = -1.0
@@ -121,3 +124,21 @@ def test_mv_model_gathers_from_several_frames(mv_root):
         np.testing.assert_allclose(np.linalg.norm(pred.embeddings, axis=1), 1.0, rtol=1e-5)
         pts = batch.points[batch.point_batch == b].numpy()
         assert (pred.boxes[:, :3] > pts.min(0) - 1.0).all() and (pred.boxes[:, :3] < pts.max(0) + 1.0).all()
+
+
+def test_memory_adapter_in_the_model_is_the_identity_at_init(mv_root):
+    overrides = [f"data.root={mv_root}", "data.num_frames=3", "data.image_size=[96, 64]", "model.use_2d=false",
+                 "model.feat_dim=32", "model.decoder.num_heads=4", "model.decoder.ffn_dim=32"]
+    cfg = load_preset("demo-mv", overrides)
+    batch = collate([builders.dataset(cfg, mv_root, None, train=False)[0]])
+    torch.manual_seed(0)
+    plain = build_model(cfg, builders.label_set(cfg)).eval()
+    with_memory = build_model(load_preset("demo-mv", overrides + ["model.memory.enabled=true", "model.memory.voxel_size=0.2"]), builders.label_set(cfg)).eval()
+    missing, unexpected = with_memory.load_state_dict(plain.state_dict(), strict=False)
+    assert all(k.startswith("memory.") for k in missing) and not unexpected
+    with torch.no_grad():
+        a, b = plain(batch), with_memory(batch)
+    torch.testing.assert_close(b.f3d, a.f3d)
+    torch.testing.assert_close(b.decoder[0].boxes, a.decoder[0].boxes)
+    assert b.stats["memory/hit_rate"] > 0.3  # frames 1 and 2 revisit voxels frame 0 wrote
+    assert with_memory.memory.num_voxels == 0  # window memory is dropped after the forward

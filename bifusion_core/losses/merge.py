@@ -27,7 +27,7 @@ def frame_instance_embeddings(
     slot = query_frame[keep] * num_gt + query_gt[keep]
     sums = embed.new_zeros(num_frames * num_gt, embed.shape[1]).index_add_(0, slot, embed[keep])
     counts = torch.bincount(slot, minlength=num_frames * num_gt)
-    means = F.normalize(sums, dim=-1).reshape(num_frames, num_gt, -1)
+    means = F.normalize(sums, dim=-1).reshape(num_frames, num_gt, embed.shape[1])
     return means, (counts > 0).reshape(num_frames, num_gt)
 
 

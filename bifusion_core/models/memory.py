@@ -62,8 +62,8 @@ class VoxelMemory(nn.Module):
     def num_voxels(self) -> int:
         return 0 if self.keys is None else int(self.keys.numel())
 
-    def read(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Memory feature per key (zeros where absent) and whether it was present."""
+    def read(self, keys: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Memory feature per key (zeros where absent; None while the memory is empty) and whether it was present."""
         if self.keys is None or self.keys.numel() == 0:
             return None, torch.zeros_like(keys, dtype=torch.bool)
         pos = torch.searchsorted(self.keys, keys).clamp(max=self.keys.numel() - 1)
