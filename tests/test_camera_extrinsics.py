@@ -236,7 +236,7 @@ def test_the_model_samples_2d_features_at_the_stored_pixel_with_the_stored_valid
     with torch.no_grad():
         out = model(batch)
         assert torch.equal(out.valid, batch.valid)
-        torch.testing.assert_close(out.f2d, model.features_2d(batch, batch.pixels))
+        torch.testing.assert_close(out.f2d, model.features_2d(batch)[0])
         moved = tiny_batch(cfg, labels, num_points=200)
         moved.pixels[:, 0] = (moved.pixels[:, 0] + 40) % batch.image_size[0]  # another stored pixel, same geometry
         assert not torch.allclose(model(moved).f2d, out.f2d)

@@ -45,7 +45,7 @@ def untrained_run(mv_data, synthetic_data, tmp_path_factory):
     cfg.data.root = mv_data
     cfg.train.device = "cpu"
     cfg.clip.use_precomputed = False  # tokens computed online from the random CLIP below
-    cfg.clip.weights = builders.clip_weights_path(cfg, synthetic_data)  # the session's random ViT-B/16
+    cfg.clip.weights = builders.clip_weights_path(cfg)  # the session's random ViT-B/16
     torch.manual_seed(0)
     model = build_model(cfg, LABEL_SETS[cfg.data.benchmark])
     run = tmp_path_factory.mktemp("outputs") / "demo-mv" / "untrained"
