@@ -188,3 +188,34 @@ def test_segment_smoothing_on_a_hand_made_mesh():
     ]
     vm, vs = to_vertices(masks, semantic, np.arange(8), segments)
     assert (vm == smoothed).all() and vs.tolist() == [1, 1, 1, 3, 3, 3, 3, 8]
+
+
+def test_a_frame_without_instances_gives_empty_cues():
+    """An untrained model often keeps no instance in a frame: the heads path must still give (0, D) and (0, 6)."""
+    import torch
+    from types import SimpleNamespace
+
+    from bifusion_core.models.postprocess import FramePrediction
+    from bifusion_core.online.cues import frame_instances
+
+    dim = 8
+    pred = FramePrediction(
+        key="s/000000", masks=np.zeros((0, 5), bool), classes=np.zeros(0, np.int64), scores=np.zeros(0, np.float32),
+        semantic=np.zeros(5, np.int64), boxes=np.zeros((0, 6), np.float32), embeddings=np.zeros((0, dim), np.float32),
+    )
+    out = SimpleNamespace(fused=torch.zeros(5, dim))
+    for source in ("heads", "masks"):
+        frame = frame_instances(out, None, pred, source)
+        assert frame.embed.shape == (0, dim) and frame.boxes.shape == (0, 6) and frame.masks.shape == (0, 5)
+
+
+def test_memory_masks_cover_every_accumulated_point():
+    """A scan where no frame kept an instance, and points added after the last instance, still give (num, points) masks."""
+    memory = InstanceMemory(max_instances=10, threshold=0.3)
+    assert memory.masks(500).shape == (0, 500)
+    rng = np.random.default_rng(0)
+    _, frame = frame_of([cube((0, 0, 0), 0.5, 50, rng)], rng, [[1, 0, 0]])
+    rows = np.arange(50)
+    memory.update(frame, rows, 50)
+    masks = memory.masks(5000)  # 4950 points arrived later, in frames without instances
+    assert masks.shape == (1, 5000) and masks[0, :50].all() and not masks[0, 50:].any()

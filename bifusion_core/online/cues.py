@@ -38,11 +38,13 @@ def cue_source(pred: FramePrediction, setting: str) -> str:
 @torch.no_grad()
 def frame_instances(out: ModelOutput, batch: Batch, pred: FramePrediction, source: str) -> FrameInstances:
     """Sample 0 of a one-frame batch."""
+    dim = out.fused.shape[1]
     if source == "heads":
-        embed, boxes = np.asarray(pred.embeddings, np.float32), np.asarray(pred.boxes, np.float32)
+        embed = np.asarray(pred.embeddings, np.float32).reshape(-1, dim)  # a frame may have no instance
+        boxes = np.asarray(pred.boxes, np.float32).reshape(-1, 6)
         embed = embed / np.maximum(np.linalg.norm(embed, axis=1, keepdims=True), 1e-12)
     elif len(pred.scores) == 0:
-        embed, boxes = np.zeros((0, out.fused.shape[1]), np.float32), np.zeros((0, 6), np.float32)
+        embed, boxes = np.zeros((0, dim), np.float32), np.zeros((0, 6), np.float32)
     else:
         sel = batch.point_batch == 0
         points = batch.points[sel]
@@ -54,5 +56,5 @@ def frame_instances(out: ModelOutput, batch: Batch, pred: FramePrediction, sourc
         boxes = torch.cat([(lo + hi) / 2, hi - lo], dim=1).cpu().numpy()
     return FrameInstances(
         masks=np.asarray(pred.masks, bool), labels=np.asarray(pred.classes, np.int64), scores=np.asarray(pred.scores, np.float32),
-        embed=np.asarray(embed, np.float32).reshape(len(pred.scores), -1), boxes=np.asarray(boxes, np.float32).reshape(-1, 6),
+        embed=np.asarray(embed, np.float32).reshape(len(pred.scores), dim), boxes=np.asarray(boxes, np.float32).reshape(-1, 6),
     )

@@ -121,8 +121,12 @@ class InstanceMemory:
             self.votes = votes
 
     def masks(self, num_points: int) -> np.ndarray:
-        """(num, num_points) bool: points whose vote is positive."""
-        return self.votes[: self.num, :num_points] > 0
+        """(num, num_points) bool: points whose vote is positive (points added after the last
+        instance-bearing frame, or a scan without any instance, have no column yet: no vote)."""
+        out = np.zeros((self.num, num_points), bool)
+        cols = min(num_points, self.votes.shape[1])
+        out[:, :cols] = self.votes[: self.num, :cols] > 0
+        return out
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.embed, self.boxes, self.scores, self.counts, self.labels, self.label_weight, self.votes))
