@@ -42,7 +42,7 @@ class ModelOutput:
     f2d: torch.Tensor | None = None  # (N,dim) unit, before FiLM
     valid: torch.Tensor | None = None  # (N,) point seen in its frame (depth-consistent)
     alpha: torch.Tensor | None = None  # (N,) weight of the 2D feature
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class BiFusionSegmentor(nn.Module):
@@ -69,6 +69,7 @@ class BiFusionSegmentor(nn.Module):
 
     def set_iteration(self, iteration: int) -> None:
         self.iteration.fill_(iteration)
+        self.current_iteration = iteration  # the host copy: reading the buffer would sync with the device
 
     def train(self, mode: bool = True) -> "BiFusionSegmentor":
         """Frozen parts stay in eval mode (BatchNorm statistics of a frozen U-Net must not drift)."""
@@ -105,7 +106,7 @@ class BiFusionSegmentor(nn.Module):
         if hasattr(self, "tiny_sa"):
             f3d = self.tiny_sa(f3d, batch.points_aug, batch.point_batch, batch.num_samples, batch.superpoints, batch.sp_batch)
         out_2d: dict[str, torch.Tensor] = {}
-        stats: dict[str, float] = {}
+        stats: dict[str, torch.Tensor] = {}
         fused = f3d
         if self.use_2d:
             uv, valid = self.project(batch)
@@ -116,7 +117,7 @@ class BiFusionSegmentor(nn.Module):
                     batch.points_aug, batch.point_batch, batch.num_samples, batch.points, batch.pose, batch.point_frame
                 )
                 m2d, m3d = self.film.modulate(f2d, gamma, beta), self.film.modulate(f3d, gamma, beta)
-            fused, alpha = self.gate(m2d, m3d, valid, batch.point_batch, batch.num_samples, int(self.iteration))
+            fused, alpha = self.gate(m2d, m3d, valid, batch.point_batch, batch.num_samples, getattr(self, "current_iteration", 0))
             out_2d = {"f2d": f2d, "valid": valid, "alpha": alpha}
             stats = gate_statistics(alpha, valid)
         sp_feats, sp_pos = self.pool(fused, batch.points_aug, batch.superpoints, batch.sp_batch)
@@ -130,16 +131,19 @@ class BiFusionSegmentor(nn.Module):
         return ModelOutput(f3d, fused, semantic_logits, decoder, slices, stats=stats, **out_2d)
 
 
-def gate_statistics(alpha: torch.Tensor, valid: torch.Tensor) -> dict[str, float]:
-    """What the live panel shows: mean 2D/3D weight, gate entropy (bits), projection valid rate."""
+def gate_statistics(alpha: torch.Tensor, valid: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What the live panel shows: mean 2D/3D weight, gate entropy (bits), projection valid rate.
+
+    0-d tensors: the trainer reads them on the host only at logging steps (no sync per iteration).
+    """
     with torch.no_grad():
         a = alpha.float().clamp(1e-6, 1 - 1e-6)
         entropy = -(a * a.log2() + (1 - a) * (1 - a).log2())
         return {
-            "fusion/w2d_mean": float(a.mean()),
-            "fusion/w3d_mean": float(1 - a.mean()),
-            "fusion/gate_entropy": float(entropy.mean()),
-            "projection/valid_rate": float(valid.float().mean()),
+            "fusion/w2d_mean": (a.mean()),
+            "fusion/w3d_mean": (1 - a.mean()),
+            "fusion/gate_entropy": (entropy.mean()),
+            "projection/valid_rate": (valid.float().mean()),
         }
 
 
