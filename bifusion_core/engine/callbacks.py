@@ -145,8 +145,8 @@ def plain_line(figures: dict[str, Any]) -> str:
     parts = [f"it {f['iteration']}/{f['total']}", f"S{f.get('stage', 0)}", f"{f.get('it/s', 0):.2f} it/s", f"lr {f.get('lr', 0):.2e}", losses]
     if "gradient/total" in f:
         parts.append(f"grad {f['gradient/total']:.3g} {f.get('gradient/status', '')}")
-    if f.get("train/skipped_steps"):
-        parts.append(f"skipped {f['train/skipped_steps']}")
+    if f.get("skipped_steps"):
+        parts.append(f"skipped {f['skipped_steps']}")
     return " · ".join(p for p in parts if p)
 
 

@@ -70,20 +70,22 @@ class NormalRange:
     high: float
     alarm_low: float | None  # beyond these: an alert (red); outside low..high only: a warning (yellow)
     alarm_high: float | None
-    remedy: str
+    remedy_low: str
+    remedy_high: str
 
 
 NORMAL_RANGES = (
     NormalRange("gradient/total", "grad norm", 0.1, 2.0, VANISHING, EXPLODING,
-                "exploding: lower the learning rate (--set optim.lr={lr_tenth}) or clip harder (--set optim.clip_grad=0.5); "
-                "vanishing: check which parts train in this stage (train.unfreeze)"),
+                "vanishing: check which parts train in this stage (train.unfreeze) or raise optim.lr",
+                "exploding: lower the learning rate (--set optim.lr={lr_tenth}) or clip harder (--set optim.clip_grad=0.5)"),
     NormalRange("projection/valid_rate", "projection valid", 0.80, 0.95, 0.70, None,
-                "poor 2D projection: check poses and intrinsics of the prepared data (bifusion validate, bifusion stats --data)"),
+                "poor 2D projection: check poses and intrinsics of the prepared data (bifusion validate, bifusion stats --data)", ""),
     NormalRange("fusion/w2d_mean", "2D weight", 0.5, 0.8, None, 0.9,
+                "2D contributes little: check the projection valid rate and the CLIP features (precompute-clip --verify)",
                 "over-relies on 2D: lengthen the gate warm-up (--set model.fusion.warmup_iters=...) "
                 "or send less alignment gradient to 2D (--set loss.clip_gradient_flow=0.02)"),
     NormalRange("fusion/w3d_mean", "3D weight", 0.2, 0.5, 0.1, None,
-                "ignores 3D: start from a trained 3D-only run (--init-from) or open the 3D branch earlier (train.unfreeze.s0)"),
+                "ignores 3D: start from a trained 3D-only run (--init-from) or open the 3D branch earlier (train.unfreeze.s0)", ""),
 )
 
 
@@ -102,7 +104,8 @@ def check_ranges(figures: dict[str, float], lr: float, gate_warm: bool) -> list[
         value = figures.get(r.key)
         if value is None or (r.key.startswith("fusion/") and not gate_warm):
             continue
-        remedy = r.remedy.format(lr_tenth=f"{lr / 10:.1e}")
+        remedy = (r.remedy_low if value < r.low else r.remedy_high).format(lr_tenth=f"{lr / 10:.1e}")
+        remedy = remedy or "see the normal ranges in the README (Long runs)"
         if value != value or (r.alarm_high is not None and value > r.alarm_high) or (r.alarm_low is not None and value < r.alarm_low):
             level = "alert"
         elif value < r.low or value > r.high:

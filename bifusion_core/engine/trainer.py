@@ -374,7 +374,7 @@ class Trainer:
         out: dict[str, Any] = {
             "iteration": it, "total": self.total, "epoch": epoch + 1, "stage": self.stage, "it/s": rate,
             "eta_s": (self.total - it) / max(rate, 1e-9), "lr": lr, **host,
-            "train/skipped_steps": self.bad_total, "memory/peak_mb": peak_memory_mb(self.device),
+            "skipped_steps": self.bad_total, "memory/peak_mb": peak_memory_mb(self.device),
         }
         if "gradient/total" in host:
             out["gradient/status"] = gradient_status(host["gradient/total"])
