@@ -177,15 +177,21 @@ class Evaluation(Callback):
     """Periodic validation on rank 0; ``best.pt`` by ``train.best_metric`` and ``train.best_rule``."""
 
     def on_iteration_end(self, t: "Trainer", done: int) -> None:
-        if t.val_loader is None or not (done % t.cfg.train.eval_every == 0 or done == t.total):
+        if not t.has_val or not (done % t.cfg.train.eval_every == 0 or done == t.total):
             return
-        results = t.evaluate()
-        if results is None:  # not rank 0
-            return
-        t.final = results
-        t.log({"iteration": done, "total": t.total, **{f"val/{k}": v for k, v in results.items()}})
-        if self.better(t, results.get(t.cfg.train.best_metric, math.nan)):
-            t.best = {**results, "iteration": done}
+        results = t.evaluate()  # rank 0's figures; None on the other ranks
+        improved = False
+        if results is not None:
+            t.final = results
+            t.log({"iteration": done, "total": t.total, **{f"val/{k}": v for k, v in results.items()}})
+            improved = self.better(t, results.get(t.cfg.train.best_metric, math.nan))
+            if improved:
+                t.best = {**results, "iteration": done}
+        if t.dist.enabled:  # saving is collective (every rank's random state)
+            from .distributed import broadcast_object
+
+            improved = broadcast_object(improved)
+        if improved:
             t.save("best.pt", done)
 
     @staticmethod

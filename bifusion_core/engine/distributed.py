@@ -77,6 +77,13 @@ def all_reduce_max(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def broadcast_object(obj):
+    """Rank 0's ``obj`` on every rank."""
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def gather_objects(obj) -> list:
     out = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
@@ -97,12 +104,14 @@ class SyncBatchNorm1d(nn.BatchNorm1d):
         from torch.distributed.nn.functional import all_reduce
 
         x32 = x.float()
-        local = torch.cat([x32.sum(0), (x32 * x32).sum(0), x32.new_tensor([x32.shape[0]])])
+        # sums in float64: var = E[x²] - E[x]² cancels badly in float32
+        local = torch.cat([x32.sum(0, dtype=torch.float64), (x32 * x32).sum(0, dtype=torch.float64), x32.new_tensor([x32.shape[0]], dtype=torch.float64)])
         total = all_reduce(local)
         c = self.num_features
         count = total[2 * c]
-        mean = total[:c] / count
-        var = (total[c : 2 * c] / count - mean * mean).clamp(min=0)
+        mean64 = total[:c] / count
+        var = (total[c : 2 * c] / count - mean64 * mean64).clamp(min=0).float()
+        mean, count = mean64.float(), count.float()
         if self.track_running_stats:
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 0.1

@@ -138,6 +138,7 @@ class Trainer:
             builders.attach_clip_source(ds, self.source)
         self.sampler = ResumableSampler(len(self.train_ds), cfg.data.batch_size, cfg.train.seed, self.dist.rank, self.dist.world)
         self.train_loader = builders.loader(cfg, self.train_ds, train=True, sampler=self.sampler)
+        self.has_val = val_ds is not None  # every rank must know: evaluation ends in a barrier
         self.val_loader = builders.loader(cfg, val_ds, train=False) if val_ds is not None and self.dist.is_main else None
         self.total = cfg.train.max_iters or cfg.train.epochs * self.sampler.batches_per_epoch
 
