@@ -257,6 +257,11 @@ class TrainConfig(Section):
     best_metric: str = Field("instance/ap50", description="validation metric that picks best.pt (per-class AP50 by default)")
     best_rule: Literal["max", "min"] = "max"
 
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        return "off" if value is False else value  # YAML reads a bare `off` as false
+
 
 class EvalConfig(Section):
     split: Literal["train", "val"] = "val"
