@@ -12,6 +12,7 @@ import math
 import random
 import resource
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -88,6 +89,7 @@ class Trainer:
         self.start = int(payload["iteration"]) if payload else 0
         self.bad_in_row = self.bad_total = 0
         self.stop_signal: int | None = None
+        self.finite: torch.Tensor | None = None  # all losses of the current accumulation window finite
         self.log_file: TrainLog | None = None
         self.init_reports: list[LoadReport] = []
 
@@ -248,7 +250,7 @@ class Trainer:
             loss, terms = self.criterion(out, batch, cfg.loss.stages[self.stage])
         self.precision.backward(loss / acc)
         finite = torch.isfinite(loss.detach())
-        self.finite = finite if it % acc == 0 else self.finite & finite
+        self.finite = finite if it % acc == 0 or self.finite is None else self.finite & finite
         figures: dict[str, torch.Tensor] = {}
         if logging:
             figures = {**{f"loss/{k}": v for k, v in terms.items()}, **out.stats}
@@ -301,7 +303,9 @@ class Trainer:
             self.reporter.task("train", self.total)
             if self.start:
                 self.reporter.advance("train", self.start)
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         started = time.perf_counter()
         window_start, window_iters = started, 0
         active_alerts: set[tuple[str, str]] = set()
