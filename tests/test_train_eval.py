@@ -59,6 +59,9 @@ def test_tensorboard_tags(tiny_run):
     assert "train/detailed_loss/total" in tags and "train/detailed_loss/clip_align" in tags
     assert "train/fusion/w2d_mean" in tags and "train/fusion/gate_entropy" in tags
     assert "train/projection/valid_rate" in tags and "val/instance/ap50" in tags
+    for tag in ("train/gradient/total", "train/gradient/max", "train/gradient/head2d_share", "train/gradient/backbone3d",
+                "train/time/iteration_s", "train/memory/peak_mb"):
+        assert tag in tags, tag
     assert [e.value for e in acc.Scalars("train/stage")] == [0, 0, 1, 1, 1, 2]
 
 

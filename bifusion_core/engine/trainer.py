@@ -378,7 +378,7 @@ class Trainer:
         lr = self.scheduler.get_last_lr()[0]
         out: dict[str, Any] = {
             "iteration": it, "total": self.total, "epoch": epoch + 1, "stage": self.stage, "it/s": rate,
-            "eta_s": (self.total - it) / max(rate, 1e-9), "lr": lr, **host,
+            "eta_s": (self.total - it) / max(rate, 1e-9), "time/iteration_s": 1.0 / max(rate, 1e-9), "lr": lr, **host,
             "skipped_steps": self.bad_total, "memory/peak_mb": peak_memory_mb(self.device),
         }
         if "gradient/total" in host:
