@@ -261,6 +261,19 @@ class TrainConfig(Section):
     output_dir: Path = Path("outputs")
     unfreeze: UnfreezeConfig = UnfreezeConfig()
     init: InitConfig = InitConfig()
+    amp: Literal["off", "bf16", "fp16"] = Field(
+        "off", description="mixed precision for the 2D side, fusion, decoder and losses; the sparse U-Net stays fp32"
+    )
+    sync_bn: bool = Field(False, description="multi-GPU: BatchNorm statistics over all ranks' voxels")
+    max_bad_steps: int = Field(20, gt=0, description="non-finite loss/gradient steps in a row before the run stops")
+    keep_checkpoints: int = Field(2, ge=0, description="interval checkpoints iter_*.pt kept besides last.pt and best.pt")
+    best_metric: str = Field("instance/ap50", description="validation metric that picks best.pt (per-class AP50 by default)")
+    best_rule: Literal["max", "min"] = "max"
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        return "off" if value is False else value  # YAML reads a bare `off` as false
 
 
 class OnlineConfig(Section):
