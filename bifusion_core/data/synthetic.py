@@ -206,7 +206,7 @@ def _design(category: str, rng: np.random.Generator, edge: float) -> _Design:
                  _box((w, 0.2, u(0.8, 0.9)), (0, -d / 2 + 0.1), 0, edge, False)]
         return _Design(category, (w, d), parts, "plain", support=top)
     if category in WALL_CLASSES:  # one flat panel, its print facing -y (into the room once hung)
-        w, h = u(0.7, 1.0), u(0.55, 0.8)
+        w, h = u(1.0, 1.3), u(0.7, 0.9)
         return _Design(category, (w, 0.02), [_box((w, 0.02, h), (0, 0), 0, edge, True)], PRINTS[category])
     if category == "trash can":
         r = u(0.13, 0.18)
@@ -217,8 +217,8 @@ def _design(category: str, rng: np.random.Generator, edge: float) -> _Design:
         "bookshelf": ((0.6, 1.0), (0.28, 0.35), (1.0, 1.2), "panel"),
         "box": ((0.3, 0.55), (0.3, 0.55), (0.3, 0.55), "plain"),
         # pillow and towel: one shape and size distribution; only the print differs
-        "pillow": ((0.5, 0.65), (0.35, 0.45), (0.1, 0.16), PRINTS["pillow"]),
-        "towel": ((0.5, 0.65), (0.35, 0.45), (0.1, 0.16), PRINTS["towel"]),
+        "pillow": ((0.55, 0.7), (0.4, 0.5), (0.1, 0.16), PRINTS["pillow"]),
+        "towel": ((0.55, 0.7), (0.4, 0.5), (0.1, 0.16), PRINTS["towel"]),
         "clutter": ((0.15, 0.3), (0.15, 0.3), (0.1, 0.25), "plain"),
     }
     (w0, w1), (d0, d1), (h0, h1), texture = sizes[category]
@@ -483,7 +483,7 @@ def _on_walls(room: tuple[float, float], rng: np.random.Generator, edge: float):
             if all(abs(t - t0) > half + h0 + 0.1 for t0, h0 in used.get(k, [])):
                 used.setdefault(k, []).append((t, half))
                 transform = _yaw_transform(yaw + math.pi, *at(t))
-                transform[2, 3] = rng.uniform(0.45, 0.75)
+                transform[2, 3] = rng.uniform(0.4, 0.65)
                 placed.append((design, transform, category))
                 break
     return placed
