@@ -89,7 +89,7 @@ class SyntheticOptions:
     object_edge_m: float = 0.03  # mesh edge length of furniture
     depth_noise: float = 0.001  # sigma = depth_noise * z^2 metres (structured-light-like)
     color_noise: float = 2.0  # sigma in 0..255 units
-    look_height: tuple[float, float] = (0.3, 0.7)  # height range of the points the camera looks at (m)
+    look_height: tuple[float, float] = (0.4, 1.0)  # height range of the points the camera looks at (m)
 
 
 # --------------------------------------------------------------------------- geometry primitives
