@@ -255,7 +255,7 @@ class EvalConfig(Section):
     min_region_points: int = Field(100, gt=0)
     topk: int = Field(100, gt=0, description="instances kept per frame after NMS")
     pair_topk: int = Field(
-        300, gt=0, description="(query, class) pairs kept before NMS: a mask may be proposed under several classes"
+        1000, gt=0, description="(query, class) pairs kept before NMS: a mask may be proposed under several classes"
     )
     semantic_weight: float = Field(
         0.5, ge=0, le=1, description="share of the mask-averaged semantic-head probabilities in an instance's class score"
