@@ -8,6 +8,8 @@ overall mIoU / AP50. Writes ``ablation.json`` and ``ablation.png`` (bar chart) t
 
 Usage: python bench/ablation.py [--data data/ablation] [--scenes 40] [--iters 200] [--seeds 0 1 2]
        [--variants 3d plain lite enhanced lite-l0] [--out outputs/ablation]
+       python bench/ablation.py --collect OUT1 OUT2 ... --out OUT   (one table from separate runs,
+       e.g. one process per seed)
 Sized for ~40 min on 2 CPU cores with the defaults (15 runs of ~2.4 min).
 """
 
@@ -136,7 +138,12 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--collect", type=Path, nargs="+", help="combine the runs of these --out folders instead of training")
     args = parser.parse_args()
+    if args.collect:
+        runs = [r for folder in args.collect for r in json.loads((folder / "ablation.json").read_text())["runs"]]
+        report(runs, args)
+        return
     layers = {int(o.split("=")[1]) for v in args.variants for o in VARIANTS[v] if o.startswith("clip.num_layers=")}
     if any(not any(o.startswith("clip.num_layers=") for o in VARIANTS[v]) and v != "3d" for v in args.variants):
         layers.add(load_preset("demo").clip.num_layers)
@@ -148,9 +155,15 @@ def main() -> None:
             r = runs[-1]
             print(f"[ablation] {variant} seed {seed}: {r['seconds']:.0f}s mIoU {r['summary']['semantic/miou']:.3f} "
                   f"AP50 {r['summary']['instance/ap50']:.3f}", flush=True)
-            table = aggregate(runs)
             write_json(args.out / "ablation.json", {"args": {k: str(v) for k, v in vars(args).items()},
-                                                    "texture_classes": TEXTURE_CLASSES, "table": table, "runs": runs})
+                                                    "texture_classes": TEXTURE_CLASSES, "table": aggregate(runs), "runs": runs})
+    report(runs, args)
+
+
+def report(runs: list[dict], args) -> None:
+    table = aggregate(runs)
+    write_json(args.out / "ablation.json", {"args": {k: str(v) for k, v in vars(args).items()},
+                                            "texture_classes": TEXTURE_CLASSES, "table": table, "runs": runs})
     print_table(table)
     plot(table, args.out / "ablation.png")
     print(f"[ablation] wrote {args.out / 'ablation.json'} and {args.out / 'ablation.png'}")
