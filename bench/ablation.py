@@ -105,6 +105,15 @@ def print_table(table: dict) -> None:
         print(f"{key:32s}{cells}")
 
 
+def markdown_table(table: dict) -> str:
+    """The same table as Markdown (``ablation.md``), ready for the README."""
+    variants = list(table)
+    lines = ["| metric | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
+    for key in next(iter(table.values())):
+        lines.append(f"| {key} | " + " | ".join(f"{table[v][key][0]:.3f} ± {table[v][key][1]:.3f}" for v in variants) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(table: dict, path: Path) -> None:
     import matplotlib
 
@@ -165,8 +174,9 @@ def report(runs: list[dict], args) -> None:
     write_json(args.out / "ablation.json", {"args": {k: str(v) for k, v in vars(args).items()},
                                             "texture_classes": TEXTURE_CLASSES, "table": table, "runs": runs})
     print_table(table)
+    (args.out / "ablation.md").write_text(markdown_table(table))
     plot(table, args.out / "ablation.png")
-    print(f"[ablation] wrote {args.out / 'ablation.json'} and {args.out / 'ablation.png'}")
+    print(f"[ablation] wrote {args.out / 'ablation.json'}, ablation.md and ablation.png")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,8 @@ def test_aggregate_means_and_stds_over_seeds(ablation, tmp_path, capsys):
     assert np.isnan(table["3d"]["ap50/poster"][0])  # no GT instance in any run: absent, not 0
     ablation.print_table(table)
     assert "iou/pillow" in capsys.readouterr().out
+    md = ablation.markdown_table(table).splitlines()
+    assert md[0] == "| metric | 3d | lite |" and "| iou/pillow | 0.300 ± 0.100 | 0.700 ± 0.100 |" in md
     ablation.plot(table, tmp_path / "ablation.png")
     assert (tmp_path / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
