@@ -356,6 +356,8 @@ def eval_cmd(
     render.console.print(render.metrics_table(f"evaluation · {split}", columns))
     if result.per_class:
         render.console.print(render.metrics_table("per-class AP50 (classes with ground truth)", {"AP50": result.per_class}))
+    if result.gate_alpha:
+        render.console.print(render.metrics_table("fusion gate: mean 2D weight α per GT class (points a view sees)", {"α": result.gate_alpha}))
     if export is not None:
         render.console.print(f"benchmark files written to {', '.join(str(export / f) for f in folders)}")
     render.console.print(f"metrics written to {result.metrics_path}")

@@ -76,6 +76,10 @@ def test_eval_export_round_trip(tiny_run, tmp_path):
     assert metrics["num_scans"] == 1 and metrics["num_frames"] == 6  # the one val scene, 6 frames
     summary = metrics["summary"]
     assert 0.0 <= summary["instance/ap50"] <= 1.0 and 0.0 <= summary["semantic/miou"] <= 1.0
+    # the gate's 2D weight per GT class (points a view sees), shown as a table too
+    alpha = metrics["gate_alpha_per_class"]
+    assert {"wall", "floor"} <= set(alpha) and all(0.0 < a < 1.0 for a in alpha.values())
+    assert "fusion gate" in stdout
     # The exported benchmark files (one sub-folder per target), scored by the independent
     # file-based evaluator and read back with the benchmark's rules, give the same numbers.
     folder = export / f"{run_dir.name}-best"

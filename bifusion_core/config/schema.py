@@ -294,10 +294,16 @@ class OnlineConfig(Section):
 class EvalConfig(Section):
     split: Literal["train", "val"] = "val"
     min_region_points: int = Field(100, gt=0)
-    topk: int = Field(100, gt=0)
+    topk: int = Field(100, gt=0, description="instances kept per frame after NMS")
+    pair_topk: int = Field(
+        1000, gt=0, description="(query, class) pairs kept before NMS: a mask may be proposed under several classes"
+    )
+    semantic_weight: float = Field(
+        0.5, ge=0, le=1, description="share of the mask-averaged semantic-head probabilities in an instance's class score"
+    )
     score_threshold: float = Field(0.0, ge=0, le=1)
     mask_threshold: float = Field(0.5, gt=0, lt=1)
-    nms_iou: float = Field(0.5, gt=0, le=1)
+    nms_iou: float = Field(0.5, gt=0, le=1, description="class-aware: only a better pair of the same class suppresses")
     online: OnlineConfig = OnlineConfig()
 
 
