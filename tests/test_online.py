@@ -219,3 +219,11 @@ def test_memory_masks_cover_every_accumulated_point():
     memory.update(frame, rows, 50)
     masks = memory.masks(5000)  # 4950 points arrived later, in frames without instances
     assert masks.shape == (1, 5000) and masks[0, :50].all() and not masks[0, 50:].any()
+
+
+def test_flat_objects_merge_although_their_boxes_are_thin():
+    """Two views of a poster: depth noise makes its box 5 mm thick and shifted by 1 cm; floored sides keep the IoU high."""
+    poster_a = np.array([[0.0, 0.0, 1.0, 1.0, 0.005, 1.2]], np.float32)
+    poster_b = np.array([[0.02, 0.01, 1.0, 0.95, 0.005, 1.15]], np.float32)
+    assert box_iou(poster_a, poster_b)[0, 0] < 0.1
+    assert box_iou(poster_a, poster_b, 0.1)[0, 0] > 0.7

@@ -86,12 +86,16 @@ def test_oracle_stream_merges_into_the_mesh_objects(mv_data):
     assert np.median(np.linalg.norm(mesh.vertices[nearest_point(mesh.vertices, view["points"])] - view["points"], axis=1)) < 0.03
     assert len(seen) <= memory.num <= 1.5 * len(seen)
     vertex_masks, vertex_sem = to_vertices(memory.masks(point_map.size), view["semantic"], nearest_point(view["points"], mesh.vertices), mesh.segments)
+    live = vertex_masks.any(1)  # like the segmenter, instances whose votes all went negative are no prediction
     scorer = SceneScorer(labels, "mesh-vertex+segments")
-    raw = labels.instance_raw_id(memory.labels[: memory.num])
-    scorer.add(ScenePrediction(scene, vertex_masks, raw, memory.scores[: memory.num], labels.semantic_raw_id(vertex_sem)), truth)
+    raw = labels.instance_raw_id(memory.labels[: memory.num][live])
+    scorer.add(ScenePrediction(scene, vertex_masks[live], raw, memory.scores[: memory.num][live], labels.semantic_raw_id(vertex_sem)), truth)
     result = scorer.result()
-    # measured: AP50 0.92, mCov 0.84 (6 merged instances for 5 objects; without smoothing AP50 0.67)
-    assert result["instance/ap50_class_agnostic"] > 0.8 and result["instance/mcov_class_agnostic"] > 0.7
+    # measured: AP50 0.62, mCov 0.66, per-class AP50 0.68 (11 instances for 8 objects: partial views of
+    # the metre-wide wall prints and of the bed have boxes that overlap too little to merge). Before the
+    # wall prints were added to the synthetic rooms: AP50 0.92, mCov 0.84.
+    assert result["instance/ap50_class_agnostic"] > 0.5 and result["instance/mcov_class_agnostic"] > 0.6
+    assert result["instance/ap50"] > 0.55
 
 
 def test_infer_writes_vertex_results(untrained_run, mv_data, tmp_path):

@@ -21,6 +21,9 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 VOTE_LIMIT = 100  # int8 votes saturate here
+# Box sides are floored at this length before the IoU: a flat object (a poster, a whiteboard)
+# seen from two poses has a depth-noise-thin box whose IoU would be near 0 however well it overlaps.
+MIN_BOX_EXTENT_M = 0.1
 
 
 @dataclass
@@ -50,8 +53,11 @@ class MergeStats:
         return self
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(A,6) × (B,6) centre/size boxes → (A,B) IoU of the axis-aligned volumes."""
+def box_iou(a: np.ndarray, b: np.ndarray, min_extent: float = 0.0) -> np.ndarray:
+    """(A,6) × (B,6) centre/size boxes → (A,B) IoU of the axis-aligned volumes (sides ≥ ``min_extent``)."""
+    if min_extent > 0:
+        a = np.concatenate([a[:, :3], np.maximum(a[:, 3:], min_extent)], axis=1)
+        b = np.concatenate([b[:, :3], np.maximum(b[:, 3:], min_extent)], axis=1)
     a_lo, a_hi = a[:, None, :3] - a[:, None, 3:] / 2, a[:, None, :3] + a[:, None, 3:] / 2
     b_lo, b_hi = b[None, :, :3] - b[None, :, 3:] / 2, b[None, :, :3] + b[None, :, 3:] / 2
     inter = np.clip(np.minimum(a_hi, b_hi) - np.maximum(a_lo, b_lo), 0, None).prod(-1)
@@ -64,7 +70,7 @@ def similarity(
     mem_embed: np.ndarray, mem_boxes: np.ndarray, mem_labels: np.ndarray, frame: FrameInstances, label_gate: bool
 ) -> np.ndarray:
     """(M,K): cosine (negatives → 0) × box IoU (× same class)."""
-    sim = np.clip(mem_embed @ frame.embed.T, 0, None) * box_iou(mem_boxes, frame.boxes)
+    sim = np.clip(mem_embed @ frame.embed.T, 0, None) * box_iou(mem_boxes, frame.boxes, MIN_BOX_EXTENT_M)
     if label_gate:
         sim = sim * (mem_labels[:, None] == frame.labels[None, :])
     return sim
