@@ -215,12 +215,14 @@ def test_prepared_points_take_the_colour_of_the_mesh_surface_they_lie_on(layouts
     summary = prepare_scannet(root, tmp_path, **SETTINGS)
     correlation, valid_rate = _mesh_colour_correlation(root, tmp_path)
     assert summary.valid_fraction == pytest.approx(valid_rate)
-    # the cap is shading: rendered colours are lit, mesh vertex colours are bare albedo
-    assert correlation > 0.95 and 0.85 < valid_rate < 1.0
+    # the cap is shading (rendered colours are lit, mesh vertex colours are bare albedo) and the prints'
+    # texture, finer than the mesh's vertex spacing (measured 0.952 before the wall prints, 0.938 with them)
+    assert correlation > 0.92 and 0.85 < valid_rate < 1.0
     # looking the colour up as if the cameras coincided (what the old whole-image warp did) leaves
-    # clearly more of the mesh colour unexplained (measured: 1 - r = 0.034 against 0.047)
+    # clearly more of the mesh colour unexplained (measured: 1 - r = 0.062 against 0.080; before the
+    # wall prints 0.034 against 0.047)
     coincident, _ = _mesh_colour_correlation(root, tmp_path, ignore_extrinsic=True)
-    assert 1 - coincident > 1.25 * (1 - correlation)
+    assert 1 - coincident > 1.2 * (1 - correlation)
 
 
 # ----------------------------------------------------------------------------- the model
