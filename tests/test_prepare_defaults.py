@@ -88,6 +88,7 @@ def test_image_size_parser() -> None:
     assert parse_image_size("320x240") == (320, 240) and parse_image_size(" 640 X 480 ") == (640, 480)
 
 
+@pytest.mark.slow
 def test_cli_prepare_scannet_uses_real_data_settings_and_says_so(synthetic_data: Path, tmp_path: Path) -> None:
     _copy_scene_as(synthetic_data, tmp_path / "raw", "scene0000_00")
     out = tmp_path / "out"
