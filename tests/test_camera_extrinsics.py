@@ -240,4 +240,4 @@ def test_the_model_samples_2d_features_at_the_stored_pixel_with_the_stored_valid
         moved = tiny_batch(cfg, labels, num_points=200)
         moved.pixels[:, 0] = (moved.pixels[:, 0] + 40) % batch.image_size[0]  # another stored pixel, same geometry
         assert not torch.allclose(model(moved).f2d, out.f2d)
-    assert batch.color_pose.shape == (2, 4, 4) and batch.color_intrinsic.shape == (2, 3, 3)
+    assert batch.world_to_color.shape == (2, 4, 4) and batch.color_intrinsic.shape == (2, 3, 3)

@@ -156,16 +156,11 @@ def test_truncation_matches_open_clip_and_resizes_positions(clip_weights: Path, 
         encoders[1](torch.zeros(1, 3, 160, 220))
 
 
-def test_unfreeze_last_keeps_earlier_blocks_frozen(clip_weights: Path) -> None:
+def test_encoder_stays_frozen_in_train_mode(clip_weights: Path) -> None:
     encoder, _ = load_clip_encoder(2, clip_weights)
-    encoder.unfreeze_last(1)
     encoder.train()
-    assert all(p.requires_grad for p in encoder.blocks[1].parameters())
-    assert not any(p.requires_grad for p in encoder.blocks[0].parameters())
-    assert not encoder.conv1.weight.requires_grad
-    assert encoder.blocks[1].training and not encoder.blocks[0].training
-    with pytest.raises(ValueError):
-        encoder.unfreeze_last(3)
+    assert not any(p.requires_grad for p in encoder.parameters())
+    assert not any(m.training for m in encoder.modules())
 
 
 @pytest.mark.parametrize("content", ["garbage", "foreign", "missing"])

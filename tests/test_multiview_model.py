@@ -34,8 +34,8 @@ def test_mv_preset_trains_on_frame_sequences(mv_root):
     assert isinstance(ds, PreparedSequences)
     samples = [ds[0], ds[1]]
     for s in samples:  # stand-ins for stored CLIP tokens: the model only needs their shape
-        s["clip_patch"] = torch.randn(len(s["pose"]), 768, IMAGE_SIZE[1] // 16, IMAGE_SIZE[0] // 16)
-        s["clip_global"] = torch.randn(len(s["pose"]), 768)
+        s["clip_patch"] = torch.randn(len(s["world_to_depth"]), 768, IMAGE_SIZE[1] // 16, IMAGE_SIZE[0] // 16)
+        s["clip_global"] = torch.randn(len(s["world_to_depth"]), 768)
     batch = collate(samples)
     assert batch.num_samples == 2 and batch.num_frames == 6
     assert batch.frame_batch.tolist() == [0, 0, 0, 1, 1, 1]

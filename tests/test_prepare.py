@@ -58,8 +58,6 @@ NPZ_FIELDS = {
     "intrinsic": (np.float32, (3, 3)),
     "color_intrinsic": (np.float32, (3, 3)),
     "depth_to_color": (np.float32, (4, 4)),
-    "axis_align": (np.float32, (4, 4)),
-    "frame_index": (np.int32, ()),
 }
 
 
@@ -136,7 +134,6 @@ def test_samples_have_exactly_the_documented_fields(synthetic_data: Path) -> Non
         assert set(sample) == set(NPZ_FIELDS)
         for key, (dtype, shape) in NPZ_FIELDS.items():
             assert sample[key].dtype == dtype and sample[key].shape == shape, key
-        assert int(sample["frame_index"]) == entry["frame"]
         sp = sample["superpoints"]
         assert sp.min() == 0 and set(np.unique(sp)) == set(range(sp.max() + 1))  # contiguous
         assert 20 < sp.max() + 1 < 600

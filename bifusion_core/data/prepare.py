@@ -616,8 +616,6 @@ def _prepare_frame(
         "intrinsic": intrinsic.astype(np.float32),
         "color_intrinsic": color_intrinsic.astype(np.float32),
         "depth_to_color": source.depth_to_color.astype(np.float32),
-        "axis_align": scene.axis_align.astype(np.float32),
-        "frame_index": np.asarray(frame, np.int32),
     }
     return sample, image
 

@@ -346,13 +346,6 @@ def read_color(path: str | Path) -> np.ndarray:
         raise BifusionError(path, f"unreadable color image ({exc.__class__.__name__})") from None
 
 
-def write_color(path: str | Path, color: np.ndarray, quality: int = 92) -> None:
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.asarray(color, np.uint8), "RGB").save(tmp, format="JPEG", quality=quality)
-
-
 def read_depth(path: str | Path) -> np.ndarray:
     """uint16 depth in the file's unit (millimetres for ScanNet); 0 = no measurement."""
     from PIL import Image, UnidentifiedImageError

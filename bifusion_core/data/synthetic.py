@@ -624,14 +624,6 @@ def synthetic_frame(scene: SyntheticScene, frame: int) -> tuple[np.ndarray, np.n
     return pose, depth_mm, encode_jpeg(color)
 
 
-def write_synthetic_frame(files: ScanFiles, scene: SyntheticScene, frame: int) -> None:
-    """One frame in the exported layout (``color/ depth/ pose/``)."""
-    pose, depth_mm, jpeg = synthetic_frame(scene, frame)
-    write_depth(files.depth(frame), depth_mm)
-    write_bytes(files.color(frame), jpeg)
-    write_matrix(files.pose(frame), pose)
-
-
 def write_synthetic_sens(path: Path, scene: SyntheticScene, frames: dict[int, tuple[np.ndarray, np.ndarray, bytes]]) -> None:
     """The scan as a ``.sens`` stream holding *every* raw frame, like a real recording: frames between
     two rendered ones repeat the earlier one (a camera at rest), so a reader must seek past them."""

@@ -31,11 +31,6 @@ def load_prepared(path: str | Path) -> dict[str, np.ndarray]:
     return sample
 
 
-def color_pose(sample: dict[str, np.ndarray]) -> np.ndarray:
-    """The colour camera's camera-to-world (float64): the depth pose after undoing depth->colour."""
-    return sample["pose"].astype(np.float64) @ np.linalg.inv(sample["depth_to_color"].astype(np.float64))
-
-
 def label_targets(sample: dict[str, np.ndarray], labels: LabelSet) -> dict[str, np.ndarray]:
     """Per point: ``semantic`` train id (-1 ignore), ``instance`` (0 = none or stuff), ``instance_class``
     (-1 none) and ``label_raw`` (the benchmark's raw id, 0 outside it), all int64."""
@@ -55,7 +50,3 @@ def point_colors(sample: dict[str, np.ndarray]) -> np.ndarray:
     """RGB in [-0.5, 0.5] as float32, the 3D branch's input features."""
     return sample["colors"].astype(np.float32) / 255.0 - 0.5
 
-
-def contiguous_superpoints(sample: dict[str, np.ndarray]) -> np.ndarray:
-    """Sampling may have dropped whole superpoints: ids 0..S-1 again, int64."""
-    return np.unique(sample["superpoints"], return_inverse=True)[1].reshape(-1).astype(np.int64)

@@ -70,21 +70,21 @@ def tiny_batch(cfg, labels, num_points: int = 600, seed: int = 0):
         points = np.stack([(u - intrinsic[0, 2]) * z / fx, (v - intrinsic[1, 2]) * z / fy, z], 1).astype(np.float32)
         depth = np.zeros((h, w), np.float32)
         depth[np.round(v).astype(int), np.round(u).astype(int)] = z
-        coords, inverse = voxelize(points, cfg.data.voxel_size)
+        feats = rng.uniform(-0.5, 0.5, (num_points, cfg.model.backbone3d.in_channels)).astype(np.float32)
+        coords, inverse, voxel_feats = voxelize(points, feats, cfg.data.voxel_size)
         thing = np.asarray(labels.thing_raw_ids[:3])
         instance = rng.integers(0, 4, num_points)
         raw = np.where(instance > 0, thing[instance % 3], labels.raw_ids[0])
         samples.append({
             "key": f"tiny/{b:06d}", "points": points, "points_aug": points - points.mean(0),
-            "point_feats": rng.uniform(-0.5, 0.5, (num_points, cfg.model.backbone3d.in_channels)).astype(np.float32),
-            "voxel_coords": coords, "voxel_inverse": inverse,
+            "voxel_coords": coords, "voxel_inverse": inverse, "voxel_feats": voxel_feats,
             "superpoints": np.unique(rng.integers(0, 20, num_points), return_inverse=True)[1],
             "semantic": labels.semantic_train_ids(raw), "instance": instance,
             "instance_class": np.where(instance > 0, labels.instance_class_ids(raw), -1), "label_raw": raw,
             "point_frame": np.zeros(num_points, np.int64),
             "pixels": np.stack([u, v], 1).astype(np.float32), "valid": np.arange(num_points) % 10 != 0,  # some points unseen: the no-view path runs
-            "pose": np.eye(4, dtype=np.float32)[None], "intrinsic": intrinsic[None], "depth": depth[None],
-            "color_intrinsic": intrinsic[None], "color_pose": np.eye(4, dtype=np.float32)[None],
+            "world_to_depth": np.eye(4)[None], "intrinsic": intrinsic[None], "depth": depth[None],
+            "color_intrinsic": intrinsic[None], "world_to_color": np.eye(4)[None],
         })
         if cfg.model.use_2d:
             samples[-1]["clip_patch"] = torch.randn(1, 768, h // 16, w // 16)

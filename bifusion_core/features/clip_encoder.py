@@ -152,7 +152,6 @@ class ClipPatchEncoder(nn.Module):
         self.blocks = nn.ModuleList(blocks[:num_layers])
         self._batch_first = bool(getattr(visual.transformer, "batch_first", True))
         self.pretrain_grid = int(round(math.sqrt(self.positional_embedding.shape[0] - 1)))
-        self.trainable_blocks = 0
         self.freeze()
 
     @property
@@ -162,27 +161,11 @@ class ClipPatchEncoder(nn.Module):
     def freeze(self) -> None:
         for param in self.parameters():
             param.requires_grad_(False)
-        self.trainable_blocks = 0
         self.eval()
 
-    def unfreeze_last(self, k: int) -> None:
-        """Make the last ``k`` kept blocks trainable (later training stages); 0 freezes all."""
-        if not 0 <= k <= self.num_layers:
-            raise ValueError(f"unfreeze_last({k}): the encoder keeps only {self.num_layers} blocks")
-        self.freeze()
-        for block in self.blocks[self.num_layers - k :]:
-            for param in block.parameters():
-                param.requires_grad_(True)
-        self.trainable_blocks = k
-        self.train(self.training)
-
     def train(self, mode: bool = True) -> "ClipPatchEncoder":
-        """Frozen parts stay in eval mode whatever the trainer asks for."""
-        super().train(mode)
-        if mode:
-            for module in (self.conv1, self.ln_pre, *self.blocks[: self.num_layers - self.trainable_blocks]):
-                module.eval()
-        return self
+        """Frozen: stays in eval mode whatever the trainer asks for (trainable CLIP blocks live in ``models.clip_tail``)."""
+        return super().train(False)
 
     def resized_positional_embedding(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """Class position plus the 14x14 grid resized bicubically to ``grid_h x grid_w``."""

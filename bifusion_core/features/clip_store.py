@@ -80,7 +80,7 @@ class ClipFeatureStore:
 
     Nothing is opened until first use, and file handles are per process (reopened after a fork,
     dropped when pickled), so one store can be handed to DataLoader workers. The key index is a
-    snapshot taken at first use; ``refresh()`` picks up shards written since.
+    snapshot taken at first use.
     """
 
     def __init__(self, directory: str | Path):
@@ -113,10 +113,6 @@ class ClipFeatureStore:
             except OSError as exc:
                 raise BifusionError(shard, f"unreadable CLIP shard ({exc}); delete it and re-run precompute") from None
         return index
-
-    def refresh(self) -> None:
-        self.close()
-        self._index = None
 
     def keys(self) -> list[str]:
         return list(self.index)
@@ -435,10 +431,6 @@ class PrecomputeSummary:
     total: int
     seconds: float
     random_init: bool
-
-    @property
-    def frames_per_second(self) -> float:
-        return self.computed / self.seconds if self.seconds > 0 else 0.0
 
 
 def precompute_clip_features(

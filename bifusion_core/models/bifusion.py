@@ -116,7 +116,7 @@ class BiFusionSegmentor(nn.Module):
             frames = (batch.frame_batch == b).nonzero().squeeze(1)  # contiguous (collate)
             pts = (batch.point_batch == b).nonzero().squeeze(1)
             uv, seen = multiview_visibility(
-                batch.points[pts], batch.color_pose[frames], batch.color_intrinsic[frames], batch.pose[frames],
+                batch.points[pts], batch.world_to_color[frames], batch.color_intrinsic[frames], batch.world_to_depth[frames],
                 batch.intrinsic[frames], batch.depth[frames], batch.image_size, self.depth_tolerance,
             )
             own, cols = batch.point_frame[pts] - frames[0], torch.arange(pts.numel(), device=pts.device)
@@ -150,7 +150,7 @@ class BiFusionSegmentor(nn.Module):
             m2d, m3d = f2d, f3d
             if hasattr(self, "film"):
                 gamma, beta = self.film(
-                    batch.points_aug, batch.point_batch, batch.num_samples, batch.points, batch.pose, batch.point_frame
+                    batch.points_aug, batch.point_batch, batch.num_samples, batch.points, batch.world_to_depth, batch.point_frame
                 )
                 m2d, m3d = self.film.modulate(f2d, gamma, beta), self.film.modulate(f3d, gamma, beta)
             fused, alpha = self.gate(m2d, m3d, valid, batch.point_batch, batch.num_samples, int(self.iteration))
