@@ -20,7 +20,8 @@ import torch
 from bifusion_core.config import load_preset
 from bifusion_core.data.frames import open_frame_source
 from bifusion_core.data.labels import LABEL_SETS
-from bifusion_core.data.prepare import color_pixels, prepare_scannet, rescale_intrinsic
+from bifusion_core.data.camera import color_pixels
+from bifusion_core.data.prepare import prepare_scannet
 from bifusion_core.data.scannet_raw import (
     ScanFiles,
     read_exported_extrinsics,

@@ -26,14 +26,9 @@ from bifusion_core.features.clip_encoder import (
     preprocess_images,
     save_random_clip_weights,
 )
-from bifusion_core.features.clip_store import (
-    PRECOMPUTE_TASK,
-    ClipFeatureSource,
-    ClipFeatureStore,
-    feature_tag,
-    precompute_clip_features,
-    verify_clip_features,
-)
+from bifusion_core.features.clip_precompute import PRECOMPUTE_TASK, precompute_clip_features, verify_clip_features
+from bifusion_core.features.clip_source import ClipFeatureSource
+from bifusion_core.features.clip_store import ClipFeatureStore, feature_tag
 from bifusion_core.reporting import RecordingReporter
 
 W, H = 224, 160  # a non-square frame: 14 x 10 patches

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from bifusion_core.data.labels import read_labels_tsv
-from bifusion_core.data.prepare import prepare_scannet, rescale_intrinsic
+from bifusion_core.data.camera import rescale_intrinsic
+from bifusion_core.data.prepare import prepare_scannet
 from bifusion_core.data.scannet_raw import (
     ScanFiles,
     SegGroup,
@@ -26,7 +27,6 @@ from bifusion_core.data.scannet_raw import (
     vertex_annotations,
     write_depth,
     write_matrix,
-    write_mesh,
     write_scene_meta,
 )
 from bifusion_core.data.split_lists import PACKAGE_SOURCE
@@ -41,6 +41,7 @@ from bifusion_core.data.synthetic import (
     synthetic_scene,
 )
 from bifusion_core.errors import BifusionError
+from bifusion_core.ply import write_ply
 from bifusion_core.reporting import RecordingReporter
 from conftest import PREPARED_IMAGE_SIZE, PREPARED_NUM_POINTS, SYNTHETIC_OPTIONS, SYNTHETIC_SCENES, SYNTHETIC_SEED
 
@@ -395,7 +396,7 @@ def test_raw_files_round_trip(tmp_path: Path) -> None:
     vertices = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
     colors = np.random.default_rng(1).integers(0, 256, (50, 3)).astype(np.uint8)
     faces = np.array([[0, 1, 2], [2, 3, 4], [5, 6, 49]])
-    write_mesh(tmp_path / "m.ply", vertices, colors, faces)
+    write_ply(tmp_path / "m.ply", vertices, colors, faces, alpha=True)
     header = (tmp_path / "m.ply").read_bytes()[:400].decode("ascii", "replace")
     assert "binary_little_endian" in header and "property uchar alpha" in header
     assert "property list uchar int vertex_indices" in header

@@ -129,7 +129,7 @@ def test_all_frames_of_an_item_share_one_augmentation(mv_data: Path) -> None:
 
 
 def test_clip_features_are_stacked_per_frame(mv_data: Path) -> None:
-    from bifusion_core.features.clip_store import ClipFeatureSource
+    from bifusion_core.features.clip_source import ClipFeatureSource
 
     source = ClipFeatureSource(None, num_layers=0, weights=None, image_size=IMAGE_SIZE)
     item = PreparedSequences(mv_data, "val", LABELS, 0.05, clip_source=source, num_frames=2)[0]

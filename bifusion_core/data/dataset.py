@@ -11,28 +11,11 @@ from torch.utils.data import Dataset
 
 from ..config.schema import AugmentConfig
 from ..errors import BifusionError
-from ..io import read_json
 from ..ops import invert_pose
 from .batch import voxelize
 from .labels import LabelSet
+from .manifest import MM_PER_M, load_manifest, manifest_path
 from .targets import label_targets, load_prepared, point_colors
-
-MANIFEST_FORMAT = "bifusion-prepared"
-MM_PER_M = 1000.0  # prepared depth is millimetres
-
-
-def manifest_path(root: str | Path, mode: str = "sv") -> Path:
-    return Path(root) / mode / "manifest.json"
-
-
-def load_manifest(root: str | Path, mode: str = "sv") -> dict[str, Any]:
-    path = manifest_path(root, mode)
-    if not path.is_file():
-        raise BifusionError(path, "no prepared data here; run `bifusion prepare` first")
-    manifest = read_json(path)
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise BifusionError(path, f"not a bifusion manifest (expected format '{MANIFEST_FORMAT}')")
-    return manifest
 
 
 def augment_points(points: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:

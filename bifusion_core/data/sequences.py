@@ -19,7 +19,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import BifusionError
-from .dataset import build_item, load_manifest, manifest_path
+from .dataset import build_item
+from .manifest import load_manifest, manifest_path
 from .labels import LabelSet
 
 

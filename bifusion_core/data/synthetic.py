@@ -21,7 +21,6 @@ gives coincident cameras.
 from __future__ import annotations
 
 import functools
-import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..io import atomic_path
+from ..images import encode_jpeg
+from ..io import write_bytes
+from ..ply import write_ply
 from ..reporting import NULL_REPORTER, Reporter
 from .labels import write_labels_tsv
 from .scannet_raw import (
@@ -39,7 +40,6 @@ from .scannet_raw import (
     write_depth,
     write_intrinsics,
     write_matrix,
-    write_mesh,
     write_scene_meta,
     write_segs,
     write_split,
@@ -49,6 +49,7 @@ from .sens import SensFrame, encode_depth, write_sens
 #: Raw frame indices are ``0, SYNTHETIC_FRAME_STEP, 2*SYNTHETIC_FRAME_STEP, ...`` (like a
 #: SensReader export with ``frame_skip=20``); prepare them with ``frame_step`` a multiple of it.
 SYNTHETIC_FRAME_STEP = 20
+JPEG_QUALITY = 92  # the raw colour frames, like a ScanNet export
 LAYOUTS = ("exported", "sens", "both")
 
 # raw category -> (tsv id, nyu40 id, nyu40 class name); a small, consistent slice of ScanNet's table.
@@ -575,7 +576,7 @@ def write_synthetic_scene(scans_dir: str | Path, scene: SyntheticScene, layout: 
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     files = ScanFiles(Path(scans_dir) / scene.name)
     options = scene.options
-    write_mesh(files.mesh, scene.world_vertices, scene.vertex_colors(), scene.faces)
+    write_ply(files.mesh, scene.world_vertices, scene.vertex_colors(), scene.faces, alpha=True)
     write_segs(files.segs, scene.name, scene.vertex_segment)
     groups = []
     for k, obj in enumerate(scene.objects):
@@ -621,7 +622,7 @@ def synthetic_frame(scene: SyntheticScene, frame: int) -> tuple[np.ndarray, np.n
     depth_mm = np.where(depth_view.depth_m > 0, np.clip(np.round(z * 1000), 0, 65535), 0).astype(np.uint16)
     color = scene.render(scene.color_pose(frame), scene.color_intrinsic, options.color_size).color.astype(np.float64)
     color = np.clip(color + rng.normal(0, options.color_noise, color.shape), 0, 255).round().astype(np.uint8)
-    return pose, depth_mm, encode_jpeg(color)
+    return pose, depth_mm, encode_jpeg(color, JPEG_QUALITY)
 
 
 def write_synthetic_sens(path: Path, scene: SyntheticScene, frames: dict[int, tuple[np.ndarray, np.ndarray, bytes]]) -> None:
@@ -649,14 +650,6 @@ def write_synthetic_sens(path: Path, scene: SyntheticScene, frames: dict[int, tu
 def as_written(matrix: np.ndarray) -> np.ndarray:
     """The values the exported text files hold (``%f``: 6 decimals), so ``.sens`` and export agree."""
     return np.array([float(f"{v:f}") for v in np.asarray(matrix, np.float64).reshape(-1)]).reshape(np.shape(matrix))
-
-
-def encode_jpeg(color: np.ndarray, quality: int = 92) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(color, np.uint8), "RGB").save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
 
 
 def labels_table_rows(categories: list[str]) -> list[dict[str, object]]:
@@ -704,7 +697,3 @@ def write_synthetic_scannet(
     write_split(out_root / "splits" / "scannetv2_val.txt", names[num_scenes - num_val:])
     return names
 
-
-def write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)

@@ -47,7 +47,7 @@ def clip_source(cfg: Preset, data_root: Path, reporter: Reporter = NULL_REPORTER
     """Stored CLIP tokens with online fallback; None for 3D-only presets."""
     if not cfg.model.use_2d:
         return None
-    from ..features.clip_store import ClipFeatureSource
+    from ..features.clip_source import ClipFeatureSource
 
     weights = clip_weights_path(cfg, reporter=reporter)
     settings = dict(num_layers=stored_clip_layers(cfg), weights=weights, image_size=tuple(cfg.data.image_size))

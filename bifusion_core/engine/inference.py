@@ -45,7 +45,7 @@ def evaluate_checkpoint(
     reporter: Reporter = NULL_REPORTER,
 ) -> CheckpointEvaluation:
     """Score one checkpoint; ``export_dir`` (this target's own folder) is replaced as a whole."""
-    from ..data.dataset import load_manifest
+    from ..data.manifest import load_manifest
     from ..evaluation.evaluate import evaluate_model, frame_protocol
 
     ckpt_path, run_dir = resolve_checkpoint(target)

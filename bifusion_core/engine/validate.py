@@ -32,7 +32,7 @@ def run_checks(preset: str, overrides: list[str], data_root: Path | None) -> lis
 
 
 def _check_data(cfg) -> Check:
-    from ..data.dataset import load_manifest
+    from ..data.manifest import load_manifest
 
     root = Path(cfg.data.root)
     try:

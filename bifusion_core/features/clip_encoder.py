@@ -311,3 +311,10 @@ def load_clip_encoder(
     digest = weights_digest(weights, seed)
     encoder = ClipPatchEncoder(visual, num_layers).to(device)
     return encoder, digest
+
+
+def encode_images(encoder: ClipPatchEncoder, images: list[np.ndarray], device: str | torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Encode RGB frames; float16 numpy (B x 768 x h x w, B x 768), exactly as stored on disk."""
+    with torch.inference_mode():
+        patch, global_token = encoder(preprocess_images(np.stack(images), device=device))
+    return patch.half().cpu().numpy(), global_token.half().cpu().numpy()
