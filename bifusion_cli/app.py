@@ -288,19 +288,19 @@ def eval_cmd(
         raise BifusionError("--segment-smoothing", "only applies to --online evaluation")
     if online:
         return _eval_online(targets, split, data, export, show_dir, segment_smoothing)
-    columns = {}
     folders = target_folder_names(targets) if export is not None else [None] * len(targets)
+    results = []
     with render.RichReporter("eval") as reporter:
         for target, folder in zip(targets, folders):
             export_dir = export / folder if folder is not None else None
-            result = evaluate_checkpoint(target, split=split, data_root=data, export_dir=export_dir, show_dir=show_dir, reporter=reporter)
-            columns[result.name] = {**result.stamps, **result.summary}
-    render.console.print(render.metrics_table(f"evaluation · {split}", columns))
-    if result.per_class:
-        render.console.print(render.metrics_table("per-class AP50 (classes with ground truth)", {"AP50": result.per_class}))
+            results.append(evaluate_checkpoint(target, split=split, data_root=data, export_dir=export_dir, show_dir=show_dir, reporter=reporter))
+    render.console.print(render.metrics_table(f"evaluation · {split}", {r.name: {**r.stamps, **r.summary} for r in results}))
+    per_class = {f"AP50 · {r.name}" if len(results) > 1 else "AP50": r.per_class for r in results if r.per_class}
+    if per_class:
+        render.console.print(render.metrics_table("per-class AP50 (classes with ground truth)", per_class))
     if export is not None:
         render.console.print(f"benchmark files written to {', '.join(str(export / f) for f in folders)}")
-    render.console.print(f"metrics written to {result.metrics_path}")
+    render.console.print(f"metrics written to {', '.join(str(r.metrics_path) for r in results)}")
 
 
 def _eval_online(targets: List[Path], split: str, data: Optional[Path], export: Optional[Path], show_dir: Optional[Path], smoothing: bool) -> None:

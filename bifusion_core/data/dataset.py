@@ -10,11 +10,10 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config.schema import AugmentConfig
-from ..errors import BifusionError
 from ..ops import invert_pose
 from .batch import voxelize
 from .labels import LabelSet
-from .manifest import MM_PER_M, load_manifest, manifest_path
+from .manifest import MM_PER_M, split_samples
 from .targets import label_targets, load_prepared, point_colors
 
 
@@ -108,12 +107,9 @@ class PreparedFrames(Dataset):
         limit: int | None = None,
     ):
         self.root = Path(root) / mode
-        self.manifest = load_manifest(root, mode)
-        self.records = [r for r in self.manifest["samples"] if split is None or r["split"] == split]
+        self.manifest, self.records = split_samples(root, mode, split)
         if limit is not None:
             self.records = self.records[:limit]
-        if not self.records:
-            raise BifusionError(manifest_path(root, mode), f"no samples in split '{split}'")
         self.labels = labels
         self.voxel_size = voxel_size
         self.augment = augment

@@ -39,6 +39,15 @@ def load_manifest(root: str | Path, mode: str = "sv") -> dict[str, Any]:
     return manifest
 
 
+def split_samples(root: str | Path, mode: str, split: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The manifest and its sample entries of one split (None: all); refused when the split is empty."""
+    manifest = load_manifest(root, mode)
+    samples = [s for s in manifest["samples"] if split is None or s.get("split") == split]
+    if not samples:
+        raise BifusionError(manifest_path(root, mode), f"no samples in split '{split}'")
+    return manifest, samples
+
+
 @dataclass(frozen=True)
 class PreparedImage:
     key: str  # scene/frame, e.g. scene0000_00/000200
