@@ -1,4 +1,4 @@
-"""Small maths used across the data path, the model and the losses: rigid poses, grouped
+"""Small maths used across the data path, the model and the losses: contiguous ids, rigid poses,
 reductions over a point index ("scatter"), and k nearest neighbours.
 
 One copy each, so a fix (an empty group, a float64 inversion) lands everywhere at once.
@@ -11,7 +11,7 @@ import math
 import numpy as np
 import torch
 
-# --------------------------------------------------------------------------- poses (numpy, float64)
+# --------------------------------------------------------------------------- ids and poses (numpy)
 
 
 def invert_pose(pose: np.ndarray) -> np.ndarray:
@@ -23,6 +23,11 @@ def invert_pose(pose: np.ndarray) -> np.ndarray:
 def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """(N,3) points through a 4x4 transform (rotation + translation)."""
     return points @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def contiguous_ids(ids: np.ndarray) -> np.ndarray:
+    """Renumber arbitrary ids to 0..S-1 (in sorted order of the ids), int32, shape kept."""
+    return np.unique(np.asarray(ids).reshape(-1), return_inverse=True)[1].reshape(np.shape(ids)).astype(np.int32)
 
 
 # --------------------------------------------------------------------------- scatter (torch)

@@ -21,14 +21,14 @@ import numpy as np
 from ..errors import BifusionError
 from ..images import encode_jpeg
 from ..io import atomic_dir, atomic_path, read_json, write_json
-from ..ops import transform_points
+from ..ops import contiguous_ids, transform_points
 from ..reporting import Reporter
 from .camera import back_project, color_pixels, nearest_index, rescale_intrinsic, resize_color, resize_nearest
 from .frames import FrameSource, open_frame_source
 from .labels import LABEL_SETS
 from .manifest import MANIFEST_VERSION, MM_PER_M
 from .scannet_raw import CameraIntrinsics, ScanFiles, read_scan_annotations, read_scene_meta
-from .superpoints import SuperpointView, contiguous_ids, point_superpoints, superpoint_method
+from .superpoints import SuperpointView, point_superpoints, superpoint_method
 
 SCENE_RECORD = "scene.json"  # written last into <mode>/samples/<scene>/: its presence means "scene finished"
 GT_DIR = "gt"

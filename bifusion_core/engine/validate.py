@@ -58,6 +58,7 @@ def tiny_batch(cfg, labels, num_points: int = 600, seed: int = 0):
     import torch
 
     from ..data.batch import collate, voxelize
+    from ..ops import contiguous_ids
 
     rng = np.random.default_rng(seed)
     w, h = cfg.data.image_size
@@ -78,7 +79,7 @@ def tiny_batch(cfg, labels, num_points: int = 600, seed: int = 0):
         samples.append({
             "key": f"tiny/{b:06d}", "points": points, "points_aug": points - points.mean(0),
             "voxel_coords": coords, "voxel_inverse": inverse, "voxel_feats": voxel_feats,
-            "superpoints": np.unique(rng.integers(0, 20, num_points), return_inverse=True)[1],
+            "superpoints": contiguous_ids(rng.integers(0, 20, num_points)).astype(np.int64),
             "semantic": labels.semantic_train_ids(raw), "instance": instance,
             "instance_class": np.where(instance > 0, labels.instance_class_ids(raw), -1), "label_raw": raw,
             "point_frame": np.zeros(num_points, np.int64),

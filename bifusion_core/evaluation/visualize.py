@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..io import atomic_path
+from ..ops import contiguous_ids
 from ..ply import write_ply
 
 
@@ -30,8 +31,7 @@ def instance_index(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 def gt_index(gt_ids: np.ndarray) -> np.ndarray:
     """Per element a 1-based index of its GT instance, 0 = no instance."""
-    _, inverse = np.unique(gt_ids, return_inverse=True)
-    return np.where(gt_ids > 0, inverse.reshape(-1) + (gt_ids.min() > 0), 0)
+    return np.where(gt_ids > 0, contiguous_ids(gt_ids) + (gt_ids.min() > 0), 0)
 
 
 def write_frame_clouds(out: Path, name: str, points: np.ndarray, pred, gt_ids: np.ndarray, pred_raw: np.ndarray) -> None:
