@@ -127,9 +127,6 @@ def prepare_cmd(
     ),
 ) -> None:
     """Turn raw ScanNet scans (or generated synthetic ones) into training samples; bad scenes are skipped and listed."""
-    from rich.markup import escape
-    from rich.table import Table
-
     from bifusion_core.data.prepare import prepare_scannet
     from bifusion_core.data.prepare_settings import resolve_prepare_settings
     from bifusion_core.data.superpoints import check_superpoint_method
@@ -148,11 +145,16 @@ def prepare_cmd(
         if synthetic is not None:
             from bifusion_core.data.synthetic import write_synthetic_scannet
 
-            if layout not in ("exported", "sens", "both"):
-                raise BifusionError("--synthetic-layout", f"unknown layout {layout!r}; choose exported, sens or both")
             write_synthetic_scannet(out, synthetic, seed=seed, layout=layout, reporter=reporter)
             root = out
         summary = prepare_scannet(root, out, config, reporter=reporter)
+    _print_prepare_summary(out, config, summary)
+
+
+def _print_prepare_summary(out: Path, config, summary) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title=f"prepared → {out} in {render.duration(summary.seconds)}")
     for col in ("mode", "frame step", "scenes", "frames", "points", "skipped frames"):
         table.add_column(col, justify="right")

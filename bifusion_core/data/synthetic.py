@@ -28,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import BifusionError
 from ..images import encode_jpeg
 from ..io import write_bytes
 from ..ply import write_ply
@@ -679,6 +680,8 @@ def write_synthetic_scannet(
     """
     if num_scenes < 1:
         raise ValueError("num_scenes must be >= 1")
+    if layout not in LAYOUTS:  # refused before anything is written
+        raise BifusionError("layout", f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     options = options or SyntheticOptions()
     out_root = Path(out_root)
     if num_val is None:
