@@ -22,8 +22,8 @@ def load_prepared(path: str | Path) -> dict[str, np.ndarray]:
     """Every array of one prepared ``.npz`` (read eagerly: the file is closed on return)."""
     path = Path(path)
     try:
-        with np.load(path) as z:
-            sample = {k: z[k] for k in z.files}
+        with np.load(path) as arrays:
+            sample = {k: arrays[k] for k in arrays.files}
     except (OSError, ValueError, KeyError) as exc:
         raise BifusionError(path, f"unreadable sample ({exc})") from None
     if "points" in sample and not all(k in sample for k in COLOR_CAMERA_KEYS):
