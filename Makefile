@@ -8,7 +8,7 @@ DEMO_SCENES ?= 64
 
 export DEMO_DATA DEMO_SCENES
 
-.PHONY: setup demo test bench clean-demo
+.PHONY: setup demo test bench ablation clean-demo
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,11 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/step_time.py
+
+# 3D-only vs BiFusion variants, 3 seeds each, on synthetic scenes (~40 min on 2 cores):
+# outputs/ablation/ablation.json and ablation.png
+ablation: setup
+	$(BIN)/python bench/ablation.py $(ABLATION_ARGS)
 
 clean-demo:
 	rm -rf $(DEMO_DATA) outputs/demo

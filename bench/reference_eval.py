@@ -188,6 +188,20 @@ def semantic_iou(gt_dir: Path, pred_dir: Path, class_ids: list[int]) -> tuple[fl
     return float(np.nanmean(ious)), ious
 
 
+def distinct_objects(predictions: list[dict]) -> list[dict]:
+    """Class-agnostic: a mask listed under several thing classes is one object, at its best confidence."""
+    best: dict[bytes, dict] = {}
+    others = []
+    for p in predictions:
+        if p["label"] == 0:
+            others.append(p)
+            continue
+        key = Path(p["file"]).read_bytes()
+        if key not in best or p["confidence"] > best[key]["confidence"]:
+            best[key] = p
+    return list(best.values()) + others
+
+
 def evaluate_export(export_dir: str | Path, class_ids: list[int], thing_ids: list[int], min_region: int = MIN_REGION) -> dict:
     """Per-class and class-agnostic AP / AP50 / AP25 and mIoU of an export folder."""
     root = Path(export_dir)
@@ -205,7 +219,7 @@ def evaluate_export(export_dir: str | Path, class_ids: list[int], thing_ids: lis
         things = np.isin(gt_ids // DIVISOR, thing_ids)
         _, renumbered = np.unique(gt_ids[things], return_inverse=True)
         object_gt[things] = DIVISOR + 1 + renumbered.reshape(-1)
-        object_preds = [{**p, "label": 1 if p["label"] in thing_ids else 0} for p in predictions]
+        object_preds = distinct_objects([{**p, "label": 1 if p["label"] in thing_ids else 0} for p in predictions])
         agnostic[scene] = scene_matches(object_gt, object_preds, {1: "object"}, min_region)
     names = [str(c) for c in thing_ids]
     per_class_table = instance_ap(per_class, names, min_region)

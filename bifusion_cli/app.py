@@ -229,14 +229,17 @@ def train_cmd(
     init_from: Optional[Path] = typer.Option(
         None, "--init-from", help="a run folder or checkpoint (e.g. a 3D-only run) whose 3D branch is loaded first (train.init.*)"
     ),
+    gpus: int = typer.Option(1, "--gpus", min=1, help="N > 1: one process per GPU through torchrun (CPU processes with --set train.device=cpu)"),
 ) -> None:
-    """Train a model; the run folder gets config.yaml, checkpoints, TensorBoard events, metrics.csv."""
+    """Train a model; the run folder gets config.yaml, checkpoints, TensorBoard events, metrics.csv, train.log."""
     from bifusion_core.engine.trainer import train
 
     cfg = _preset(preset, overrides, **{
         "data.root": data, "train.max_iters": max_iters, "clip.weights": clip_weights, "train.output_dir": output_dir,
         "train.init.checkpoint": init_from,
     })
+    if gpus > 1 and _launch_torchrun(gpus, cfg.train.device):
+        return
     results = []
 
     def run(reporter):
@@ -244,29 +247,81 @@ def train_cmd(
         return results[-1]
 
     _train(run, f"train · {cfg.name}")
-    if results and results[0].init_reports:
+    if results and results[0].init_reports and _is_main_rank():
         render.console.print(render.load_report_table(results[0].init_reports))
+
+
+def _is_main_rank() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _launch_torchrun(gpus: int, device: str) -> bool:
+    """Re-run this very command under torchrun with ``gpus`` processes (False: already one of them)."""
+    import os
+    import subprocess
+
+    if "WORLD_SIZE" in os.environ:
+        return False
+    if device != "cpu":
+        import torch
+
+        available = torch.cuda.device_count()
+        if available < gpus:
+            raise BifusionError("--gpus", f"{gpus} requested but {available} CUDA device(s) visible (CPU processes: --set train.device=cpu)")
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--gpus":
+            skip = True
+        elif not arg.startswith("--gpus="):
+            args.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m", "bifusion_cli", *args]
+    code = subprocess.call(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    if code:
+        raise typer.Exit(code)
+    return True
 
 
 @cli_command("resume")
 def resume_cmd(
     run_dir: Path = typer.Argument(..., help="a run folder (outputs/<preset>/<timestamp>)"),
     max_iters: Optional[int] = typer.Option(None, "--max-iters", help="extend or cut the run to N iterations"),
+    overrides: Optional[List[str]] = SetOpt,
+    allow_config_change: bool = typer.Option(
+        False, "--allow-config-change", help="continue although config.yaml or --set differ from the checkpoint's config"
+    ),
+    gpus: int = typer.Option(1, "--gpus", min=1, help="processes through torchrun, as for train"),
 ) -> None:
-    """Continue a run from its last checkpoint (model, optimizer, schedule, iteration)."""
-    from bifusion_core.config.schema import Preset
-    from bifusion_core.engine.trainer import train
+    """Continue a run in its folder from checkpoints/last.pt: weights, optimizer, schedule, scaler, data position, random states."""
+    from bifusion_core.engine.trainer import resume, resume_checkpoint
 
-    cfg = Preset()
-    if max_iters:
-        cfg.train.max_iters = max_iters
-    _train(lambda reporter: train(cfg, resume=run_dir, reporter=reporter), f"resume · {run_dir}")
+    resume_checkpoint(run_dir)  # refuse before launching anything
+    if gpus > 1:
+        from bifusion_core.config.loader import load_saved_config
+
+        if _launch_torchrun(gpus, load_saved_config(run_dir / "config.yaml").train.device):
+            return
+    _train(
+        lambda reporter: resume(run_dir, overrides=overrides or [], max_iters=max_iters,
+                                allow_config_change=allow_config_change, reporter=reporter),
+        f"resume · {run_dir}",
+    )
 
 
 def _train(run: Callable, title: str) -> None:
+    from bifusion_core.reporting import NULL_REPORTER
+
+    if not _is_main_rank():  # other ranks of a torchrun job: silent
+        run(NULL_REPORTER)
+        return
     with render.RichReporter(title) as reporter:
         result = run(reporter)
     render.console.print(f"run folder: [bold]{result.run_dir}[/] · {result.iterations} iterations in {render.duration(result.seconds)}")
+    if result.skipped_steps:
+        render.console.print(f"[yellow]{result.skipped_steps} non-finite steps skipped[/] (see train.log)")
     if result.clip_fallbacks:
         render.console.print(f"[yellow]{result.clip_fallbacks} frames had no stored CLIP features and were computed online[/]")
     if result.final:
@@ -297,9 +352,16 @@ def eval_cmd(
             export_dir = export / folder if folder is not None else None
             results.append(evaluate_checkpoint(target, split=split, data_root=data, export_dir=export_dir, show_dir=show_dir, reporter=reporter))
     render.console.print(render.metrics_table(f"evaluation · {split}", {r.name: {**r.stamps, **r.summary} for r in results}))
-    per_class = {f"AP50 · {r.name}" if len(results) > 1 else "AP50": r.per_class for r in results if r.per_class}
+
+    def per_target(label: str, values) -> dict:
+        return {f"{label} · {r.name}" if len(results) > 1 else label: values(r) for r in results if values(r)}
+
+    per_class = per_target("AP50", lambda r: r.per_class)
     if per_class:
         render.console.print(render.metrics_table("per-class AP50 (classes with ground truth)", per_class))
+    gate_alpha = per_target("α", lambda r: r.gate_alpha)
+    if gate_alpha:
+        render.console.print(render.metrics_table("fusion gate: mean 2D weight α per GT class (points a view sees)", gate_alpha))
     if export is not None:
         render.console.print(f"benchmark files written to {', '.join(str(export / f) for f in folders)}")
     render.console.print(f"metrics written to {', '.join(str(r.metrics_path) for r in results)}")
@@ -353,8 +415,24 @@ def infer_cmd(
 
 
 @cli_command("stats")
-def stats_cmd(preset: str = PresetOpt, data: Optional[Path] = DataOpt, overrides: Optional[List[str]] = SetOpt) -> None:
-    """Summarise a prepared data root: frames per split, points, classes, instances, CLIP coverage."""
+def stats_cmd(
+    runs: Optional[List[Path]] = typer.Argument(None, help="run folders: a table side by side and PNG plots in RUN/plots/"),
+    preset: str = PresetOpt,
+    data: Optional[Path] = DataOpt,
+    overrides: Optional[List[str]] = SetOpt,
+) -> None:
+    """Summarise training runs (RUN ...) or a prepared data root (--data DIR)."""
+    if runs:
+        from bifusion_core.engine.run_stats import run_summary, write_plots
+
+        columns = {}
+        for run_dir in runs:
+            summary = run_summary(run_dir)
+            plots = write_plots(run_dir)
+            columns[summary.pop("name")] = summary
+            render.console.print(f"{run_dir}: {len(plots)} plots in {run_dir / 'plots'}", highlight=False)
+        render.console.print(render.metrics_table("runs", columns))
+        return
     from bifusion_core.data.stats import dataset_stats
 
     cfg = _preset(preset, overrides, **{"data.root": data})

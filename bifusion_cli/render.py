@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -54,7 +54,7 @@ class RichReporter(Reporter):
         self.live: Live | None = None
         self.interactive = console.is_terminal
         self.refresh_every = refresh_every
-        self._last_line = 0.0
+        self.alerts: list[tuple[str, str]] = []
 
     def __enter__(self) -> "RichReporter":
         self.live = Live(self._render(), console=console, refresh_per_second=4, transient=False)
@@ -90,17 +90,25 @@ class RichReporter(Reporter):
     def note(self, message: str) -> None:
         console.print(f"[cyan]•[/] {message}", soft_wrap=True)  # one line, never wrapped: grep-able in logs
 
+    SHOWN_ALERTS = 4
+
     def metrics(self, values: dict[str, Any]) -> None:
+        """Called once per logged step: without a terminal, one plain line each (cluster logs)."""
         if any(k.startswith("val/") for k in values):
             self.val = {k: v for k, v in values.items() if k.startswith("val/")}
             if not self.interactive:
                 console.print(f"eval @ {values.get('iteration')}: " + "  ".join(f"{k[4:]}={fmt(v)}" for k, v in self.val.items()))
         else:
             self.latest = values
-            now = time.monotonic()
-            if not self.interactive and now - self._last_line > 10:
-                self._last_line = now
-                console.print(self._line())
+            if not self.interactive:
+                console.print(self._line(), soft_wrap=True, highlight=False)
+        self._refresh()
+
+    def alert(self, message: str, level: str = "alert") -> None:
+        """Kept in the panel (last few) and, without a terminal, printed as it comes."""
+        self.alerts = (self.alerts + [(level, message)])[-self.SHOWN_ALERTS :]
+        if not self.interactive:
+            console.print(f"{level.upper()}: {message}", soft_wrap=True, highlight=False, markup=False)
         self._refresh()
 
     def _refresh(self) -> None:
@@ -110,7 +118,10 @@ class RichReporter(Reporter):
     def _line(self) -> str:
         v = self.latest
         losses = " ".join(f"{k[5:]}={fmt(x)}" for k, x in v.items() if k.startswith("loss/"))
-        return f"it {v.get('iteration')}/{v.get('total')} · S{v.get('stage', 0)} · {fmt(v.get('it/s', 0.0))} it/s · ETA {duration(v.get('eta_s', 0))} · {losses}"
+        grad = f" · grad {fmt(v['gradient/total'])} {v.get('gradient/status', '')}" if "gradient/total" in v else ""
+        skipped = f" · skipped {v['skipped_steps']}" if v.get("skipped_steps") else ""
+        return (f"it {v.get('iteration')}/{v.get('total')} · S{v.get('stage', 0)} · {fmt(v.get('it/s', 0.0))} it/s · "
+                f"ETA {duration(v.get('eta_s', 0))} · lr {v.get('lr', 0):.2e} · {losses}{grad}{skipped}")
 
     def _render(self):
         parts: list[Any] = [self.progress]
@@ -132,9 +143,25 @@ class RichReporter(Reporter):
             gate = Table(title="fusion · projection", show_header=False, box=None, padding=(0, 1))
             gate.add_column(no_wrap=True)
             gate.add_column(justify="right")
-            for k in ("fusion/w2d_mean", "fusion/w3d_mean", "fusion/gate_entropy", "projection/valid_rate", "projection/views_mean", "memory/hit_rate", "clip/fallbacks", "grad_norm"):
+            for k in ("fusion/w2d_mean", "fusion/w3d_mean", "fusion/gate_entropy", "projection/valid_rate", "projection/views_mean", "memory/hit_rate", "clip/fallbacks"):
                 if k in v:
                     gate.add_row(k.split("/")[-1], fmt(v[k]))
+            grads = Table(title="gradients", show_header=False, box=None, padding=(0, 1))
+            grads.add_column(no_wrap=True)
+            grads.add_column(justify="right")
+            status = v.get("gradient/status")
+            if status is not None:
+                colour = {"healthy": "green", "exploding": "red", "vanishing": "yellow"}.get(status, "white")
+                grads.add_row("status", f"[{colour}]{status}[/]")
+                grads.add_row("total", fmt(v.get("gradient/total", math.nan)))
+                grads.add_row("max", fmt(v.get("gradient/max", math.nan)))
+                for k, x in v.items():
+                    if k.startswith("gradient/") and k.endswith("_share"):
+                        name = k[len("gradient/") : -len("_share")]
+                        grads.add_row(name, f"{fmt(v.get('gradient/' + name, math.nan))} ({x:.0%})")
+            for k, label in (("skipped_steps", "skipped steps"), ("memory/peak_mb", "peak MB"), ("amp/scale", "fp16 scale")):
+                if k in v:
+                    grads.add_row(label, fmt(float(v[k])))
             val = Table(title="last evaluation", show_header=False, box=None, padding=(0, 1))
             val.add_column(no_wrap=True)
             val.add_column(justify="right")
@@ -142,8 +169,11 @@ class RichReporter(Reporter):
                 if not k.endswith(PANEL_HIDDEN):
                     val.add_row(k[4:], fmt(x))
             row = Table.grid(padding=(0, 4))
-            row.add_row(losses, gate, val)
-            parts.append(Panel(Group(head, row), title=self.title, border_style="blue"))
+            row.add_row(losses, gate, grads, val)
+            body: list[Any] = [head, row]
+            for level, message in self.alerts:
+                body.append(f"[{'red' if level == 'alert' else 'yellow'}]▲ {level}[/] {escape(message)}")
+            parts.append(Panel(Group(*body), title=self.title, border_style="red" if self.alerts else "blue"))
         return Group(*parts)
 
 

@@ -23,6 +23,10 @@ class Reporter:
     def metrics(self, values: dict[str, Any]) -> None:
         """Live numbers (training panel); ignored by reporters that do not show them."""
 
+    def alert(self, message: str, level: str = "alert") -> None:
+        """A figure outside its normal range ("warning") or an abnormal signal ("alert")."""
+        self.note(f"{level}: {message}")
+
 
 class RecordingReporter(Reporter):
     """Keeps everything it is told, for tests and for summaries."""
@@ -32,6 +36,7 @@ class RecordingReporter(Reporter):
         self.done: dict[str, int] = {}
         self.notes: list[str] = []
         self.history: list[dict[str, Any]] = []
+        self.alerts: list[tuple[str, str]] = []
 
     def task(self, name: str, total: int | None) -> None:
         self.totals[name] = total
@@ -45,6 +50,9 @@ class RecordingReporter(Reporter):
 
     def metrics(self, values: dict[str, Any]) -> None:
         self.history.append(dict(values))
+
+    def alert(self, message: str, level: str = "alert") -> None:
+        self.alerts.append((level, message))
 
 
 NULL_REPORTER = Reporter()

@@ -131,9 +131,9 @@ def test_demo_mv_trains_and_logs_merge_and_box(mv_demo_data, tmp_path):
         "--set", "data.num_workers=0", "--set", "train.log_every=1", "--set", "train.eval_every=3",
     )
     run_dir = next((tmp_path / "demo-mv").iterdir())
-    rows = [r for r in csv.DictReader((run_dir / "metrics.csv").open()) if r.get("total")]
+    rows = [r for r in csv.DictReader((run_dir / "metrics.csv").open()) if r.get("loss/total")]
     assert len(rows) == 3
     for r in rows:
-        assert float(r["merge"]) >= 0 and float(r["box"]) > 0
+        assert float(r["loss/merge"]) >= 0 and float(r["loss/box"]) > 0
         assert float(r["projection/views_mean"]) > 1.0  # windows overlap: points see several frames
-    assert any(float(r["merge"]) > 0 for r in rows)  # some instance seen in consecutive frames
+    assert any(float(r["loss/merge"]) > 0 for r in rows)  # some instance seen in consecutive frames

@@ -41,7 +41,7 @@ def test_run_folder_contents(tiny_run):
     assert list(run_dir.glob("events.out.tfevents.*"))
     assert not list(run_dir.rglob("*.tmp"))
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
-    train_rows = [r for r in rows if r.get("total")]
+    train_rows = [r for r in rows if r.get("loss/total")]
     val_rows = [r for r in rows if r.get("val/instance/ap50")]
     assert len(train_rows) == 6 and len(val_rows) == 2
     assert all(float(r["projection/valid_rate"]) > 0.5 for r in train_rows)
@@ -61,6 +61,9 @@ def test_tensorboard_tags(tiny_run):
     assert "train/detailed_loss/total" in tags and "train/detailed_loss/clip_align" in tags
     assert "train/fusion/w2d_mean" in tags and "train/fusion/gate_entropy" in tags
     assert "train/projection/valid_rate" in tags and "val/instance/ap50" in tags
+    for tag in ("train/gradient/total", "train/gradient/max", "train/gradient/head2d_share", "train/gradient/backbone3d",
+                "train/time/iteration_s", "train/memory/peak_mb"):
+        assert tag in tags, tag
     assert [e.value for e in acc.Scalars("train/stage")] == [0, 0, 1, 1, 1, 2]
 
 
@@ -75,6 +78,10 @@ def test_eval_export_round_trip(tiny_run, tmp_path):
     assert metrics["num_scans"] == 1 and metrics["num_frames"] == 6  # the one val scene, 6 frames
     summary = metrics["summary"]
     assert 0.0 <= summary["instance/ap50"] <= 1.0 and 0.0 <= summary["semantic/miou"] <= 1.0
+    # the gate's 2D weight per GT class (points a view sees), shown as a table too
+    alpha = metrics["gate_alpha_per_class"]
+    assert {"wall", "floor"} <= set(alpha) and all(0.0 < a < 1.0 for a in alpha.values())
+    assert "fusion gate" in stdout
     # The exported benchmark files (one sub-folder per target), scored by the independent
     # file-based evaluator and read back with the benchmark's rules, give the same numbers.
     folder = export / f"{run_dir.name}-best"
@@ -101,7 +108,7 @@ def test_resume_continues_from_last(tiny_run):
     last = torch.load(run_dir / "checkpoints/last.pt", weights_only=False)
     assert last["iteration"] == 8
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))
-    assert [int(r["iteration"]) for r in rows if r.get("total")][-2:] == [7, 8]
+    assert [int(r["iteration"]) for r in rows if r.get("loss/total")][-2:] == [7, 8]
 
 
 def test_two_checkpoints_side_by_side(tiny_run, tmp_path):

@@ -263,6 +263,19 @@ class TrainConfig(Section):
     output_dir: Path = Path("outputs")
     unfreeze: UnfreezeConfig = UnfreezeConfig()
     init: InitConfig = InitConfig()
+    amp: Literal["off", "bf16", "fp16"] = Field(
+        "off", description="mixed precision for the 2D side, fusion, decoder and losses; the sparse U-Net stays fp32"
+    )
+    sync_bn: bool = Field(False, description="multi-GPU: BatchNorm statistics over all ranks' voxels")
+    max_bad_steps: int = Field(20, gt=0, description="non-finite loss/gradient steps in a row before the run stops")
+    keep_checkpoints: int = Field(2, ge=0, description="interval checkpoints iter_*.pt kept besides last.pt and best.pt")
+    best_metric: str = Field("instance/ap50", description="validation metric that picks best.pt (per-class AP50 by default)")
+    best_rule: Literal["max", "min"] = "max"
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        return "off" if value is False else value  # YAML reads a bare `off` as false
 
 
 class OnlineConfig(Section):
@@ -283,10 +296,16 @@ class OnlineConfig(Section):
 class EvalConfig(Section):
     split: Literal["train", "val"] = "val"
     min_region_points: int = Field(100, gt=0)
-    topk: int = Field(100, gt=0)
+    topk: int = Field(100, gt=0, description="instances kept per frame after NMS")
+    pair_topk: int = Field(
+        1000, gt=0, description="(query, class) pairs kept before NMS: a mask may be proposed under several classes"
+    )
+    semantic_weight: float = Field(
+        0.5, ge=0, le=1, description="share of the mask-averaged semantic-head probabilities in an instance's class score"
+    )
     score_threshold: float = Field(0.0, ge=0, le=1)
     mask_threshold: float = Field(0.5, gt=0, lt=1)
-    nms_iou: float = Field(0.5, gt=0, le=1)
+    nms_iou: float = Field(0.5, gt=0, le=1, description="class-aware: only a better pair of the same class suppresses")
     online: OnlineConfig = OnlineConfig()
 
 

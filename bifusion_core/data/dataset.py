@@ -32,6 +32,14 @@ def augment_points(points: np.ndarray, cfg: AugmentConfig, rng: np.random.Genera
     return out.astype(np.float32)
 
 
+def item_rng(index: Any) -> tuple[int, np.random.Generator]:
+    """Items are addressed by ``index`` or ``(index, seed)``: the training sampler passes a seed derived
+    from (run seed, epoch, index), so augmentation replays identically in any worker after a resume."""
+    if isinstance(index, (tuple, list)):
+        return int(index[0]), np.random.default_rng(int(index[1]))
+    return int(index), np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+
+
 def build_item(
     root: Path,
     records: list[dict[str, Any]],
@@ -39,6 +47,7 @@ def build_item(
     voxel_size: float,
     augment: AugmentConfig | None,
     clip_source: Any,
+    rng: np.random.Generator | None = None,
 ) -> dict[str, Any]:
     """T ≥ 1 prepared frames → one model input: points concatenated, per-frame arrays stacked.
 
@@ -47,7 +56,7 @@ def build_item(
     contiguous, prepare made them so). Everything derived per sample is derived here, once:
     voxels and their mean features, depth in metres, each camera's world-to-camera matrix.
     """
-    rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+    rng = rng if rng is not None else np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
     frames = [load_prepared(root / r["file"]) for r in records]
     targets = [label_targets(sample, labels) for sample in frames]
     points = np.concatenate([sample["points"] for sample in frames]).astype(np.float32)
@@ -118,5 +127,6 @@ class PreparedFrames(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return build_item(self.root, [self.records[index]], self.labels, self.voxel_size, self.augment, self.clip_source)
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        index, rng = item_rng(index)
+        return build_item(self.root, [self.records[index]], self.labels, self.voxel_size, self.augment, self.clip_source, rng)

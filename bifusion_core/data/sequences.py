@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from ..errors import BifusionError
-from .dataset import build_item
+from .dataset import build_item, item_rng
 from .manifest import split_samples
 from .labels import LabelSet
 
@@ -73,6 +72,6 @@ class PreparedSequences(Dataset):
             return [records[(start + k) % len(records)] for k in range(count)]
         return records[start:start + count]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
-        return build_item(self.root, self.window(index, rng), self.labels, self.voxel_size, self.augment, self.clip_source)
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        index, rng = item_rng(index)
+        return build_item(self.root, self.window(index, rng), self.labels, self.voxel_size, self.augment, self.clip_source, rng)

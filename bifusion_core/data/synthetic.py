@@ -1,10 +1,14 @@
 """Synthetic ScanNet scans: small furnished rooms written in the exact raw ScanNet layout.
 
 They exist so the whole pipeline (prepare, train, evaluate) runs end-to-end in tests and demos
-without the 1.3 TB dataset, through the *same* readers as real scans. Two classes (``pillow``
-with fine stripes, ``towel`` with a fine checkerboard) share shape, size distribution and mean
-colour and differ only in a ~3.5 cm texture: a >= 5 cm voxel averages it away, the image keeps
-it, so only a model that uses 2D features can tell them apart.
+without the 1.3 TB dataset, through the *same* readers as real scans.
+
+Texture-only classes: two groups of classes share shape, size distribution, mean colour and
+places, and differ only in their print (period ``TEXTURE_PERIOD_M`` = 5 cm: a >= 5 cm voxel
+averages it away, while a 16-px CLIP patch at the demo resolution still spans several periods),
+so only a model that uses 2D features can tell them apart. ``pillow`` (stripes) and ``towel``
+(checkerboard) lie side by side on every bed and couch; ``picture`` (diagonal stripes),
+``whiteboard`` (horizontal bands) and ``poster`` (rings) hang flat on the walls.
 
 Frames are rendered by ray casting the scene mesh (embree through trimesh), so the generator
 also knows the exact per-pixel instance of every frame (``SyntheticScene.render``), which is the
@@ -67,8 +71,16 @@ CATEGORIES: dict[str, tuple[int, int, str]] = {
     "towel": (31, 27, "towel"),
     "nightstand": (34, 32, "night stand"),
     "trash can": (56, 39, "otherfurniture"),
+    "couch": (6, 6, "sofa"),
+    "picture": (15, 11, "picture"),
+    "whiteboard": (52, 30, "whiteboard"),
+    "poster": (1188, 11, "picture"),
 }
-TEXTURE_PERIOD_M = 0.035  # stripes and checkerboard of pillow/towel
+TEXTURE_PERIOD_M = 0.05  # the prints of the texture-only classes
+#: print of each texture-only class (same mean colour, contrast and size within each group)
+PRINTS = {"pillow": "stripes", "towel": "checker", "picture": "diagonal", "whiteboard": "bands", "poster": "rings"}
+SOFT_CLASSES = ("pillow", "towel")  # lie on beds and couches
+WALL_CLASSES = ("picture", "whiteboard", "poster")  # hang flat on walls
 ROOM_HEIGHT_M = 2.6
 
 
@@ -90,7 +102,7 @@ class SyntheticOptions:
     object_edge_m: float = 0.03  # mesh edge length of furniture
     depth_noise: float = 0.001  # sigma = depth_noise * z^2 metres (structured-light-like)
     color_noise: float = 2.0  # sigma in 0..255 units
-    look_height: tuple[float, float] = (0.2, 0.5)  # height range of the points the camera looks at (m)
+    look_height: tuple[float, float] = (0.4, 1.0)  # height range of the points the camera looks at (m)
 
 
 # --------------------------------------------------------------------------- geometry primitives
@@ -176,6 +188,7 @@ class _Design:
     footprint: tuple[float, float]
     parts: list[tuple[np.ndarray, np.ndarray]]
     texture: str
+    support: float | None = None  # height of a top that pillows and towels lie on
 
 
 def _design(category: str, rng: np.random.Generator, edge: float) -> _Design:
@@ -196,9 +209,18 @@ def _design(category: str, rng: np.random.Generator, edge: float) -> _Design:
         return _Design(category, (w, d), legs + [_box((w, d, 0.04), (0, 0), h - 0.04, edge, True)], "wood")
     if category == "bed":
         w, d = u(1.3, 1.7), u(1.9, 2.1)
-        parts = [_box((w, d, u(0.4, 0.5)), (0, 0), 0, edge, False),
+        top = u(0.4, 0.5)
+        parts = [_box((w, d, top), (0, 0), 0, edge, False),
                  _box((w, 0.08, u(0.9, 1.1)), (0, -d / 2 + 0.04), 0, edge, False)]
-        return _Design(category, (w, d), parts, "plain")
+        return _Design(category, (w, d), parts, "plain", support=top)
+    if category == "couch":
+        w, d, top = u(1.6, 2.0), u(0.85, 1.0), u(0.42, 0.48)
+        parts = [_box((w, d, top), (0, 0), 0, edge, False),
+                 _box((w, 0.2, u(0.8, 0.9)), (0, -d / 2 + 0.1), 0, edge, False)]
+        return _Design(category, (w, d), parts, "plain", support=top)
+    if category in WALL_CLASSES:  # one flat panel, its print facing -y (into the room once hung)
+        w, h = u(1.0, 1.3), u(0.7, 0.9)
+        return _Design(category, (w, 0.02), [_box((w, 0.02, h), (0, 0), 0, edge, True)], PRINTS[category])
     if category == "trash can":
         r = u(0.13, 0.18)
         return _Design(category, (2 * r, 2 * r), [_cylinder(r, u(0.3, 0.45), (0, 0), 0, edge)], "plain")
@@ -207,9 +229,9 @@ def _design(category: str, rng: np.random.Generator, edge: float) -> _Design:
         "nightstand": ((0.4, 0.5), (0.35, 0.45), (0.5, 0.6), "panel"),
         "bookshelf": ((0.6, 1.0), (0.28, 0.35), (1.0, 1.2), "panel"),
         "box": ((0.3, 0.55), (0.3, 0.55), (0.3, 0.55), "plain"),
-        # pillow and towel: one shape and size distribution; only the texture differs
-        "pillow": ((0.45, 0.6), (0.3, 0.4), (0.1, 0.16), "stripes"),
-        "towel": ((0.45, 0.6), (0.3, 0.4), (0.1, 0.16), "checker"),
+        # pillow and towel: one shape and size distribution; only the print differs
+        "pillow": ((0.55, 0.7), (0.4, 0.5), (0.1, 0.16), PRINTS["pillow"]),
+        "towel": ((0.55, 0.7), (0.4, 0.5), (0.1, 0.16), PRINTS["towel"]),
         "clutter": ((0.15, 0.3), (0.15, 0.3), (0.1, 0.25), "plain"),
     }
     (w0, w1), (d0, d1), (h0, h1), texture = sizes[category]
@@ -217,7 +239,8 @@ def _design(category: str, rng: np.random.Generator, edge: float) -> _Design:
     return _Design(category, (w, d), [_box((w, d, h), (0, 0), 0, edge, False)], texture)
 
 
-_FURNITURE = ("chair", "table", "cabinet", "bed", "box", "nightstand", "bookshelf", "trash can", "pillow", "towel")
+_FURNITURE = ("chair", "table", "cabinet", "box", "nightstand", "bookshelf", "trash can")
+_SUPPORTS = ("bed", "couch")  # every scene has one, with a pillow and a towel on it
 _PALETTE = np.array(
     [[0.55, 0.40, 0.28], [0.70, 0.62, 0.50], [0.35, 0.35, 0.38], [0.60, 0.25, 0.22], [0.25, 0.40, 0.55],
      [0.45, 0.55, 0.35], [0.75, 0.72, 0.68], [0.50, 0.45, 0.60]]
@@ -252,16 +275,10 @@ class SyntheticObject:
         (mesh vertex colours are blurred in real scans too)."""
         p = points_aligned @ self.to_local[:3, :3].T + self.to_local[:3, 3]
         x, y, z = p[:, 0], p[:, 1], p[:, 2]
-        if self.texture in ("stripes", "checker"):
+        if self.texture in PRINTS.values():
             if blur_fine:
                 return np.broadcast_to(self.base_color, p.shape).copy()
-            if self.texture == "stripes":
-                sign = np.where(np.mod(x / TEXTURE_PERIOD_M, 1.0) < 0.5, 1.0, -1.0)
-            else:
-                cell = TEXTURE_PERIOD_M / 2
-                parity = np.floor(x / cell) + np.floor(y / cell) + np.floor(z / cell + 0.25)
-                sign = np.where(np.mod(parity, 2) == 0, 1.0, -1.0)
-            return self.base_color + sign[:, None] * self.contrast
+            return self.base_color + _print_sign(self.texture, x, y, z)[:, None] * self.contrast
         if self.texture == "wood":  # planks along x, grain
             plank = np.floor(y / 0.18)
             shade = 0.9 + 0.2 * np.mod(plank * 0.618, 1.0) + 0.04 * np.sin(x * 23.0 + plank * 1.7)
@@ -270,6 +287,24 @@ class SyntheticObject:
         else:
             shade = 1.0 + 0.06 * np.sin(x * 2.1 + 0.7) * np.sin(y * 1.7 + z * 1.3)
         return self.base_color * shade[:, None]
+
+
+def _print_sign(texture: str, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """+-1 pattern of a print in the object frame; each is half light, half dark (same mean)."""
+    period = TEXTURE_PERIOD_M
+    if texture == "stripes":
+        phase = x / period
+    elif texture == "diagonal":
+        phase = (x + z) / period
+    elif texture == "bands":
+        phase = z / period
+    elif texture == "rings":
+        phase = np.sqrt(x**2 + (z - 0.3) ** 2) / period
+    else:  # checker
+        cell = period / 2
+        parity = np.floor(x / cell) + np.floor(y / cell) + np.floor(z / cell + 0.25)
+        return np.where(np.mod(parity, 2) == 0, 1.0, -1.0)
+    return np.where(np.mod(phase, 1.0) < 0.5, 1.0, -1.0)
 
 
 @dataclass(frozen=True)
@@ -428,6 +463,50 @@ def _place(
     return placed
 
 
+def _on_top(support: _Design, to_aligned: np.ndarray, rng: np.random.Generator, edge: float):
+    """A pillow and a towel side by side (random order and offsets) on a bed or couch top."""
+    w, d = support.footprint
+    order = list(SOFT_CLASSES) if rng.random() < 0.5 else list(SOFT_CLASSES)[::-1]
+    placed = []
+    for k, category in enumerate(order):
+        design = _design(category, rng, edge)
+        x = (2 * k - 1) * (w / 4 + 0.04) + rng.uniform(-0.03, 0.03)
+        half = design.footprint[1] / 2 + 0.05
+        lo, hi = -d / 2 + 0.2 + half, d / 2 - half  # clear of the head- or backrest
+        y = rng.uniform(lo, hi) if hi > lo else (lo + hi) / 2
+        local = _yaw_transform(rng.uniform(-0.15, 0.15), x, y)
+        local[2, 3] = support.support
+        placed.append((design, to_aligned @ local, category))
+    return placed
+
+
+def _on_walls(room: tuple[float, float], rng: np.random.Generator, edge: float):
+    """One picture, whiteboard and poster, each flat on a random wall, print facing the room."""
+    rw, rd = room
+    walls = [  # (yaw turning the panel's -y print side into the room, wall length, position along -> xy)
+        (0.0, rw, lambda t: (t, 0.011)),
+        (math.pi, rw, lambda t: (t, rd - 0.011)),
+        (-math.pi / 2, rd, lambda t: (0.011, t)),
+        (math.pi / 2, rd, lambda t: (rw - 0.011, t)),
+    ]
+    used: dict[int, list[tuple[float, float]]] = {}
+    placed = []
+    for category in WALL_CLASSES:
+        design = _design(category, rng, edge)
+        half = design.footprint[0] / 2
+        for _ in range(50):
+            k = int(rng.integers(4))
+            yaw, length, at = walls[k]
+            t = rng.uniform(half + 0.2, length - half - 0.2)
+            if all(abs(t - t0) > half + h0 + 0.1 for t0, h0 in used.get(k, [])):
+                used.setdefault(k, []).append((t, half))
+                transform = _yaw_transform(yaw + math.pi, *at(t))
+                transform[2, 3] = rng.uniform(0.4, 0.65)
+                placed.append((design, transform, category))
+                break
+    return placed
+
+
 def synthetic_scene(seed: int, index: int, options: SyntheticOptions | None = None) -> SyntheticScene:
     """Build scene ``index`` of a synthetic set; deterministic in (seed, index, options)."""
     options = options or SyntheticOptions()
@@ -448,19 +527,22 @@ def synthetic_scene(seed: int, index: int, options: SyntheticOptions | None = No
     designs.extend((_Design("wall", room, [w], "plain"), np.eye(4), "wall") for w in walls)
 
     count = int(rng.integers(options.min_objects, options.max_objects + 1))
-    chosen = ["pillow", "towel"] + [str(c) for c in rng.choice(_FURNITURE, size=max(0, count - 2))]
+    chosen = [str(rng.choice(_SUPPORTS))] + [str(c) for c in rng.choice(_FURNITURE, size=max(0, count - 1))]
     furniture = [_design(c, rng, options.object_edge_m) for c in chosen[:count]]
     furniture.append(_design("clutter", rng, options.object_edge_m))  # unannotated, like real scans
     for k, yaw, x, y in _place([f.footprint for f in furniture], room, rng):
         designs.append((furniture[k], _yaw_transform(yaw, x, y), furniture[k].category))
+        if furniture[k].support is not None:
+            designs.extend(_on_top(furniture[k], _yaw_transform(yaw, x, y), rng, options.object_edge_m))
+    designs.extend(_on_walls(room, rng, options.object_edge_m))
 
     objects, vertex_chunks, face_chunks, owner = [], [], [], []
     offset, next_object_id = 0, 0
-    fine_mean = _PALETTE[rng.integers(len(_PALETTE))] * 0.8 + 0.1  # pillow and towel share it
+    fine_mean = _PALETTE[rng.integers(len(_PALETTE))] * 0.8 + 0.1  # the texture-only classes share it
     for design, to_aligned, category in designs:
         vertices, faces = _merge(design.parts)
         vertices = vertices @ to_aligned[:3, :3].T + to_aligned[:3, 3]
-        if design.texture in ("stripes", "checker"):
+        if design.texture in PRINTS.values():
             base, contrast = fine_mean + rng.normal(0, 0.03, 3), np.full(3, 0.22)
         elif category == "wall":
             base, contrast = np.array([0.82, 0.8, 0.76]) * rng.uniform(0.85, 1.0), np.zeros(3)

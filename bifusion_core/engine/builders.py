@@ -79,14 +79,16 @@ def dataset(cfg: Preset, data_root: Path, split: str | None, train: bool, source
     return PreparedFrames(data_root, split, label_set(cfg), cfg.data.voxel_size, mode=cfg.data.mode, limit=limit, **common)
 
 
-def loader(cfg: Preset, ds, train: bool, seed: int = 0) -> DataLoader:
+def loader(cfg: Preset, ds, train: bool, seed: int = 0, sampler=None) -> DataLoader:
+    """``sampler``: the trainer's resumable sample stream (it shuffles and splits across ranks)."""
     workers = cfg.data.num_workers
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
         ds,
         batch_size=cfg.data.batch_size,
-        shuffle=train,
-        drop_last=train and len(ds) >= cfg.data.batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        drop_last=train and sampler is None and len(ds) >= cfg.data.batch_size,
         num_workers=workers,
         collate_fn=collate,
         persistent_workers=workers > 0,

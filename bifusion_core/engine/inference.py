@@ -20,6 +20,7 @@ class CheckpointEvaluation:
     per_class: dict[str, float]
     metrics_path: Path
     stamps: dict = field(default_factory=dict)  # protocol, frame_step, num_scans, num_frames
+    gate_alpha: dict[str, float] = field(default_factory=dict)  # class -> mean 2D weight α on seen points
 
 
 def target_folder_names(targets: list[str | Path]) -> list[str]:
@@ -84,8 +85,9 @@ def evaluate_checkpoint(
         "per_class_ap": {k: list(v) for k, v in result.per_class.get("ap", {}).items()},
         "per_class_ap50": result.per_class_ap50(),
         "per_class_iou": result.per_class_iou(),
+        "gate_alpha_per_class": result.gate_alpha,
     }
     metrics_path = run_dir / f"metrics_{split}_{ckpt_path.stem}.json"
     write_json(metrics_path, metrics)
     name = f"{ckpt_path.stem} @ {summary['iteration']:.0f}"
-    return CheckpointEvaluation(name, summary, result.per_class_ap50(), metrics_path, stamps)
+    return CheckpointEvaluation(name, summary, result.per_class_ap50(), metrics_path, stamps, result.gate_alpha)

@@ -1,14 +1,18 @@
 """The training loop: AdamW + warm-up cosine, periodic evaluation, atomic checkpoints, logs.
 
 A run lives in ``outputs/<preset>/<timestamp>/``: ``config.yaml`` (resolved preset),
-``checkpoints/{init,last,best}.pt``, TensorBoard events, ``metrics.csv``.
+``checkpoints/{init,last,best,iter_N}.pt``, TensorBoard events, ``metrics.csv`` and ``train.log``.
+``Trainer`` owns the model, optimiser and data stream; the callbacks (engine.callbacks) do the
+rest. Figures stay device tensors during a step and are read on the host once per logging step.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import random
+import resource
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config.loader import load_saved_config, save_preset
+from ..config.loader import apply_overrides, load_saved_config, save_preset, validate_preset
 from ..config.schema import Preset
 from ..errors import BifusionError
 from ..losses.criterion import Criterion
@@ -26,12 +30,19 @@ from ..losses.schedule import stage_index, stage_progress
 from ..models.bifusion import build_model, count_parameters
 from ..reporting import NULL_REPORTER, Reporter
 from . import builders
-from .checkpoint import CHECKPOINT_DIR, load_checkpoint, resolve_checkpoint, save_checkpoint
+from . import distributed as D
+from .callbacks import (
+    Callback, Checkpointing, CsvSink, Evaluation, GateWarmup, PanelSink, StageSwitch, TensorBoardSink, TrainLog,
+)
+from .checkpoint import CHECKPOINT_DIR, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .monitor import check_ranges, gradient_figures, gradient_groups, gradient_status
 from .partial_load import LoadReport, load_init_weights
+from .precision import Precision
+from .sampling import ResumableSampler
 from .schedule import parameter_groups, warmup_cosine
 from .unfreeze import apply_stage
 
-PRIMARY_METRIC = "instance/ap50"  # the benchmark's per-class AP50
+PRIMARY_METRIC = "instance/ap50"  # the benchmark's per-class AP50 (default of train.best_metric)
 
 
 @dataclass
@@ -43,6 +54,7 @@ class TrainResult:
     final: dict[str, float] = field(default_factory=dict)
     clip_fallbacks: int = 0
     init_reports: list[LoadReport] = field(default_factory=list)
+    skipped_steps: int = 0
 
 
 def new_run_dir(cfg: Preset) -> Path:
@@ -61,219 +73,403 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def total_iterations(cfg: Preset, num_train: int) -> int:
-    if cfg.train.max_iters:
-        return cfg.train.max_iters
-    return cfg.train.epochs * max(1, math.ceil(num_train / cfg.data.batch_size))
+class NonFiniteStop(BifusionError):
+    """Too many non-finite steps in a row: the run stopped with its last good state saved."""
 
 
-class MetricsCsv:
-    """Append-only log of every logged iteration; columns grow as new terms appear.
+class Trainer:
+    """setup → fit (step, evaluate, save); ``payload`` continues a checkpoint."""
 
-    A row with known columns is appended as one line; only a row that brings a new column
-    rewrites the file (atomically), so a long run does not rewrite the whole log per row.
-    """
+    def __init__(self, cfg: Preset, run_dir: Path, reporter: Reporter = NULL_REPORTER, payload: dict | None = None):
+        self.cfg, self.run_dir, self.payload = cfg, Path(run_dir), payload
+        self.reporter = reporter
+        self.stage, self.groups = -1, []
+        self.best: dict[str, float] = {}
+        self.final: dict[str, float] = {}
+        self.start = int(payload["iteration"]) if payload else 0
+        self.bad_in_row = self.bad_total = 0
+        self.stop_signal: int | None = None
+        self.finite: torch.Tensor | None = None  # all losses of the current accumulation window finite
+        self.log_file: TrainLog | None = None
+        self.init_reports: list[LoadReport] = []
 
-    def __init__(self, path: Path):
-        self.path = path
-        self.rows: list[dict[str, Any]] = []
-        self.columns: list[str] = []
-        if path.is_file():
-            with path.open() as f:
-                reader = csv.DictReader(f)
-                self.rows = list(reader)
-                self.columns = list(reader.fieldnames or [])
+    # ---- notes -------------------------------------------------------------------------------
+    def note(self, message: str) -> None:
+        if self.dist.is_main:
+            self.reporter.note(message)
+            if self.log_file is not None:
+                self.log_file.write("note", message)
 
-    def append(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        new = [c for c in row if c not in self.columns]
-        if not new and self.path.is_file():
-            with self.path.open("a", newline="") as f:
-                csv.DictWriter(f, fieldnames=self.columns).writerow(row)
-            return
-        self.columns += new
-        from ..io import atomic_path
+    def alert(self, message: str, level: str = "alert") -> None:
+        if self.dist.is_main:
+            self.reporter.alert(message, level)
+            if self.log_file is not None:
+                self.log_file.write(level[:5], message)
 
-        with atomic_path(self.path) as tmp, tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
+    def log(self, figures: dict[str, Any]) -> None:
+        if self.dist.is_main:
+            for cb in self.callbacks:
+                cb.on_log(self, figures)
 
+    # ---- setup -------------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.cfg
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = builders.pick_device(cfg)
+        self.dist = D.init_distributed(self.device)
+        if self.device.type == "cuda" and self.dist.enabled:
+            self.device = torch.device("cuda", self.dist.local_rank)
+        if self.dist.enabled:  # every rank writes into rank 0's run folder
+            self.run_dir = Path(D.gather_objects(str(self.run_dir))[0])
+        if self.dist.is_main:
+            (self.run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+            save_preset(cfg, self.run_dir / "config.yaml")
+            self.log_file = TrainLog(self.run_dir / "train.log")
+        seed_everything(cfg.train.seed)  # the same initial weights on every rank
+        data_root = Path(cfg.data.root)
+        self.labels = builders.label_set(cfg)
+        self.train_ds = builders.dataset(cfg, data_root, "train", train=True)
+        try:
+            val_ds = builders.dataset(cfg, data_root, cfg.eval.split, train=False)
+        except BifusionError:
+            val_ds = None
+            self.note(f"no '{cfg.eval.split}' samples: training without periodic evaluation")
+        self.source = builders.clip_source(cfg, data_root, self.reporter if self.dist.is_main else NULL_REPORTER)
+        for ds in (self.train_ds, val_ds):
+            builders.attach_clip_source(ds, self.source)
+        self.sampler = ResumableSampler(len(self.train_ds), cfg.data.batch_size, cfg.train.seed, self.dist.rank, self.dist.world)
+        self.train_loader = builders.loader(cfg, self.train_ds, train=True, sampler=self.sampler)
+        self.has_val = val_ds is not None  # every rank must know: evaluation ends in a barrier
+        self.val_loader = builders.loader(cfg, val_ds, train=False) if val_ds is not None and self.dist.is_main else None
+        self.total = cfg.train.max_iters or cfg.train.epochs * self.sampler.batches_per_epoch
 
-def _infinite(loader):
-    epoch = 0
-    while True:
-        for batch in loader:
-            yield epoch, batch
-        epoch += 1
-
-
-def train(
-    cfg: Preset,
-    *,
-    resume: Path | None = None,
-    reporter: Reporter = NULL_REPORTER,
-    run_dir: Path | None = None,
-) -> TrainResult:
-    """Train from scratch (``cfg``) or continue a run folder (``resume``)."""
-    payload = None
-    if resume is not None:
-        ckpt_path, run_dir = resolve_checkpoint(resume, prefer="last")
-        payload = load_checkpoint(ckpt_path)
-        max_iters = cfg.train.max_iters
-        cfg = load_saved_config(run_dir / "config.yaml")
-        if max_iters:
-            cfg.train.max_iters = max_iters
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
-    (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-    save_preset(cfg, run_dir / "config.yaml")
-
-    seed_everything(cfg.train.seed)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    device = builders.pick_device(cfg)
-    data_root = Path(cfg.data.root)
-    labels = builders.label_set(cfg)
-    train_ds = builders.dataset(cfg, data_root, "train", train=True)  # the data is checked before CLIP weights are made
-    try:
-        val_ds = builders.dataset(cfg, data_root, cfg.eval.split, train=False)
-    except BifusionError:
-        val_ds = None
-        reporter.note(f"no '{cfg.eval.split}' samples: training without periodic evaluation")
-    source = builders.clip_source(cfg, data_root, reporter)
-    for ds in (train_ds, val_ds):
-        builders.attach_clip_source(ds, source)
-    train_loader = builders.loader(cfg, train_ds, train=True, seed=cfg.train.seed)
-    val_loader = builders.loader(cfg, val_ds, train=False) if val_ds is not None else None
-
-    model = build_model(cfg, labels)
-    if hasattr(model, "clip_tail"):
-        model.clip_tail.load_weights(cfg.clip.num_layers, builders.clip_weights_path(cfg))
-    init_reports = load_init_weights(model, cfg.train.init) if payload is None else []
-    for report in init_reports:
-        reporter.note("init " + report.summary())
-    model.to(device)
-    criterion = Criterion(cfg.loss, labels.num_instance)
-    total = total_iterations(cfg, len(train_ds))
-    stage = stage_index(cfg.loss.stages, stage_progress(payload["iteration"] if payload else 0, total))
-    groups = apply_stage(model, cfg.train.unfreeze, stage)
-    if payload is None and "backbone3d" not in groups and not init_reports:
-        reporter.note(f"S{stage} trains only {', '.join(groups)}: the 3D U-Net stays at its random init "
+        model = build_model(cfg, self.labels)
+        if hasattr(model, "clip_tail"):
+            model.clip_tail.load_weights(cfg.clip.num_layers, builders.clip_weights_path(cfg))
+        if self.payload is None:
+            self.init_reports = load_init_weights(model, cfg.train.init)
+            for report in self.init_reports:
+                self.note("init " + report.summary())
+        if cfg.train.sync_bn and self.dist.enabled:
+            self.note(f"sync_bn: {D.convert_sync_batchnorm(model)} BatchNorm layers share statistics over {self.dist.world} ranks")
+        self.model = model.to(self.device)
+        if self.dist.enabled:
+            D.broadcast_parameters(self.model)
+        self.criterion = Criterion(cfg.loss, self.labels.num_instance)
+        self.precision = Precision(cfg.train.amp, self.device)
+        self.stage = stage_index(cfg.loss.stages, stage_progress(self.start, self.total))
+        self.groups = apply_stage(self.model, cfg.train.unfreeze, self.stage)
+        if self.payload is None and "backbone3d" not in self.groups and not self.init_reports:
+            self.note(f"S{self.stage} trains only {', '.join(self.groups)}: the 3D U-Net stays at its random init "
                       "until S1 (start from a 3D-only run with --init-from)")
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, cfg.optim.weight_decay, cfg.optim.lr, cfg.optim.lr_mult), lr=cfg.optim.lr
-    )
-    scheduler = warmup_cosine(optimizer, cfg.optim.warmup_iters, total, cfg.optim.min_lr_ratio)
-    start, best = 0, {}
-    if payload is not None:
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        start, best = payload["iteration"], payload.get("best", {})
-        torch.set_rng_state(payload["rng"]["torch"])
-        reporter.note(f"resumed {run_dir} at iteration {start}/{total}")
-    else:
-        save_checkpoint(run_dir / CHECKPOINT_DIR / "init.pt", _payload(cfg, model, optimizer, scheduler, 0, best))
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(self.model, cfg.optim.weight_decay, cfg.optim.lr, cfg.optim.lr_mult), lr=cfg.optim.lr
+        )
+        # the schedule counts optimizer steps (accumulation: one step per `accumulate` iterations)
+        acc = cfg.optim.accumulate
+        self.scheduler = warmup_cosine(self.optimizer, math.ceil(cfg.optim.warmup_iters / acc), math.ceil(self.total / acc), cfg.optim.min_lr_ratio)
+        self.grad_groups = gradient_groups(self.model)
+        if self.payload is not None:
+            self._load(self.payload)
+        else:
+            self.save("init.pt", 0)
+        if self.payload is None:
+            seed_everything(cfg.train.seed + self.dist.rank)  # per-rank random streams (query sampling, anchors)
+        self.callbacks: list[Callback] = [StageSwitch(), GateWarmup()]
+        if self.dist.is_main:
+            self.callbacks += [TensorBoardSink(), CsvSink(), self.log_file, PanelSink()]
+        self.callbacks += [Evaluation(), Checkpointing()]
 
-    from torch.utils.tensorboard import SummaryWriter
+    def _load(self, payload: dict) -> None:
+        self.model.load_state_dict(payload["model"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        self.precision.load_state_dict(payload.get("scaler", {}))
+        self.best = payload.get("best", {})
+        self.bad_total = int(payload.get("skipped_steps", 0))
+        states = payload.get("rng", [])
+        if self.dist.rank < len(states):
+            restore_rng(states[self.dist.rank])
+        else:
+            seed_everything(self.cfg.train.seed + self.dist.rank + self.start)
+            self.note(f"no random state saved for rank {self.dist.rank} (the run had {len(states)} ranks): reseeded")
+        if payload.get("world", 1) != self.dist.world:
+            self.note(f"resumed with {self.dist.world} ranks (checkpoint: {payload.get('world', 1)}): the sample order of the epoch changes")
 
-    writer = SummaryWriter(str(run_dir))
-    metrics_csv = MetricsCsv(run_dir / "metrics.csv")
-    reporter.note(
-        f"run {run_dir} · {len(train_ds)} train / {len(val_ds) if val_ds else 0} val frames · "
-        f"{count_parameters(model, trainable_only=True) / 1e6:.2f} M trainable parameters (S{stage}: {', '.join(groups)}) · {device}"
-    )
-    reporter.task("train", total)
-    if start:
-        reporter.advance("train", start)
+    # ---- checkpoints -------------------------------------------------------------------------
+    def save(self, name: str, iteration: int) -> None:
+        """Every rank contributes its random state; rank 0 writes."""
+        rng = D.gather_objects(capture_rng()) if self.dist.enabled else [capture_rng()]
+        if not self.dist.is_main:
+            return
+        epoch, position = divmod(iteration, self.sampler.batches_per_epoch)
+        self.sampler_state = self.sampler.state() | {"epoch": epoch, "position": position}
+        payload = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.precision.state_dict(),
+            "iteration": iteration,
+            "epoch": epoch,
+            "best": self.best,
+            "skipped_steps": self.bad_total,
+            "config": self.cfg.model_dump(mode="json"),
+            "sampler": self.sampler_state,
+            "rng": rng,
+            "world": self.dist.world,
+        }
+        save_checkpoint(self.run_dir / CHECKPOINT_DIR / name, payload)
 
-    from ..evaluation.evaluate import evaluate_model, frame_protocol
+    # ---- evaluation --------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, float] | None:
+        from ..evaluation.evaluate import evaluate_model, frame_protocol
 
-    final: dict[str, float] = {}
-    started = time.perf_counter()
-    window_start, window_iters = started, 0
-    stream = _infinite(train_loader)
-    iters_per_epoch = max(1, len(train_loader))
-    model.train()
-    it = start
+        results = None
+        if self.dist.is_main:
+            results = evaluate_model(
+                self.model, self.val_loader, self.labels, self.cfg.eval, self.device, protocol=frame_protocol(self.cfg.data.mode)
+            ).summary()
+            self.model.train()
+        if self.dist.enabled:
+            torch.distributed.barrier()
+        return results
+
+    # ---- one iteration -----------------------------------------------------------------------
+    def step(self, it: int, batch) -> dict[str, torch.Tensor] | None:
+        """Forward, backward and (at an accumulation boundary) the optimizer step.
+
+        Host syncs: one per optimizer step (is the step finite, was a stop requested), plus
+        one at logging steps for all figures. Returns the figures (device tensors) to log.
+        """
+        cfg = self.cfg
+        acc = cfg.optim.accumulate
+        logging = (it + 1) % cfg.train.log_every == 0 or it + 1 == self.total
+        with self.precision.autocast():
+            out = self.model(batch)
+            loss, terms = self.criterion(out, batch, cfg.loss.stages[self.stage])
+        self.precision.backward(loss / acc)
+        finite = torch.isfinite(loss.detach())
+        self.finite = finite if it % acc == 0 or self.finite is None else self.finite & finite
+        figures: dict[str, torch.Tensor] = {}
+        if logging:
+            figures = {**{f"loss/{k}": v for k, v in terms.items()}, **out.stats}
+        if (it + 1) % acc and it + 1 != self.total:
+            return figures
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.requires_grad]
+        if self.dist.enabled:
+            D.average_gradients(params, self.dist.world)
+        self.precision.unscale(self.optimizer)
+        if logging:
+            figures.update(gradient_figures(self.grad_groups))
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad or math.inf)
+        ok = self.finite if self.precision.scaler is not None else self.finite & torch.isfinite(norm)  # fp16 overflow: the scaler skips
+        flags = torch.stack([(~ok).float(), torch.tensor(float(self.stop_signal is not None), device=ok.device)])
+        if self.dist.enabled:
+            flags = D.all_reduce_max(flags)
+        bad, stop = flags.tolist()  # the one host sync of a non-logging step
+        if bad:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.precision.skip(self.optimizer)
+            self.bad_in_row += 1
+            self.bad_total += 1
+            self.alert(f"iteration {it + 1}: non-finite loss or gradient, step skipped "
+                       f"({self.bad_in_row} in a row, {self.bad_total} in this run; limit train.max_bad_steps={cfg.train.max_bad_steps})")
+        else:
+            self.precision.step(self.optimizer)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.bad_in_row = 0
+        self.scheduler.step()
+        if stop:
+            self.stop_signal = self.stop_signal or signal.SIGTERM
+        return figures
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        self.note(
+            f"run {self.run_dir} · {len(self.train_ds)} train frames · {self.sampler.batches_per_epoch} iterations/epoch"
+            f"{f' per rank × {self.dist.world} ranks' if self.dist.enabled else ''} · "
+            f"{count_parameters(self.model, trainable_only=True) / 1e6:.2f} M trainable parameters "
+            f"(S{self.stage}: {', '.join(self.groups)}) · {self.device} · amp {cfg.train.amp}"
+        )
+        if self.start:
+            self.note(f"resumed {self.run_dir} at iteration {self.start}/{self.total}")
+        if getattr(self, "pending_note", None):
+            self.note(self.pending_note)
+        for cb in self.callbacks:
+            cb.on_start(self)
+        if self.dist.is_main:
+            self.reporter.task("train", self.total)
+            if self.start:
+                self.reporter.advance("train", self.start)
+        previous = {}
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        started = time.perf_counter()
+        window_start, window_iters = started, 0
+        active_alerts: set[tuple[str, str]] = set()
+        it = self.start
+        try:
+            while it < self.total:
+                epoch, position = divmod(it, self.sampler.batches_per_epoch)
+                self.sampler.set_position(epoch, position)
+                for batch in self.train_loader:
+                    for cb in self.callbacks:
+                        cb.on_iteration_start(self, it)
+                    figures = self.step(it, batch.to(self.device))
+                    it += 1
+                    window_iters += 1
+                    if self.bad_in_row >= cfg.train.max_bad_steps:
+                        self._stop_non_finite(it)
+                    if figures:
+                        now = time.perf_counter()
+                        rate = window_iters / max(now - window_start, 1e-9)
+                        window_start, window_iters = now, 0
+                        self.log(self._host_figures(figures, it, epoch, rate, active_alerts))
+                    if self.dist.is_main:
+                        self.reporter.advance("train")
+                    for cb in self.callbacks:
+                        cb.on_iteration_end(self, it)
+                    if self.stop_signal is not None:
+                        raise KeyboardInterrupt
+                    if it >= self.total:
+                        break
+        except KeyboardInterrupt:
+            self.save("last.pt", it)
+            name = "SIGTERM" if self.stop_signal == signal.SIGTERM else "interrupted"
+            self.note(f"{name}: saved {self.run_dir / CHECKPOINT_DIR / 'last.pt'} at iteration {it} (bifusion resume {self.run_dir})")
+            raise KeyboardInterrupt from None
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for cb in self.callbacks:
+                cb.on_end(self)
+        return TrainResult(
+            self.run_dir, self.total, time.perf_counter() - started, self.best, self.final,
+            clip_fallbacks=getattr(self.source, "fallbacks", 0) if self.source is not None else 0,
+            init_reports=self.init_reports, skipped_steps=self.bad_total,
+        )
+
+    def _on_signal(self, signum, frame) -> None:
+        """First SIGINT/SIGTERM: finish the iteration, save last.pt, stop. A second Ctrl-C stops at once."""
+        if self.stop_signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.stop_signal = signum
+
+    def _stop_non_finite(self, it: int) -> None:
+        self.save("last.pt", it)  # skipped steps never touched the weights: this is the last good state
+        lr = self.optimizer.param_groups[0]["lr"]
+        raise NonFiniteStop(
+            self.run_dir,
+            f"{self.bad_in_row} non-finite steps in a row at iteration {it}; last good state saved in "
+            f"{CHECKPOINT_DIR}/last.pt. Lower the learning rate (--set optim.lr={lr / 10:.1e}) or the gradient clip "
+            f"(--set optim.clip_grad=0.5), then bifusion resume {self.run_dir} --allow-config-change",
+        )
+
+    def _host_figures(self, figures: dict[str, torch.Tensor], it: int, epoch: int, rate: float, active: set) -> dict[str, Any]:
+        """The logged tensors → host floats in one transfer (averaged over ranks), plus the monitor."""
+        keys = list(figures)
+        values = torch.stack([figures[k].detach().float().reshape(()) for k in keys])
+        if self.dist.enabled:
+            torch.distributed.all_reduce(values)
+            values /= self.dist.world
+        host = dict(zip(keys, values.tolist()))
+        lr = self.scheduler.get_last_lr()[0]
+        out: dict[str, Any] = {
+            "iteration": it, "total": self.total, "epoch": epoch + 1, "stage": self.stage, "it/s": rate,
+            "eta_s": (self.total - it) / max(rate, 1e-9), "time/iteration_s": 1.0 / max(rate, 1e-9), "lr": lr, **host,
+            "skipped_steps": self.bad_total, "memory/peak_mb": peak_memory_mb(self.device),
+        }
+        if "gradient/total" in host:
+            out["gradient/status"] = gradient_status(host["gradient/total"])
+        if self.precision.scaler is not None:
+            out["amp/scale"] = float(self.precision.scaler.get_scale())
+        if self.source is not None and hasattr(self.source, "fallbacks"):
+            out["clip/fallbacks"] = self.source.fallbacks
+        gate_warm = it > self.cfg.model.fusion.warmup_iters
+        now = {(a.key, a.level): a for a in check_ranges(host, lr, gate_warm)}
+        for key in now.keys() - active:
+            self.alert(f"iteration {it}: {now[key].message}", now[key].level)
+        active.clear()
+        active.update(now)
+        return out
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """CUDA: the allocator's peak; CPU: the process's peak resident set."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train(cfg: Preset, *, reporter: Reporter = NULL_REPORTER, run_dir: Path | None = None) -> TrainResult:
+    """Train from scratch into a new run folder (or ``run_dir``)."""
+    trainer = Trainer(cfg, Path(run_dir) if run_dir is not None else new_run_dir(cfg), reporter)
+    return _run(trainer)
+
+
+def _run(trainer: Trainer) -> TrainResult:
     try:
-        for it in range(start, total):
-            _, batch = next(stream)
-            epoch = it // iters_per_epoch
-            batch = batch.to(device)
-            now_stage = stage_index(cfg.loss.stages, stage_progress(it, total))
-            if now_stage != stage:
-                stage = now_stage
-                groups = apply_stage(model, cfg.train.unfreeze, stage)
-                reporter.note(f"iteration {it}: stage S{stage} · training {', '.join(groups)} · "
-                              f"loss weights {cfg.loss.stages[stage].model_dump(exclude={'until'})}")
-            model.set_iteration(it)
-            out = model(batch)
-            loss, terms = criterion(out, batch, cfg.loss.stages[stage])
-            if not math.isfinite(terms["total"]):
-                raise BifusionError(f"iteration {it}", f"loss is {terms['total']} ({terms}); lower optim.lr")
-            (loss / cfg.optim.accumulate).backward()
-            grad_norm = float("nan")
-            if (it + 1) % cfg.optim.accumulate == 0:
-                if cfg.optim.clip_grad:
-                    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad))
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            window_iters += 1
-            now = time.perf_counter()
-            rate = window_iters / max(now - window_start, 1e-9)
-            live = {
-                "iteration": it + 1, "total": total, "epoch": epoch + 1, "stage": stage, "it/s": rate,
-                "eta_s": (total - it - 1) / max(rate, 1e-9), "lr": scheduler.get_last_lr()[0],
-                "grad_norm": grad_norm, **{f"loss/{k}": v for k, v in terms.items()}, **out.stats,
-            }
-            if source is not None and hasattr(source, "fallbacks"):
-                live["clip/fallbacks"] = source.fallbacks
-            reporter.metrics(live)
-            reporter.advance("train")
-            if (it + 1) % cfg.train.log_every == 0 or it + 1 == total:
-                for k, v in terms.items():
-                    writer.add_scalar(f"train/detailed_loss/{k}", v, it + 1)
-                for k, v in out.stats.items():
-                    writer.add_scalar(f"train/{k}", v, it + 1)
-                writer.add_scalar("train/lr", live["lr"], it + 1)
-                writer.add_scalar("train/stage", stage, it + 1)
-                metrics_csv.append({"iteration": it + 1, "epoch": epoch + 1, "stage": stage, "lr": live["lr"], **terms, **out.stats})
-                window_start, window_iters = now, 0
-            is_last = it + 1 == total
-            if val_loader is not None and ((it + 1) % cfg.train.eval_every == 0 or is_last):
-                final = evaluate_model(model, val_loader, labels, cfg.eval, device, protocol=frame_protocol(cfg.data.mode)).summary()
-                model.train()
-                for k, v in final.items():
-                    writer.add_scalar(f"val/{k}", v, it + 1)
-                metrics_csv.append({"iteration": it + 1, "epoch": epoch + 1, **{f"val/{k}": v for k, v in final.items()}})
-                reporter.metrics({"iteration": it + 1, "total": total, **{f"val/{k}": v for k, v in final.items()}})
-                if not best or final.get(PRIMARY_METRIC, 0) >= best.get(PRIMARY_METRIC, 0):
-                    best = {**final, "iteration": it + 1}
-                    save_checkpoint(run_dir / CHECKPOINT_DIR / "best.pt", _payload(cfg, model, optimizer, scheduler, it + 1, best))
-            if (it + 1) % cfg.train.checkpoint_every == 0 or is_last:
-                save_checkpoint(run_dir / CHECKPOINT_DIR / "last.pt", _payload(cfg, model, optimizer, scheduler, it + 1, best))
-    except KeyboardInterrupt:
-        save_checkpoint(run_dir / CHECKPOINT_DIR / "last.pt", _payload(cfg, model, optimizer, scheduler, it, best))
-        reporter.note(f"interrupted: saved {run_dir / CHECKPOINT_DIR / 'last.pt'} (bifusion resume {run_dir})")
-        raise
+        trainer.setup()
+        return trainer.fit()
     finally:
-        writer.close()
-    return TrainResult(
-        run_dir, total, time.perf_counter() - started, best, final,
-        clip_fallbacks=getattr(source, "fallbacks", 0) if source is not None else 0,
-        init_reports=init_reports,
-    )
+        if getattr(trainer, "dist", None) is not None:
+            D.shutdown(trainer.dist)
 
 
-def _payload(cfg: Preset, model, optimizer, scheduler, iteration: int, best: dict) -> dict[str, Any]:
-    return {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "iteration": iteration,
-        "best": best,
-        "config": cfg.model_dump(mode="json"),
-        "rng": {"torch": torch.get_rng_state()},
-    }
+def resume_checkpoint(run_dir: Path) -> Path:
+    """``last.pt``, else ``init.pt`` (a run stopped before its first interval checkpoint)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise BifusionError(run_dir, "not a run folder")
+    for name in ("last.pt", "init.pt"):
+        if (run_dir / CHECKPOINT_DIR / name).is_file():
+            return run_dir / CHECKPOINT_DIR / name
+    raise BifusionError(run_dir, f"no {CHECKPOINT_DIR}/last.pt or init.pt: nothing to resume (start a run with bifusion train)")
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Keys whose values differ between two nested config dicts, as 'a.b: old → new'."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{prefix}{key}: {a} → {b}")
+    return changes
+
+
+def resume(
+    run_dir: Path,
+    *,
+    overrides: list[str] | None = None,
+    max_iters: int | None = None,
+    allow_config_change: bool = False,
+    reporter: Reporter = NULL_REPORTER,
+) -> TrainResult:
+    """Continue a run in its own folder from its checkpoint, with the config it was saved with.
+
+    ``config.yaml`` edits and ``overrides`` are refused unless ``allow_config_change``;
+    ``max_iters`` extends or cuts the run and is always allowed.
+    """
+    run_dir = Path(run_dir)
+    ckpt = resume_checkpoint(run_dir)
+    payload = load_checkpoint(ckpt)
+    cfg = load_saved_config(run_dir / "config.yaml")
+    if overrides:
+        cfg = validate_preset(apply_overrides(cfg.model_dump(mode="json"), overrides))
+    if max_iters:
+        cfg.train.max_iters = max_iters
+    saved, now = dict(payload["config"]), cfg.model_dump(mode="json")
+    if max_iters:
+        saved["train"] = {**saved["train"], "max_iters": max_iters}
+    changes = config_changes(saved, now)
+    if changes and not allow_config_change:
+        raise BifusionError(run_dir, f"config differs from the checkpoint's ({'; '.join(changes[:4])}); "
+                                     "pass --allow-config-change to continue with it")
+    trainer = Trainer(cfg, run_dir, reporter, payload=payload)
+    if changes:
+        trainer.pending_note = f"config changed at resume: {'; '.join(changes)}"
+    return _run(trainer)

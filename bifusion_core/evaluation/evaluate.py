@@ -34,6 +34,7 @@ def frame_protocol(mode: str) -> str:
 class Evaluation:
     metrics: dict[str, Any]  # SceneScorer.result(): stamps first, then numbers
     per_class: dict[str, Any] = field(default_factory=dict)  # SceneScorer.per_class()
+    gate_alpha: dict[str, float] = field(default_factory=dict)  # class name -> mean 2D weight α (fusion models)
 
     @property
     def frames(self) -> int:
@@ -73,10 +74,14 @@ def evaluate_model(
     reporter.task("evaluate", len(loader.dataset))
     thing_raw = np.asarray(labels.thing_raw_ids)
     semantic_raw = np.asarray(labels.raw_ids)
+    alpha_sum = np.zeros(labels.num_semantic)
+    alpha_count = np.zeros(labels.num_semantic)
     for batch in loader:
         batch = batch.to(device)
         out = model(batch)
-        preds = predict_frames(out, batch, cfg)
+        if out.alpha is not None and out.valid is not None:
+            accumulate_alpha(alpha_sum, alpha_count, out.alpha, out.valid, batch.semantic)
+        preds = predict_frames(out, batch, cfg, labels)
         point_batch = batch.point_batch.cpu().numpy()
         label_raw_all, instance = batch.label_raw.cpu().numpy(), batch.instance.cpu().numpy()
         num_frames += batch.num_frames
@@ -96,4 +101,16 @@ def evaluate_model(
                 write_frame_clouds(show_dir, name, batch.points.cpu().numpy()[sel], pred, truth.gt_ids(), pred_raw)
         reporter.advance("evaluate", batch.num_samples)
     scorer.update_context(num_scans=len(scans), num_frames=num_frames)
-    return Evaluation(scorer.result(), scorer.per_class())
+    gate_alpha = {labels.names[c]: float(alpha_sum[c] / alpha_count[c]) for c in np.flatnonzero(alpha_count)}
+    return Evaluation(scorer.result(), scorer.per_class(), gate_alpha)
+
+
+def accumulate_alpha(
+    alpha_sum: np.ndarray, alpha_count: np.ndarray, alpha: torch.Tensor, valid: torch.Tensor, semantic: torch.Tensor
+) -> None:
+    """Sum the gate's 2D weight α by GT semantic class over points a view sees (does α rise on
+    classes only texture separates?). Points no view sees hold the fixed no-view α: left out."""
+    keep = valid & (semantic >= 0)
+    cls = semantic[keep].cpu().numpy()
+    alpha_sum += np.bincount(cls, alpha[keep].float().cpu().numpy(), minlength=len(alpha_sum))
+    alpha_count += np.bincount(cls, minlength=len(alpha_count))

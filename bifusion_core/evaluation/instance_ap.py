@@ -156,6 +156,9 @@ def class_agnostic(
     (1000 + 1..M, in ascending original id) so that instances of different classes that shared
     an instance number stay distinct; non-thing GT becomes 0 (void, as it is in the per-class
     evaluation) and non-thing predictions get label 0, so they are dropped as before.
+
+    A mask proposed under several thing classes (query-class pair ranking) is one object here:
+    identical thing masks collapse to one prediction with their best score.
     """
     things = _check_class_ids(thing_label_ids)
     out = []
@@ -172,12 +175,25 @@ def class_agnostic(
         new_gt[is_thing] = AGNOSTIC_LABEL_ID * LABEL_DIVISOR + 1 + inverse.reshape(-1)
         labels = np.asarray(scene.pred_labels)
         new_labels = np.where(np.isin(labels, things), AGNOSTIC_LABEL_ID, 0).astype(np.int64)
-        out.append(
-            InstanceSceneResult(
-                new_gt, scene.pred_masks, new_labels, scene.pred_scores, scene.scene
-            )
+        masks, new_labels, scores = _distinct_masks(
+            np.asarray(scene.pred_masks), new_labels, np.asarray(scene.pred_scores, dtype=np.float64)
         )
+        out.append(InstanceSceneResult(new_gt, masks, new_labels, scores, scene.scene))
     return out
+
+
+def _distinct_masks(
+    masks: np.ndarray, labels: np.ndarray, scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keep one prediction (the best-scored) per distinct mask among same-label rows."""
+    if len(labels) < 2 or masks.ndim != 2:
+        return masks, labels, scores
+    order = np.argsort(-scores, kind="stable")
+    rows = np.packbits(masks[order] != 0, axis=1)
+    keys = np.concatenate([labels[order, None].view(np.uint8).reshape(len(order), -1), rows], axis=1)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    keep = np.sort(order[first])
+    return masks[keep], labels[keep], scores[keep]
 
 
 # ----------------------------------------------------------------------------- per scene

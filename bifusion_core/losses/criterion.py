@@ -21,13 +21,15 @@ class Criterion:
         self.cfg = cfg
         self.num_instance_classes = num_instance_classes
 
-    def __call__(self, out: ModelOutput, batch: Batch, weights: LossStage | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Returns the total loss and every term (unweighted) for logging; ``weights`` default to S0's."""
+    def __call__(self, out: ModelOutput, batch: Batch, weights: LossStage | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Returns the total loss and every term (unweighted, detached 0-d tensors) for logging;
+        ``weights`` default to S0's. Terms stay on the device: the trainer reads them at log time."""
         cfg = self.cfg
         w = weights if weights is not None else cfg.stages[0]
         terms: dict[str, torch.Tensor] = {}
-        terms["semantic"] = F.cross_entropy(out.semantic_logits, batch.semantic, ignore_index=-1) \
-            if bool((batch.semantic >= 0).any()) else out.semantic_logits.sum() * 0.0
+        # the mean over labelled points, 0 when none is labelled (no host-side test of the labels)
+        labelled = (batch.semantic >= 0).sum().clamp(min=1)
+        terms["semantic"] = F.cross_entropy(out.semantic_logits.float(), batch.semantic, ignore_index=-1, reduction="sum") / labelled
         inst: dict[str, torch.Tensor] = {}
         use_merge = cfg.merge > 0
         sp_frame = torch.zeros_like(batch.sp_batch).scatter_(0, batch.superpoints, batch.point_frame) if use_merge else None
@@ -69,6 +71,6 @@ class Criterion:
                 )
                 aux = aux + cfg.no_view * terms["no_view"]
             total = total + w.aux * aux
-        logged = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in terms.items()}
-        logged["total"] = float(total.detach())
+        logged = {k: v.detach() if torch.is_tensor(v) else total.new_tensor(float(v)) for k, v in terms.items()}
+        logged["total"] = total.detach()
         return total, logged

@@ -116,8 +116,13 @@ class Backbone3D(nn.Module):
         self.head = _conv_bn_relu(self.unet.out_channels, feat_dim, kernel=1)
 
     def forward(self, coords: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-        """``coords`` (M,4) int batched voxel coordinates, ``feats`` (M,C) → (M, feat_dim) rows in input order."""
-        x = ME.SparseTensor(features=feats, coordinates=coords)
-        out = self.head(self.unet(x))
-        # Rows of the output follow the input map; align them to the order of ``coords``.
-        return out.features_at_coordinates(coords.float())
+        """``coords`` (M,4) int batched voxel coordinates, ``feats`` (M,C) → (M, feat_dim) rows in input order.
+
+        Always fp32: MinkowskiEngine has no half-precision kernels, so autocast is off in here
+        and the input is cast at the boundary (the output is fp32 under any ``train.amp``).
+        """
+        with torch.autocast(feats.device.type, enabled=False):
+            x = ME.SparseTensor(features=feats.float(), coordinates=coords)
+            out = self.head(self.unet(x))
+            # Rows of the output follow the input map; align them to the order of ``coords``.
+            return out.features_at_coordinates(coords.float())

@@ -46,7 +46,7 @@ class ModelOutput:
     valid: torch.Tensor | None = None  # (N,) point inside its frame's colour image
     alpha: torch.Tensor | None = None  # (N,) weight of the 2D feature
     views: torch.Tensor | None = None  # (N,) multi-view: frames of the window whose 2D feature the point averages
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class BiFusionSegmentor(nn.Module):
@@ -75,6 +75,7 @@ class BiFusionSegmentor(nn.Module):
 
     def set_iteration(self, iteration: int) -> None:
         self.iteration.fill_(iteration)
+        self.current_iteration = iteration  # the host copy: reading the buffer would sync with the device
 
     def train(self, mode: bool = True) -> "BiFusionSegmentor":
         """Frozen parts stay in eval mode (BatchNorm statistics of a frozen U-Net must not drift)."""
@@ -139,10 +140,10 @@ class BiFusionSegmentor(nn.Module):
         f3d = F.normalize(vox[batch.point_voxel], dim=-1)
         if hasattr(self, "tiny_sa"):
             f3d = self.tiny_sa(f3d, batch.points_aug, batch.point_batch, batch.num_samples, batch.superpoints, batch.sp_batch)
-        stats: dict[str, float] = {}
+        stats: dict[str, torch.Tensor] = {}
         if self.memory is not None:
             f3d, hit = self.memory(f3d, batch.points, batch.point_frame, batch.frame_batch)
-            stats["memory/hit_rate"] = float(hit.float().mean())
+            stats["memory/hit_rate"] = hit.float().mean().detach()
         out_2d: dict[str, torch.Tensor] = {}
         fused = f3d
         if self.use_2d:
@@ -153,7 +154,7 @@ class BiFusionSegmentor(nn.Module):
                     batch.points_aug, batch.point_batch, batch.num_samples, batch.points, batch.world_to_depth, batch.point_frame
                 )
                 m2d, m3d = self.film.modulate(f2d, gamma, beta), self.film.modulate(f3d, gamma, beta)
-            fused, alpha = self.gate(m2d, m3d, valid, batch.point_batch, batch.num_samples, int(self.iteration))
+            fused, alpha = self.gate(m2d, m3d, valid, batch.point_batch, batch.num_samples, getattr(self, "current_iteration", 0))
             out_2d = {"f2d": f2d, "valid": valid, "alpha": alpha}
             stats.update(gate_statistics(alpha, valid, views))
             if views is not None:
@@ -169,18 +170,21 @@ class BiFusionSegmentor(nn.Module):
         return ModelOutput(f3d, fused, semantic_logits, decoder, slices, stats=stats, **out_2d)
 
 
-def gate_statistics(alpha: torch.Tensor, valid: torch.Tensor, views: torch.Tensor | None = None) -> dict[str, float]:
+def gate_statistics(alpha: torch.Tensor, valid: torch.Tensor, views: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """What the live panel shows: mean 2D/3D weight, gate entropy (bits), projection valid rate and,
-    multi-view, the mean number of frames whose 2D feature a point averages."""
+    multi-view, the mean number of frames whose 2D feature a point averages.
+
+    0-d tensors: the trainer reads them on the host only at logging steps (no sync per iteration).
+    """
     with torch.no_grad():
         a = alpha.float().clamp(1e-6, 1 - 1e-6)
         entropy = -(a * a.log2() + (1 - a) * (1 - a).log2())
         return {
-            "fusion/w2d_mean": float(a.mean()),
-            "fusion/w3d_mean": float(1 - a.mean()),
-            "fusion/gate_entropy": float(entropy.mean()),
-            "projection/valid_rate": float(valid.float().mean()),
-        } | ({"projection/views_mean": float(views.float().mean())} if views is not None else {})
+            "fusion/w2d_mean": a.mean(),
+            "fusion/w3d_mean": 1 - a.mean(),
+            "fusion/gate_entropy": entropy.mean(),
+            "projection/valid_rate": valid.float().mean(),
+        } | ({"projection/views_mean": views.float().mean()} if views is not None else {})
 
 
 def build_model(cfg: Preset, labels: LabelSet) -> BiFusionSegmentor:

@@ -39,6 +39,6 @@ class SuperpointPooling(nn.Module):
         w = 2.0 * torch.sigmoid(self.weight(torch.cat([local, shape[sp_index]], dim=-1)))  # (N,1)
         weighted = scatter_mean(w * feats, sp_index, num_sp) / scatter_mean(w, sp_index, num_sp).clamp(min=1e-6)
         sp_feats = weighted + self.shape_proj(shape)
-        num_samples = int(sp_batch.max()) + 1 if num_sp else 0
-        pos = self.pos(centres - scatter_mean(centres, sp_batch, num_samples)[sp_batch])
+        # num_sp slots ≥ the number of samples (the extra rows stay empty): no host read of sp_batch.max()
+        pos = self.pos(centres - scatter_mean(centres, sp_batch, num_sp)[sp_batch])
         return self.norm(sp_feats), pos, centres

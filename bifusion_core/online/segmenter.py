@@ -85,7 +85,7 @@ class OnlineSegmenter:
         with clock.measure("forward"):
             out = self.model(batch)
         with clock.measure("postprocess"):
-            pred = predict_frames(out, batch, self.frame_cfg)[0]
+            pred = predict_frames(out, batch, self.frame_cfg, self.labels)[0]
             source = cue_source(pred, self.online.cues)
             instances = frame_instances(out, batch, pred, source)
             confidence = out.semantic_logits.softmax(-1).amax(-1).cpu().numpy()
