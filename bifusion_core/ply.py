@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_path
+from .atomic_io import atomic_path
 
 
 def write_ply(

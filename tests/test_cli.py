@@ -61,11 +61,21 @@ def test_validate_missing_data_fails_naming_the_manifest(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_train_without_data_is_one_line(tmp_path):
-    proc = run_cli("train", "--preset", "demo", "--data", tmp_path, "--max-iters", "1", check=False)
+def test_train_without_data_is_one_line_and_leaves_no_run_folder(tmp_path):
+    proc = run_cli("train", "--preset", "demo", "--data", tmp_path / "data", "--max-iters", "1", check=False, cwd=tmp_path)
     assert proc.returncode == 1
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and "manifest.json" in lines[0]
+    assert list(tmp_path.iterdir()) == []  # not even outputs/ under the working folder
+
+
+@pytest.mark.slow
+def test_train_failing_before_its_first_step_leaves_no_run_folder(synthetic_data, tmp_path):
+    runs = tmp_path / "runs"
+    proc = run_cli("train", "--preset", "demo", "--data", synthetic_data, "--output-dir", runs,
+                   "--init-from", tmp_path / "no-run", "--max-iters", "1", check=False)
+    assert proc.returncode == 1 and "no-run" in proc.stderr
+    assert not runs.exists()
 
 
 def test_eval_of_missing_run_is_one_line(tmp_path):

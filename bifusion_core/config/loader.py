@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
-from ..io import write_text
+from ..atomic_io import write_text
 from .schema import Preset
 
 PRESET_DIR = Path(os.environ.get("BIFUSION_PRESETS", Path(__file__).resolve().parents[2] / "presets"))

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import BifusionError
-from ..io import read_json, write_json
+from ..atomic_io import read_json, write_json
 
 MANIFEST_FORMAT = "bifusion-prepared"
 MANIFEST_VERSION = 2  # 2: colour pixels through the depth->colour extrinsic, ``valid``, colour intrinsics

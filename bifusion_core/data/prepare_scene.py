@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import BifusionError
 from ..images import encode_jpeg
-from ..io import atomic_dir, atomic_path, read_json, write_json
+from ..atomic_io import atomic_dir, atomic_path, read_json, write_json
 from ..ops import contiguous_ids, transform_points
 from ..reporting import Reporter
 from .camera import back_project, color_pixels, nearest_index, rescale_intrinsic, resize_color, resize_nearest

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import BifusionError
 from ..images import decode_rgb
-from ..io import atomic_path, read_json, write_json, write_text
+from ..atomic_io import atomic_path, read_json, write_json, write_text
 
 MESH_SUFFIX = "_vh_clean_2.ply"
 SEGS_SUFFIX = "_vh_clean_2.0.010000.segs.json"

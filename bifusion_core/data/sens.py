@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import BifusionError
 from ..images import decode_rgb
-from ..io import atomic_path
+from ..atomic_io import atomic_path
 from .scannet_raw import compose_depth_to_color
 
 SENS_VERSION = 4

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import BifusionError
 from ..images import encode_jpeg
-from ..io import write_bytes
+from ..atomic_io import write_bytes
 from ..ply import write_ply
 from ..reporting import NULL_REPORTER, Reporter
 from .labels import write_labels_tsv

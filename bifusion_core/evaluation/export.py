@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BifusionError
-from ..io import write_bytes
+from ..atomic_io import write_bytes
 
 MASK_SUBDIR = "pred_mask"
 INSTANCE_PRED, INSTANCE_GT = "instance/pred", "instance/gt"

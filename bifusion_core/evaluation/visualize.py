@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_path
+from ..atomic_io import atomic_path
 from ..ops import contiguous_ids
 from ..ply import write_ply
 

@@ -28,7 +28,7 @@ from torch import nn
 from ..cache import user_cache_dir
 from ..compat import require
 from ..errors import BifusionError
-from ..io import atomic_path
+from ..atomic_io import atomic_path
 
 CLIP_MODEL_NAME = "ViT-B-16"
 PATCH_SIZE = 16

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..compat import require
 from ..errors import BifusionError
-from ..io import atomic_path
+from ..atomic_io import atomic_path
 from .clip_encoder import CLIP_MODEL_NAME
 
 SHARD_GLOB = "shard-*.h5"
