@@ -35,6 +35,7 @@ import numpy as np
 from ..errors import BifusionError
 from ..images import encode_jpeg
 from ..atomic_io import write_bytes
+from ..ops import transform_points
 from ..ply import write_ply
 from ..reporting import NULL_REPORTER, Reporter
 from .labels import write_labels_tsv
@@ -273,7 +274,7 @@ class SyntheticObject:
     def albedo(self, points_aligned: np.ndarray, *, blur_fine: bool = False) -> np.ndarray:
         """Procedural colour at points (aligned frame); ``blur_fine`` gives the mean for fine textures
         (mesh vertex colours are blurred in real scans too)."""
-        p = points_aligned @ self.to_local[:3, :3].T + self.to_local[:3, 3]
+        p = transform_points(points_aligned, self.to_local)
         x, y, z = p[:, 0], p[:, 1], p[:, 2]
         if self.texture in PRINTS.values():
             if blur_fine:
@@ -340,7 +341,7 @@ class SyntheticScene:
     @property
     def world_vertices(self) -> np.ndarray:
         inverse = np.linalg.inv(self.axis_align)
-        return self.vertices @ inverse[:3, :3].T + inverse[:3, 3]
+        return transform_points(self.vertices, inverse)
 
     def pose(self, frame: int) -> np.ndarray:
         """Depth camera-to-world pose of raw frame ``frame`` (what ``pose/<frame>.txt`` holds)."""
@@ -541,7 +542,7 @@ def synthetic_scene(seed: int, index: int, options: SyntheticOptions | None = No
     fine_mean = _PALETTE[rng.integers(len(_PALETTE))] * 0.8 + 0.1  # the texture-only classes share it
     for design, to_aligned, category in designs:
         vertices, faces = _merge(design.parts)
-        vertices = vertices @ to_aligned[:3, :3].T + to_aligned[:3, 3]
+        vertices = transform_points(vertices, to_aligned)
         if design.texture in PRINTS.values():
             base, contrast = fine_mean + rng.normal(0, 0.03, 3), np.full(3, 0.22)
         elif category == "wall":
@@ -636,7 +637,7 @@ def _segments(vertices: np.ndarray, vertex_object: np.ndarray, objects: list[Syn
     cells[:, 0] = vertex_object
     for k, obj in enumerate(objects):
         mask = vertex_object == k
-        local = vertices[mask] @ obj.to_local[:3, :3].T + obj.to_local[:3, 3]
+        local = transform_points(vertices[mask], obj.to_local)
         cells[mask, 1:] = np.floor(local / obj.segment_size_m + 1e-6).astype(np.int64)
     _, patch = np.unique(cells, axis=0, return_inverse=True)
     patch = patch.reshape(-1)
