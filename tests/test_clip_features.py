@@ -196,6 +196,7 @@ class _SourceDataset(torch.utils.data.Dataset):
         return self.source.get(*self.items[i])[1]
 
 
+@pytest.mark.slow
 def test_shards_write_skip_verify_and_fallback(clip_weights: Path, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     root = tmp_path / "DATA"
@@ -281,6 +282,7 @@ def test_manifest_with_other_image_size_is_rejected(tmp_path: Path, clip_weights
         precompute_clip_features(root, num_layers=1, weights=clip_weights, image_size=(230, 160))
 
 
+@pytest.mark.slow
 def test_failing_worker_keeps_published_shards_and_rerun_resumes(clip_weights: Path, tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     root = tmp_path / "DATA"

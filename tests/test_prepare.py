@@ -277,6 +277,7 @@ def _prepared_files(out: Path) -> dict[Path, bytes]:
     return {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_two_workers_write_the_same_bytes_and_report_each_scene(synthetic_data: Path, tmp_path: Path) -> None:
     _copy_scenes(synthetic_data, tmp_path / "raw")
     settings = dict(mode="both", frame_step=40, mv_frame_step=20, image_size=(64, 48), num_points=300)
@@ -290,6 +291,7 @@ def test_two_workers_write_the_same_bytes_and_report_each_scene(synthetic_data: 
     assert one.totals == one.done == two.totals == two.done == expected
 
 
+@pytest.mark.slow
 def test_a_killed_run_leaves_no_half_written_scene(synthetic_data: Path, tmp_path: Path) -> None:
     """SIGKILL in the middle of the second scene: the first is complete, the second absent, and a
     re-run finishes it to the same bytes as an uninterrupted run."""
