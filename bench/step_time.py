@@ -12,7 +12,7 @@ import time
 import torch
 
 from bifusion_core.config import load_preset
-from bifusion_core.engine.validate import tiny_batch
+from bifusion_core.data.random_batch import random_batch
 from bifusion_core.losses.criterion import Criterion
 from bifusion_core.models.bifusion import build_model
 from bifusion_core.engine.builders import label_set
@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     fused = load_preset(args.preset, ["model.use_2d=true", "model.fusion.warmup_iters=0"])
     only3d = load_preset(args.preset, ["model.use_2d=false"])
-    batch = tiny_batch(fused, label_set(fused), num_points=args.points)
+    batch = random_batch(fused, label_set(fused), num_points=args.points)
     t_fused = step_seconds(fused, batch, args.steps)
     t_3d = step_seconds(only3d, batch, args.steps)
     print(f"preset {args.preset}, 2 frames × {args.points} points, median of {args.steps} steps")

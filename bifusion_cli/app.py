@@ -127,35 +127,34 @@ def prepare_cmd(
     ),
 ) -> None:
     """Turn raw ScanNet scans (or generated synthetic ones) into training samples; bad scenes are skipped and listed."""
-    from collections import Counter
-
-    from rich.markup import escape
-    from rich.table import Table
-
     from bifusion_core.data.prepare import prepare_scannet
     from bifusion_core.data.prepare_settings import resolve_prepare_settings
     from bifusion_core.data.superpoints import check_superpoint_method
 
     if (synthetic is None) == (scannet is None):
         raise BifusionError("prepare", "give exactly one of --synthetic N or --scannet ROOT")
-    settings = resolve_prepare_settings(
+    config = resolve_prepare_settings(
         synthetic=synthetic is not None, preset=preset, overrides=overrides, mode=mode, frame_step=frame_step,
-        mv_frame_step=mv_frame_step, image_size=image_size, benchmark=benchmark,
+        mv_frame_step=mv_frame_step, image_size=image_size, benchmark=benchmark, superpoints=superpoints,
+        sam_checkpoint=sam_checkpoint, labels_tsv=labels_tsv, splits_dir=splits, seed=seed, workers=workers, strict=strict,
+        source=source,
     )
-    check_superpoint_method(superpoints, sam_checkpoint)  # refused before any scene is generated or read
+    check_superpoint_method(config.superpoints, config.sam_checkpoint)  # refused before any scene is generated or read
     with render.RichReporter("prepare") as reporter:
         root = scannet
         if synthetic is not None:
             from bifusion_core.data.synthetic import write_synthetic_scannet
 
-            if layout not in ("exported", "sens", "both"):
-                raise BifusionError("--synthetic-layout", f"unknown layout {layout!r}; choose exported, sens or both")
             write_synthetic_scannet(out, synthetic, seed=seed, layout=layout, reporter=reporter)
             root = out
-        summary = prepare_scannet(
-            root, out, **settings.prepare_kwargs(), superpoints=superpoints, sam_checkpoint=sam_checkpoint,
-            labels_tsv=labels_tsv, splits_dir=splits, seed=seed, workers=workers, strict=strict, source=source, reporter=reporter,
-        )
+        summary = prepare_scannet(root, out, config, reporter=reporter)
+    _print_prepare_summary(out, config, summary)
+
+
+def _print_prepare_summary(out: Path, config, summary) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title=f"prepared → {out} in {render.duration(summary.seconds)}")
     for col in ("mode", "frame step", "scenes", "frames", "points", "skipped frames"):
         table.add_column(col, justify="right")
@@ -164,7 +163,7 @@ def prepare_cmd(
     render.console.print(table)
     width, height = summary.image_size
     render.console.print(
-        f"settings: preset {escape(settings.preset)} · modes {'+'.join(summary.modes)} · frame steps "
+        f"settings: preset {escape(str(config.preset))} · modes {'+'.join(summary.modes)} · frame steps "
         + ", ".join(f"{m} {s}" for m, s in summary.frame_steps.items())
         + f" · image {width}x{height} · {summary.num_points:,} points/frame · superpoints {escape(summary.superpoints)}"
         + f" · benchmark {summary.benchmark} · splits: {escape(summary.split_source)}",
@@ -181,8 +180,7 @@ def prepare_cmd(
             f"projection-valid rate: {summary.valid_fraction:.1%} of points lie inside their frame's colour image "
             f"(per scan {min(summary.valid_rate.values()):.1%} in {low_scene} to {max(summary.valid_rate.values()):.1%})"
         )
-    for reason, count in Counter(reason for _, _, reason in summary.skipped).most_common():
-        scenes = len({scene for scene, _, r in summary.skipped if r == reason})
+    for reason, count, scenes in summary.skipped_reasons:
         render.console.print(f"[yellow]skipped frames[/] {count} × {escape(reason)} (in {scenes} scene(s))", soft_wrap=True)
     for scene, reason in summary.skipped_scenes:  # one line each, never wrapped: grep-able in logs
         render.console.print(f"[red]skipped scene[/] {scene}: {escape(reason)}", soft_wrap=True, highlight=False)
@@ -210,12 +208,13 @@ def precompute_clip_cmd(
         f"[bold]{summary.computed}[/] frames computed, [bold]{summary.skipped}[/] already stored "
         f"({summary.total} total) in {summary.seconds:.1f} s → {summary.dir}"
     )
-    if run.verify_difference is not None:
-        ok = run.verify_difference < 1e-3
+    if run.verified is not None:
+        bound = f"{'<' if run.verified else '≥'} {run.verify_tolerance:g}"
         render.console.print(
-            f"verify {verify} frames: max relative L2 difference {run.verify_difference:.2e} " + ("[green](< 1e-3)[/]" if ok else "[red](≥ 1e-3)[/]")
+            f"verify {run.verify_frames} frames: max relative L2 difference {run.verify_difference:.2e} "
+            + (f"[green]({bound})[/]" if run.verified else f"[red]({bound})[/]")
         )
-        if not ok:
+        if not run.verified:
             raise typer.Exit(1)
 
 
@@ -346,21 +345,26 @@ def eval_cmd(
         raise BifusionError("--segment-smoothing", "only applies to --online evaluation")
     if online:
         return _eval_online(targets, split, data, export, show_dir, segment_smoothing)
-    columns = {}
     folders = target_folder_names(targets) if export is not None else [None] * len(targets)
+    results = []
     with render.RichReporter("eval") as reporter:
         for target, folder in zip(targets, folders):
             export_dir = export / folder if folder is not None else None
-            result = evaluate_checkpoint(target, split=split, data_root=data, export_dir=export_dir, show_dir=show_dir, reporter=reporter)
-            columns[result.name] = {**result.stamps, **result.summary}
-    render.console.print(render.metrics_table(f"evaluation · {split}", columns))
-    if result.per_class:
-        render.console.print(render.metrics_table("per-class AP50 (classes with ground truth)", {"AP50": result.per_class}))
-    if result.gate_alpha:
-        render.console.print(render.metrics_table("fusion gate: mean 2D weight α per GT class (points a view sees)", {"α": result.gate_alpha}))
+            results.append(evaluate_checkpoint(target, split=split, data_root=data, export_dir=export_dir, show_dir=show_dir, reporter=reporter))
+    render.console.print(render.metrics_table(f"evaluation · {split}", {r.name: {**r.stamps, **r.summary} for r in results}))
+
+    def per_target(label: str, values) -> dict:
+        return {f"{label} · {r.name}" if len(results) > 1 else label: values(r) for r in results if values(r)}
+
+    per_class = per_target("AP50", lambda r: r.per_class)
+    if per_class:
+        render.console.print(render.metrics_table("per-class AP50 (classes with ground truth)", per_class))
+    gate_alpha = per_target("α", lambda r: r.gate_alpha)
+    if gate_alpha:
+        render.console.print(render.metrics_table("fusion gate: mean 2D weight α per GT class (points a view sees)", gate_alpha))
     if export is not None:
         render.console.print(f"benchmark files written to {', '.join(str(export / f) for f in folders)}")
-    render.console.print(f"metrics written to {result.metrics_path}")
+    render.console.print(f"metrics written to {', '.join(str(r.metrics_path) for r in results)}")
 
 
 def _eval_online(targets: List[Path], split: str, data: Optional[Path], export: Optional[Path], show_dir: Optional[Path], smoothing: bool) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any
 
 from rich.console import Console, Group
@@ -193,10 +192,6 @@ def metrics_table(title: str, columns: dict[str, dict[str, float]]) -> Table:
 
 def error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-
-
-def is_tty() -> bool:
-    return sys.stdout.isatty()
 
 
 def load_report_table(reports: list, shown: int = 3) -> Table:

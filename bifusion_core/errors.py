@@ -16,6 +16,9 @@ class BifusionError(Exception):
         self.problem = problem
         super().__init__(f"{self.where}: {problem}")
 
+    def __reduce__(self):  # survives pickling, so a worker process's error reaches the caller intact
+        return (self.__class__, (self.where, self.problem))
+
 
 class ConfigError(BifusionError):
     """A preset key or value that the schema rejects (exit code 2)."""

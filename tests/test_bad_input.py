@@ -245,6 +245,7 @@ def test_run_level_problems_stop_before_any_work(prepared: Path, tmp_path: Path)
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_cli_prints_one_line_per_bad_scene_and_strict_exits_non_zero(prepared: Path, tmp_path: Path) -> None:
     root = _broken(prepared, tmp_path, lambda f: f.pose(40).unlink())
     args = ("prepare", "--scannet", root, "--out", root / "out", "--mode", "both", "--mv-frame-step", "20",

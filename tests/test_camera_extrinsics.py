@@ -20,7 +20,8 @@ import torch
 from bifusion_core.config import load_preset
 from bifusion_core.data.frames import open_frame_source
 from bifusion_core.data.labels import LABEL_SETS
-from bifusion_core.data.prepare import color_pixels, prepare_scannet, rescale_intrinsic
+from bifusion_core.data.camera import color_pixels
+from bifusion_core.data.prepare import prepare_scannet
 from bifusion_core.data.scannet_raw import (
     ScanFiles,
     read_exported_extrinsics,
@@ -31,7 +32,7 @@ from bifusion_core.data.scannet_raw import (
 )
 from bifusion_core.data.sens import read_sens_header
 from bifusion_core.data.synthetic import SyntheticOptions, synthetic_depth_to_color, write_synthetic_scannet
-from bifusion_core.engine.validate import tiny_batch
+from bifusion_core.data.random_batch import random_batch
 from bifusion_core.errors import BifusionError
 from bifusion_core.models.bifusion import build_model
 from bifusion_core.reporting import RecordingReporter
@@ -233,13 +234,13 @@ def test_the_model_samples_2d_features_at_the_stored_pixel_with_the_stored_valid
     labels = LABEL_SETS["scannet200"]
     torch.manual_seed(0)
     model = build_model(cfg, labels).eval()
-    batch = tiny_batch(cfg, labels, num_points=200)
+    batch = random_batch(cfg, labels, num_points=200)
     batch.valid[:50] = False
     with torch.no_grad():
         out = model(batch)
         assert torch.equal(out.valid, batch.valid)
         torch.testing.assert_close(out.f2d, model.features_2d(batch)[0])
-        moved = tiny_batch(cfg, labels, num_points=200)
+        moved = random_batch(cfg, labels, num_points=200)
         moved.pixels[:, 0] = (moved.pixels[:, 0] + 40) % batch.image_size[0]  # another stored pixel, same geometry
         assert not torch.allclose(model(moved).f2d, out.f2d)
-    assert batch.color_pose.shape == (2, 4, 4) and batch.color_intrinsic.shape == (2, 3, 3)
+    assert batch.world_to_color.shape == (2, 4, 4) and batch.color_intrinsic.shape == (2, 3, 3)

@@ -1,9 +1,23 @@
 """The CLI surface: fast help, presets, validate, clear one-line errors."""
 
+import re
 import subprocess
 import sys
 
+import pytest
+from conftest import PREPARED_NUM_POINTS, SYNTHETIC_OPTIONS, SYNTHETIC_SCENES
+
 from cli import run_cli
+
+TRAIN_FRAMES = (SYNTHETIC_SCENES - 1) * SYNTHETIC_OPTIONS.num_frames  # the last synthetic scene is val
+VAL_FRAMES = SYNTHETIC_OPTIONS.num_frames
+
+
+def _row(out: str, name: str) -> str:
+    """The value column of a metrics table row."""
+    match = re.search(rf"{re.escape(name)}\s*│\s*([^│]+?)\s*│", out)
+    assert match is not None, f"no row {name!r} in\n{out}"
+    return match.group(1)
 
 
 def test_help_imports_no_heavy_library():
@@ -30,11 +44,13 @@ def test_validate_bad_key_is_one_line_exit_2():
     assert proc.returncode == 2 and "optim.lrr: unknown key" in proc.stderr
 
 
+@pytest.mark.slow
 def test_validate_reports_three_checks(synthetic_data):
     out = run_cli("validate", "--preset", "demo", "--data", synthetic_data).stdout
     for check in ("preset", "data", "model"):
         assert check in out
     assert out.count("pass") == 3
+    assert f"{TRAIN_FRAMES} train, {VAL_FRAMES} val frames" in out
     assert "M parameters" in out and "gate" in out
 
 
@@ -45,11 +61,21 @@ def test_validate_missing_data_fails_naming_the_manifest(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_train_without_data_is_one_line(tmp_path):
-    proc = run_cli("train", "--preset", "demo", "--data", tmp_path, "--max-iters", "1", check=False)
+def test_train_without_data_is_one_line_and_leaves_no_run_folder(tmp_path):
+    proc = run_cli("train", "--preset", "demo", "--data", tmp_path / "data", "--max-iters", "1", check=False, cwd=tmp_path)
     assert proc.returncode == 1
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and "manifest.json" in lines[0]
+    assert list(tmp_path.iterdir()) == []  # not even outputs/ under the working folder
+
+
+@pytest.mark.slow
+def test_train_failing_before_its_first_step_leaves_no_run_folder(synthetic_data, tmp_path):
+    runs = tmp_path / "runs"
+    proc = run_cli("train", "--preset", "demo", "--data", synthetic_data, "--output-dir", runs,
+                   "--init-from", tmp_path / "no-run", "--max-iters", "1", check=False)
+    assert proc.returncode == 1 and "no-run" in proc.stderr
+    assert not runs.exists()
 
 
 def test_eval_of_missing_run_is_one_line(tmp_path):
@@ -59,4 +85,17 @@ def test_eval_of_missing_run_is_one_line(tmp_path):
 
 def test_stats(synthetic_data):
     out = run_cli("stats", "--data", synthetic_data).stdout
-    assert "frames/train" in out and "frames/val" in out and "instances per frame" in out
+    assert _row(out, "scenes") == str(SYNTHETIC_SCENES)
+    assert _row(out, "frames/train") == str(TRAIN_FRAMES) and _row(out, "frames/val") == str(VAL_FRAMES)
+    assert _row(out, "points") == f"{(TRAIN_FRAMES + VAL_FRAMES) * PREPARED_NUM_POINTS:,}"
+    assert _row(out, "skipped frames") == "–" or _row(out, "skipped frames") == "0.0000"
+    assert float(_row(out, "instances per frame")) >= 1
+
+
+@pytest.mark.parametrize("folder", ["scan #2", "2024-01-01", "yes"])
+def test_data_paths_are_taken_as_typed(synthetic_data, tmp_path, folder):
+    """--data is a path, never YAML text: '#' is no comment, a date no date, 'yes' no boolean
+    (given relative, as YAML would have read the bare word)."""
+    (tmp_path / folder).symlink_to(synthetic_data, target_is_directory=True)
+    out = run_cli("stats", "--data", folder, cwd=tmp_path).stdout
+    assert _row(out, "frames/val") == str(VAL_FRAMES)

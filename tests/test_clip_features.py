@@ -26,14 +26,9 @@ from bifusion_core.features.clip_encoder import (
     preprocess_images,
     save_random_clip_weights,
 )
-from bifusion_core.features.clip_store import (
-    PRECOMPUTE_TASK,
-    ClipFeatureSource,
-    ClipFeatureStore,
-    feature_tag,
-    precompute_clip_features,
-    verify_clip_features,
-)
+from bifusion_core.features.clip_precompute import PRECOMPUTE_TASK, precompute_clip_features, verify_clip_features
+from bifusion_core.features.clip_source import ClipFeatureSource
+from bifusion_core.features.clip_store import ClipFeatureStore, feature_tag
 from bifusion_core.reporting import RecordingReporter
 
 W, H = 224, 160  # a non-square frame: 14 x 10 patches
@@ -156,16 +151,11 @@ def test_truncation_matches_open_clip_and_resizes_positions(clip_weights: Path, 
         encoders[1](torch.zeros(1, 3, 160, 220))
 
 
-def test_unfreeze_last_keeps_earlier_blocks_frozen(clip_weights: Path) -> None:
+def test_encoder_stays_frozen_in_train_mode(clip_weights: Path) -> None:
     encoder, _ = load_clip_encoder(2, clip_weights)
-    encoder.unfreeze_last(1)
     encoder.train()
-    assert all(p.requires_grad for p in encoder.blocks[1].parameters())
-    assert not any(p.requires_grad for p in encoder.blocks[0].parameters())
-    assert not encoder.conv1.weight.requires_grad
-    assert encoder.blocks[1].training and not encoder.blocks[0].training
-    with pytest.raises(ValueError):
-        encoder.unfreeze_last(3)
+    assert not any(p.requires_grad for p in encoder.parameters())
+    assert not any(m.training for m in encoder.modules())
 
 
 @pytest.mark.parametrize("content", ["garbage", "foreign", "missing"])
@@ -206,6 +196,7 @@ class _SourceDataset(torch.utils.data.Dataset):
         return self.source.get(*self.items[i])[1]
 
 
+@pytest.mark.slow
 def test_shards_write_skip_verify_and_fallback(clip_weights: Path, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     root = tmp_path / "DATA"
@@ -291,6 +282,7 @@ def test_manifest_with_other_image_size_is_rejected(tmp_path: Path, clip_weights
         precompute_clip_features(root, num_layers=1, weights=clip_weights, image_size=(230, 160))
 
 
+@pytest.mark.slow
 def test_failing_worker_keeps_published_shards_and_rerun_resumes(clip_weights: Path, tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     root = tmp_path / "DATA"

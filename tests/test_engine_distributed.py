@@ -8,9 +8,12 @@ are weighted 0 here. Query sampling is off (query_ratio 1) so no random draw dif
 
 from __future__ import annotations
 
+import pytest
 import torch
 from cli import run_cli
 from engine_tiny import TINY, cli_sets
+
+pytestmark = pytest.mark.slow  # end-to-end CLI runs: `pytest -m "not slow"` leaves them out
 
 SAME = [*TINY, "train.sync_bn=true", "model.decoder.query_ratio=[1.0,1.0]", "train.max_iters=1",
         "loss.stages=[{until: 1.0, semantic: 0.0, instance: 1.0, clip: 0.0, aux: 0.0}]"]

@@ -14,6 +14,8 @@ import torch
 from cli import run_cli
 from engine_tiny import TINY, cli_sets
 
+pytestmark = pytest.mark.slow  # end-to-end CLI runs: `pytest -m "not slow"` leaves them out
+
 KILL_SCRIPT = """
 import json, os, signal, sys
 from pathlib import Path

@@ -25,7 +25,7 @@ def geometry_inputs(n=40):
     point_frame = torch.where(point_batch == 0, torch.arange(n) % 2, torch.full((n,), 2)).long()
     pose = torch.eye(4).repeat(3, 1, 1)
     pose[:, :3, 3] = torch.tensor([[0.0, 0, -3], [1.0, 0, -3], [0.0, 1, -3]])
-    return xyz, point_batch, 2, xyz + 5.0, pose, point_frame
+    return xyz, point_batch, 2, xyz + 5.0, torch.linalg.inv(pose), point_frame  # world-to-camera
 
 
 def test_geometry_encoding_is_64_wide_and_scale_free():

@@ -122,6 +122,7 @@ def mv_demo_data(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_demo_mv_trains_and_logs_merge_and_box(mv_demo_data, tmp_path):
     """Three iterations of the real ``bifusion train --preset demo-mv`` on 4-frame windows."""
     run_cli("precompute-clip", "--preset", "demo-mv", "--data", mv_demo_data)

@@ -14,6 +14,7 @@ from bifusion_core.models.bifusion import build_model
 from bifusion_core.models.postprocess import predict_frames
 
 W, H = 8, 6
+inv = torch.linalg.inv
 K = torch.tensor([[4.0, 0, 3.5], [0, 4.0, 2.5], [0, 0, 1]])
 
 
@@ -24,7 +25,8 @@ def translation(x: float) -> torch.Tensor:
 
 
 def two_cameras():
-    """Frame 0 at the origin, frame 1 one metre along +x, both looking down +z at a wall 2 m away."""
+    """Frame 0 at the origin, frame 1 one metre along +x, both looking down +z at a wall 2 m away
+    (camera-to-world poses; ``multiview_visibility`` takes their inverses)."""
     poses = torch.stack([translation(0.0), translation(1.0)])
     intrinsics = torch.stack([K, K])
     depth = torch.full((2, H, W), 2.0)
@@ -39,7 +41,7 @@ POINTS = torch.tensor([[0.5, 0.0, 2.0], [1.0, 0.0, 2.0], [0.0, 0.0, -1.0], [10.0
 def test_visibility_uses_colour_pixels_and_depth_test():
     poses, intrinsics, depth = two_cameras()
     depth[1, 3, 4] = 1.0
-    uv, seen = multiview_visibility(POINTS, poses, intrinsics, poses, intrinsics, depth, (W, H), depth_tolerance=0.25)
+    uv, seen = multiview_visibility(POINTS, inv(poses), intrinsics, inv(poses), intrinsics, depth, (W, H), depth_tolerance=0.25)
     assert uv.shape == (2, 4, 2) and seen.shape == (2, 4)
     assert seen.tolist() == [[True, True, False, False], [True, False, False, False]]
     torch.testing.assert_close(uv[:, 0], torch.tensor([[4.5, 2.5], [2.5, 2.5]]))
@@ -52,23 +54,23 @@ def test_visibility_uses_colour_pixels_and_depth_test():
     # intrinsic shifted by 1 px moves the pixel, not the depth test; by 2 px p1 leaves frame 0's colour image
     shifted = intrinsics.clone()
     shifted[:, 0, 2] += 1.0
-    uv_c, seen_c = multiview_visibility(POINTS, poses, shifted, poses, intrinsics, depth, (W, H))
+    uv_c, seen_c = multiview_visibility(POINTS, inv(poses), shifted, inv(poses), intrinsics, depth, (W, H))
     torch.testing.assert_close(uv_c[..., 0], uv[..., 0] + 1.0)
     assert seen_c.tolist() == seen.tolist()
     shifted[:, 0, 2] += 1.0
-    seen_c = multiview_visibility(POINTS, poses, shifted, poses, intrinsics, depth, (W, H))[1]
+    seen_c = multiview_visibility(POINTS, inv(poses), shifted, inv(poses), intrinsics, depth, (W, H))[1]
     assert seen_c[:, :2].tolist() == [[True, False], [True, False]]  # p1 at column 7.5: outside
     # a colour camera turned away sees nothing, whatever the depth camera says
     away = poses.clone()
     away[:, 2, 2] = -1.0
     away[:, 0, 0] = -1.0
-    assert not multiview_visibility(POINTS, away, intrinsics, poses, intrinsics, depth, (W, H))[1].any()
+    assert not multiview_visibility(POINTS, inv(away), intrinsics, inv(poses), intrinsics, depth, (W, H))[1].any()
 
 
 def test_gather_averages_seen_views_and_marks_unseen():
     poses, intrinsics, depth = two_cameras()
     depth[1, 3, 4] = 1.0
-    uv, seen = multiview_visibility(POINTS, poses, intrinsics, poses, intrinsics, depth, (W, H))
+    uv, seen = multiview_visibility(POINTS, inv(poses), intrinsics, inv(poses), intrinsics, depth, (W, H))
     fmaps = torch.zeros(2, 3, 3, 4)
     fmaps[0, 0] = 1.0  # frame 0's feature everywhere: e0
     fmaps[1, 1] = 1.0  # frame 1's: e1
@@ -96,11 +98,11 @@ def test_mv_model_gathers_from_several_frames(mv_root):
         "eval.score_threshold=0.0", f"data.root={mv_root}", "data.num_frames=3", "data.image_size=[96, 64]", "model.feat_dim=32",
         "model.head2d_hidden=32", "model.decoder.num_heads=4", "model.decoder.ffn_dim=32",
     ])
-    ds = builders.dataset(cfg, mv_root, None, train=False)
+    ds = builders.build_dataset(cfg, mv_root, None, train=False)
     samples = [ds[0], ds[2]]  # the first 3-frame window of each scene (4 frames: windows 0-2 and 3)
     for s in samples:  # stand-ins for stored CLIP tokens: the model only needs their shape
-        s["clip_patch"] = torch.randn(len(s["pose"]), 768, 64 // 16, 96 // 16)
-        s["clip_global"] = torch.randn(len(s["pose"]), 768)
+        s["clip_patch"] = torch.randn(len(s["world_to_depth"]), 768, 64 // 16, 96 // 16)
+        s["clip_global"] = torch.randn(len(s["world_to_depth"]), 768)
     batch = collate(samples)
     torch.manual_seed(0)
     model = build_model(cfg, builders.label_set(cfg)).eval()
@@ -130,7 +132,7 @@ def test_memory_adapter_in_the_model_is_the_identity_at_init(mv_root):
     overrides = [f"data.root={mv_root}", "data.num_frames=3", "data.image_size=[96, 64]", "model.use_2d=false",
                  "model.feat_dim=32", "model.decoder.num_heads=4", "model.decoder.ffn_dim=32"]
     cfg = load_preset("demo-mv", overrides)
-    batch = collate([builders.dataset(cfg, mv_root, None, train=False)[0]])
+    batch = collate([builders.build_dataset(cfg, mv_root, None, train=False)[0]])
     torch.manual_seed(0)
     plain = build_model(cfg, builders.label_set(cfg)).eval()
     with_memory = build_model(load_preset("demo-mv", overrides + ["model.memory.enabled=true", "model.memory.voxel_size=0.2"]), builders.label_set(cfg)).eval()

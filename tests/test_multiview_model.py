@@ -30,12 +30,12 @@ def test_mv_preset_trains_on_frame_sequences(mv_root):
         "model.decoder.ffn_dim=32", "model.tiny_sa.num_heads=4", "model.tiny_sa.ffn_dim=32", "model.fusion.warmup_iters=0",
     ])
     assert cfg.data.mode == "mv" and cfg.model.fusion.gate == "lite"
-    ds = builders.dataset(cfg, mv_root, None, train=True)
+    ds = builders.build_dataset(cfg, mv_root, None, train=True)
     assert isinstance(ds, PreparedSequences)
     samples = [ds[0], ds[1]]
     for s in samples:  # stand-ins for stored CLIP tokens: the model only needs their shape
-        s["clip_patch"] = torch.randn(len(s["pose"]), 768, IMAGE_SIZE[1] // 16, IMAGE_SIZE[0] // 16)
-        s["clip_global"] = torch.randn(len(s["pose"]), 768)
+        s["clip_patch"] = torch.randn(len(s["world_to_depth"]), 768, IMAGE_SIZE[1] // 16, IMAGE_SIZE[0] // 16)
+        s["clip_global"] = torch.randn(len(s["world_to_depth"]), 768)
     batch = collate(samples)
     assert batch.num_samples == 2 and batch.num_frames == 6
     assert batch.frame_batch.tolist() == [0, 0, 0, 1, 1, 1]

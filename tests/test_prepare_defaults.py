@@ -88,6 +88,7 @@ def test_image_size_parser() -> None:
     assert parse_image_size("320x240") == (320, 240) and parse_image_size(" 640 X 480 ") == (640, 480)
 
 
+@pytest.mark.slow
 def test_cli_prepare_scannet_uses_real_data_settings_and_says_so(synthetic_data: Path, tmp_path: Path) -> None:
     _copy_scene_as(synthetic_data, tmp_path / "raw", "scene0000_00")
     out = tmp_path / "out"
@@ -188,6 +189,7 @@ def test_user_cache_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert user_cache_dir() == tmp_path / "home" / ".cache" / "bifusion"
 
 
+@pytest.mark.slow
 def test_random_clip_init_is_byte_reproducible(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     cached = cached_random_clip_weights(0)
@@ -202,6 +204,7 @@ def test_random_clip_init_is_byte_reproducible(monkeypatch: pytest.MonkeyPatch, 
     assert cached_random_clip_weights(0).stat().st_mtime_ns == cached.stat().st_mtime_ns  # reused, not rewritten
 
 
+@pytest.mark.slow
 def test_bad_data_root_writes_no_clip_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """precompute-clip and eval refuse an empty data root in one line, before the ~600 MB random init is made."""
     import torch

@@ -45,6 +45,18 @@ def test_overrides_are_typed_and_order_free():
     assert load_preset("demo", ["clip.weights=/tmp/x.bin"]).clip.weights == Path("/tmp/x.bin")
 
 
+@pytest.mark.parametrize("folder", ["/data/scan #2", "2024-01-01", "yes", "on", "1e3"])
+def test_flag_values_are_set_as_typed(folder):
+    """CLI flags (--data, --clip-weights, --output-dir, --init-from) are paths, never YAML text."""
+    cfg = load_preset("demo", ["train.max_iters=2"], **{
+        "data.root": Path(folder), "clip.weights": Path(folder) / "w.bin", "train.output_dir": Path(folder),
+        "train.init.checkpoint": Path(folder), "train.max_iters": 5,
+    })
+    assert str(cfg.data.root) == folder and str(cfg.train.output_dir) == folder
+    assert cfg.clip.weights == Path(folder) / "w.bin" and str(cfg.train.init.checkpoint) == folder
+    assert cfg.train.max_iters == 5  # a flag wins over --set
+
+
 @pytest.mark.parametrize(
     "override, key, fragment",
     [

@@ -93,10 +93,10 @@ def test_an_item_is_t_frames_with_the_keys_of_a_single_frame_item(mv_data: Path)
     assert np.array_equal(item["point_frame"], np.repeat(np.arange(4), counts))
     for key in ("points", "semantic", "instance", "instance_class", "label_raw"):
         assert np.array_equal(item[key], np.concatenate([s[key] for s in singles])), key
-    assert item["pose"].shape == (4, 4, 4) and item["intrinsic"].shape == (4, 3, 3)
+    assert item["world_to_depth"].shape == (4, 4, 4) and item["intrinsic"].shape == (4, 3, 3)
     assert item["depth"].shape == (4, IMAGE_SIZE[1], IMAGE_SIZE[0]) and item["depth"].dtype == np.float32
     for t, single in enumerate(singles):
-        assert np.array_equal(item["pose"][t].reshape(-1), np.asarray(single["pose"]).reshape(-1)[-16:])
+        assert np.array_equal(item["world_to_depth"][t], single["world_to_depth"][0])
     # superpoints: each frame's own ids, made unique across frames and contiguous overall
     sp = item["superpoints"]
     assert set(np.unique(sp)) == set(range(sp.max() + 1))
@@ -106,6 +106,7 @@ def test_an_item_is_t_frames_with_the_keys_of_a_single_frame_item(mv_data: Path)
         mine = sp[item["point_frame"] == t]
         assert np.array_equal(mine - mine.min(), single["superpoints"])
     assert item["voxel_coords"].shape[1] == 3 and item["voxel_inverse"].max() == len(item["voxel_coords"]) - 1
+    assert item["voxel_feats"].shape == (len(item["voxel_coords"]), 3)
 
 
 def test_all_frames_of_an_item_share_one_augmentation(mv_data: Path) -> None:
@@ -118,14 +119,19 @@ def test_all_frames_of_an_item_share_one_augmentation(mv_data: Path) -> None:
     transform, *_ = np.linalg.lstsq(homogeneous, augmented, rcond=None)
     assert np.abs(homogeneous @ transform - augmented).max() < 1e-3  # one rigid+scale map for all 8 frames
     assert not np.allclose(transform[:3], np.eye(3), atol=1e-2)
-    offsets = item["point_feats"] - np.concatenate(
+    colors = np.concatenate(
         [np.load(mv_data / "mv" / f"samples/{k}.npz")["colors"].astype(np.float32) / 255 - 0.5 for k in item["frame_keys"]]
     )
-    assert np.allclose(offsets, offsets[:1], atol=1e-6) and np.abs(offsets[0]).max() > 0  # one colour shift for all
+    inverse = item["voxel_inverse"]
+    plain = np.zeros_like(item["voxel_feats"])
+    np.add.at(plain, inverse, colors)
+    plain /= np.bincount(inverse)[:, None]
+    offsets = item["voxel_feats"] - plain  # voxel means of shifted colours = voxel means + the shift
+    assert np.allclose(offsets, offsets[:1], atol=1e-5) and np.abs(offsets[0]).max() > 0  # one colour shift for all
 
 
 def test_clip_features_are_stacked_per_frame(mv_data: Path) -> None:
-    from bifusion_core.features.clip_store import ClipFeatureSource
+    from bifusion_core.features.clip_source import ClipFeatureSource
 
     source = ClipFeatureSource(None, num_layers=0, weights=None, image_size=IMAGE_SIZE)
     item = PreparedSequences(mv_data, "val", LABELS, 0.05, clip_source=source, num_frames=2)[0]
@@ -140,7 +146,7 @@ def test_items_of_different_lengths_collate_into_one_batch(mv_data: Path) -> Non
 
     ds = PreparedSequences(mv_data, "train", LABELS, 0.05, num_frames=3)
     batch = collate([ds[0], ds[2]])  # windows of 3 and 2 frames
-    assert batch.pose.shape == (5, 4, 4) and batch.depth.shape == (5, IMAGE_SIZE[1], IMAGE_SIZE[0])
+    assert batch.world_to_depth.shape == (5, 4, 4) and batch.depth.shape == (5, IMAGE_SIZE[1], IMAGE_SIZE[0])
     assert batch.frame_batch.tolist() == [0, 0, 0, 1, 1]
     assert torch.equal(torch.unique(batch.point_frame[batch.point_batch == 1]), torch.tensor([3, 4]))
     assert int(batch.superpoints.max()) + 1 == len(batch.sp_batch)

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from cli import run_cli
+
+pytestmark = pytest.mark.slow  # end-to-end CLI runs: `pytest -m "not slow"` leaves them out
 from test_scene_export import reference_eval
 
 from bifusion_core.data.labels import LABEL_SETS

@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
-from ..io import write_text
+from ..atomic_io import write_text
 from .schema import Preset
 
 PRESET_DIR = Path(os.environ.get("BIFUSION_PRESETS", Path(__file__).resolve().parents[2] / "presets"))
@@ -86,19 +86,26 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    data = dict(data)
+    """``--set`` items: text typed by YAML (``epochs=3`` is an int)."""
     for item in overrides:
         keys, value = parse_override(item)
-        node = data
-        for depth, key in enumerate(keys[:-1]):
-            child = node.get(key)
-            if child is None:
-                child = {}
-            elif not isinstance(child, dict):
-                raise ConfigError(f"--set {item}", f"'{'.'.join(keys[:depth + 1])}' is a value, not a section")
-            node[key] = dict(child)
-            node = node[key]
-        node[keys[-1]] = value
+        data = set_dotted(data, keys, value, f"--set {item}")
+    return data
+
+
+def set_dotted(data: dict[str, Any], keys: list[str], value: Any, where: str) -> dict[str, Any]:
+    """A copy of ``data`` with ``keys`` (a dotted path) set to ``value`` as given, never re-parsed."""
+    data = dict(data)
+    node = data
+    for depth, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(where, f"'{'.'.join(keys[:depth + 1])}' is a value, not a section")
+        node[key] = dict(child)
+        node = node[key]
+    node[keys[-1]] = value
     return data
 
 
@@ -130,10 +137,15 @@ def format_validation_error(exc: ValidationError, data: dict[str, Any]) -> Confi
 
 
 def load_preset(name_or_path: str | Path, overrides: list[str] | None = None, **fields: Any) -> Preset:
-    """Resolve, override and validate a preset. ``fields`` are dotted-key shortcuts from CLI flags."""
-    data = resolve_raw(name_or_path)
-    extra = [f"{k}={v}" for k, v in fields.items() if v is not None]
-    data = apply_overrides(data, list(overrides or []) + extra)
+    """Resolve, override and validate a preset.
+
+    ``fields`` are dotted keys from CLI flags (``**{"data.root": Path(...)}``) set with their typed
+    value, after the ``--set`` texts: a path such as ``/data/scan #2`` or ``2024-01-01`` stays a path.
+    """
+    data = apply_overrides(resolve_raw(name_or_path), list(overrides or []))
+    for key, value in fields.items():
+        if value is not None:
+            data = set_dotted(data, key.split("."), str(value) if isinstance(value, Path) else value, key)
     return validate_preset(data)
 
 

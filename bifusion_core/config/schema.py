@@ -11,6 +11,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..images import image_size_problem
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -42,9 +44,9 @@ class DataConfig(Section):
     @field_validator("image_size")
     @classmethod
     def _image_fits_patches(cls, value: tuple[int, int]) -> tuple[int, int]:
-        w, h = value
-        if w <= 0 or h <= 0 or w % 16 or h % 16:
-            raise ValueError("width and height must be positive multiples of 16 (the CLIP patch size)")
+        problem = image_size_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
 

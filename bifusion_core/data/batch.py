@@ -6,19 +6,24 @@ and the model never touches numpy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 
 
-def voxelize(points: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
-    """Unique voxel coordinates and, per point, the index of its voxel."""
+def voxelize(points: np.ndarray, feats: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unique voxel coordinates, per point the index of its voxel, and per voxel the mean of its
+    points' features (float32): everything the sparse U-Net's input needs, made once per sample."""
     grid = np.floor(points / voxel_size).astype(np.int32)
     grid -= grid.min(axis=0)
     coords, inverse = np.unique(grid, axis=0, return_inverse=True)
-    return coords, inverse.reshape(-1)
+    inverse = inverse.reshape(-1)
+    voxel_feats = np.zeros((len(coords), feats.shape[1]), np.float32)
+    np.add.at(voxel_feats, inverse, feats)
+    voxel_feats /= np.bincount(inverse, minlength=len(coords))[:, None]
+    return coords, inverse, voxel_feats
 
 
 @dataclass
@@ -43,14 +48,13 @@ class Batch:
     # frames (F = all frames of the batch: one per sample single-view, T per sample multi-view)
     point_frame: torch.Tensor  # (N,) global frame index of each point
     frame_batch: torch.Tensor  # (F,) sample index of each frame
-    pose: torch.Tensor  # (F,4,4) depth camera-to-world
+    world_to_depth: torch.Tensor  # (F,4,4) float64: inv(pose), the depth camera's world-to-camera
     intrinsic: torch.Tensor  # (F,3,3) depth camera, prepared size
     depth: torch.Tensor  # (F,H,W) metres, depth camera
+    world_to_color: torch.Tensor  # (F,4,4) float64: depth_to_color @ inv(pose), the colour camera's world-to-camera
     color_intrinsic: torch.Tensor  # (F,3,3) colour camera, prepared size (the CLIP image)
-    color_pose: torch.Tensor  # (F,4,4) colour camera-to-world = pose @ inv(depth_to_color)
     clip_patch: torch.Tensor | None = None  # (F,768,h,w)
     clip_global: torch.Tensor | None = None  # (F,768)
-    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_samples(self) -> int:
@@ -74,22 +78,18 @@ class Batch:
 
 def collate(samples: list[dict[str, Any]]) -> Batch:
     """Samples (``PreparedFrames`` / multi-view sequences) → one ``Batch`` with globally offset indices."""
-    vox_coords, vox_feats, point_voxel, superpoints, sp_batch, point_batch = [], [], [], [], [], []
+    vox_coords, point_voxel, superpoints, sp_batch, point_batch = [], [], [], [], []
     point_frame, frame_batch = [], []
     vox_offset = sp_offset = frame_offset = 0
     for b, s in enumerate(samples):
-        coords, inverse = s["voxel_coords"], s["voxel_inverse"]
-        feats = np.zeros((len(coords), s["point_feats"].shape[1]), np.float32)
-        np.add.at(feats, inverse, s["point_feats"])
-        feats /= np.bincount(inverse, minlength=len(coords))[:, None]
+        coords = s["voxel_coords"]
         vox_coords.append(np.concatenate([np.full((len(coords), 1), b, np.int32), coords], axis=1))
-        vox_feats.append(feats)
-        point_voxel.append(inverse + vox_offset)
+        point_voxel.append(s["voxel_inverse"] + vox_offset)
         num_sp = int(s["superpoints"].max()) + 1
         superpoints.append(s["superpoints"] + sp_offset)
         sp_batch.append(np.full(num_sp, b))
         point_batch.append(np.full(len(s["points"]), b))
-        num_frames = len(s["pose"])
+        num_frames = len(s["world_to_depth"])
         point_frame.append(s["point_frame"] + frame_offset)
         frame_batch.append(np.full(num_frames, b))
         vox_offset += len(coords)
@@ -100,8 +100,8 @@ def collate(samples: list[dict[str, Any]]) -> Batch:
         t = torch.from_numpy(np.concatenate([s[key] for s in samples]))
         return t if dtype is None else t.to(dtype)
 
-    def frames(key: str) -> torch.Tensor:
-        return torch.cat([torch.as_tensor(s[key]) for s in samples]).float()
+    def frames(key: str, dtype=torch.float32) -> torch.Tensor:
+        return torch.cat([torch.as_tensor(s[key]) for s in samples]).to(dtype)
 
     has_clip = all(s.get("clip_patch") is not None for s in samples)
     return Batch(
@@ -119,14 +119,14 @@ def collate(samples: list[dict[str, Any]]) -> Batch:
         pixels=cat("pixels", torch.float32),
         valid=cat("valid", torch.bool),
         vox_coords=torch.from_numpy(np.concatenate(vox_coords)).int(),
-        vox_feats=torch.from_numpy(np.concatenate(vox_feats)),
+        vox_feats=cat("voxel_feats", torch.float32),
         point_frame=torch.from_numpy(np.concatenate(point_frame)).long(),
         frame_batch=torch.from_numpy(np.concatenate(frame_batch)).long(),
-        pose=frames("pose"),
+        world_to_depth=frames("world_to_depth", torch.float64),
         intrinsic=frames("intrinsic"),
         depth=frames("depth"),
+        world_to_color=frames("world_to_color", torch.float64),
         color_intrinsic=frames("color_intrinsic"),
-        color_pose=frames("color_pose"),
         clip_patch=frames("clip_patch") if has_clip else None,
         clip_global=frames("clip_global") if has_clip else None,
     )

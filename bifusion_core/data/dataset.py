@@ -10,27 +10,11 @@ import torch
 from torch.utils.data import Dataset
 
 from ..config.schema import AugmentConfig
-from ..errors import BifusionError
-from ..io import read_json
+from ..ops import invert_pose
 from .batch import voxelize
 from .labels import LabelSet
-from .targets import color_pose, contiguous_superpoints, label_targets, load_prepared, point_colors
-
-MANIFEST_FORMAT = "bifusion-prepared"
-
-
-def manifest_path(root: str | Path, mode: str = "sv") -> Path:
-    return Path(root) / mode / "manifest.json"
-
-
-def load_manifest(root: str | Path, mode: str = "sv") -> dict[str, Any]:
-    path = manifest_path(root, mode)
-    if not path.is_file():
-        raise BifusionError(path, "no prepared data here; run `bifusion prepare` first")
-    manifest = read_json(path)
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise BifusionError(path, f"not a bifusion manifest (expected format '{MANIFEST_FORMAT}')")
-    return manifest
+from .manifest import MM_PER_M, split_samples
+from .targets import label_targets, load_prepared, point_colors
 
 
 def augment_points(points: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
@@ -68,44 +52,47 @@ def build_item(
     """T ≥ 1 prepared frames → one model input: points concatenated, per-frame arrays stacked.
 
     The frames share one augmentation (they are one rigid scene) and superpoint ids are made
-    unique across frames (a 2D superpoint belongs to one frame).
+    unique across frames (a 2D superpoint belongs to one frame; each frame's ids are already
+    contiguous, prepare made them so). Everything derived per sample is derived here, once:
+    voxels and their mean features, depth in metres, each camera's world-to-camera matrix.
     """
     rng = rng if rng is not None else np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
     frames = [load_prepared(root / r["file"]) for r in records]
-    targets = [label_targets(z, labels) for z in frames]
-    points = np.concatenate([z["points"] for z in frames]).astype(np.float32)
-    colors = np.concatenate([point_colors(z) for z in frames])
+    targets = [label_targets(sample, labels) for sample in frames]
+    points = np.concatenate([sample["points"] for sample in frames]).astype(np.float32)
+    colors = np.concatenate([point_colors(sample) for sample in frames])
     if augment is not None:
         points_aug = augment_points(points, augment, rng)
         if augment.color_jitter > 0:
             colors = colors + rng.normal(0, augment.color_jitter, (1, 3)).astype(np.float32)
     else:
         points_aug = points - points.mean(axis=0)
-    coords, inverse = voxelize(points_aug, voxel_size)
+    coords, inverse, voxel_feats = voxelize(points_aug, colors.astype(np.float32), voxel_size)
     superpoints, offset = [], 0
-    for z in frames:
-        ids = contiguous_superpoints(z)
-        superpoints.append(ids + offset)
-        offset += int(ids.max()) + 1
+    for sample in frames:
+        superpoints.append(sample["superpoints"].astype(np.int64) + offset)
+        offset += int(sample["superpoints"].max()) + 1
+    world_to_depth = invert_pose(np.stack([sample["pose"] for sample in frames]))
+    depth_to_color = np.stack([sample["depth_to_color"] for sample in frames]).astype(np.float64)
     first = records[0]
     item = {
         "key": first["key"] if len(records) == 1 else f"{first['scene']}/{first['frame']:06d}+{len(records)}",
         "frame_keys": [r["key"] for r in records],
         "points": points,
         "points_aug": points_aug,
-        "point_feats": colors.astype(np.float32),
         "voxel_coords": coords,
         "voxel_inverse": inverse,
+        "voxel_feats": voxel_feats,
         "superpoints": np.concatenate(superpoints),
-        "point_frame": np.concatenate([np.full(len(z["points"]), t, np.int64) for t, z in enumerate(frames)]),
-        "pixels": np.concatenate([z["pixels"] for z in frames]).astype(np.float32),
-        "valid": np.concatenate([z["valid"] for z in frames]).astype(bool),
+        "point_frame": np.concatenate([np.full(len(sample["points"]), t, np.int64) for t, sample in enumerate(frames)]),
+        "pixels": np.concatenate([sample["pixels"] for sample in frames]).astype(np.float32),
+        "valid": np.concatenate([sample["valid"] for sample in frames]).astype(bool),
         **{k: np.concatenate([t[k] for t in targets]) for k in ("semantic", "instance", "instance_class", "label_raw")},
-        "pose": np.stack([z["pose"] for z in frames]).astype(np.float32),
-        "intrinsic": np.stack([z["intrinsic"] for z in frames]).astype(np.float32),
-        "depth": np.stack([z["depth_mm"] for z in frames]).astype(np.float32) / 1000.0,
-        "color_intrinsic": np.stack([z["color_intrinsic"] for z in frames]).astype(np.float32),
-        "color_pose": np.stack([color_pose(z) for z in frames]).astype(np.float32),
+        "world_to_depth": world_to_depth,
+        "intrinsic": np.stack([sample["intrinsic"] for sample in frames]).astype(np.float32),
+        "depth": np.stack([sample["depth_mm"] for sample in frames]).astype(np.float32) / MM_PER_M,
+        "world_to_color": depth_to_color @ world_to_depth,
+        "color_intrinsic": np.stack([sample["color_intrinsic"] for sample in frames]).astype(np.float32),
     }
     if clip_source is not None:
         features = [clip_source.get(r["key"], root / r["image"]) for r in records]
@@ -129,12 +116,9 @@ class PreparedFrames(Dataset):
         limit: int | None = None,
     ):
         self.root = Path(root) / mode
-        self.manifest = load_manifest(root, mode)
-        self.records = [r for r in self.manifest["samples"] if split is None or r["split"] == split]
+        self.manifest, self.records = split_samples(root, mode, split)
         if limit is not None:
             self.records = self.records[:limit]
-        if not self.records:
-            raise BifusionError(manifest_path(root, mode), f"no samples in split '{split}'")
         self.labels = labels
         self.voxel_size = voxel_size
         self.augment = augment

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, overload
 import numpy as np
 
 from ..errors import BifusionError
-from ..io import write_text
+from ..atomic_io import write_text
 
 # ScanNet200 benchmark (BenchmarkScripts/ScanNet200/scannet200_constants.py): raw tsv ``id`` -> name.
 _SCANNET200: tuple[tuple[int, str], ...] = (
@@ -162,6 +162,15 @@ class LabelSet:
     def semantic_train_ids(self, raw: np.ndarray) -> np.ndarray:
         """Index in ``raw_ids`` order; -1 (ignore) for 0, unknown or non-benchmark ids."""
         return _apply_lut(self._semantic_lut, raw)
+
+    def class_counts(self, raw: np.ndarray) -> dict[int, int]:
+        """Points per benchmark class present, keyed by train id (points outside the benchmark left out).
+
+        The one label statistic: ``prepare`` records it per scene, ``stats`` sums it per data root.
+        """
+        train = self.semantic_train_ids(raw)
+        ids, counts = np.unique(train[train >= 0], return_counts=True)
+        return dict(zip(ids.tolist(), counts.tolist()))
 
     def instance_class_ids(self, raw: np.ndarray) -> np.ndarray:
         """Index among the thing ids; -1 for stuff, 0 and ids outside the benchmark."""

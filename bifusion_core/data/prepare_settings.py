@@ -1,4 +1,5 @@
-"""Which settings a ``prepare`` run uses when the user names none: the preset family of the scans.
+"""The settings of one ``prepare`` run (``PrepareConfig``) and where they come from when the user
+names none: the preset family of the scans.
 
 Real ScanNet scans are prepared for the presets that train on them (the ``3d-sv`` family: ESAM's
 frame step 200, 20,000 points, 320x240 images); the built-in synthetic scenes for the small
@@ -8,50 +9,94 @@ data no ScanNet preset can train on, so the default follows the source, not one 
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from ..config import load_preset
 from ..errors import BifusionError
-from .prepare import MV_FRAME_STEP, MODES
+from ..images import parse_image_size
+from .frames import SOURCES
 
 REAL_DATA_PRESET = "3d-sv"
 SYNTHETIC_PRESET = "demo"
-PATCH_SIZE = 16  # CLIP ViT-B/16: prepared images must tile into whole patches
+MODES = ("sv", "mv", "both")
+BENCHMARKS = ("scannet200", "scannet")
+SV_FRAME_STEP = 200  # ESAM's single-view sampling: every 10th frame of a frame_skip=20 export
+MV_FRAME_STEP = 40  # multi-view: every 2nd exported frame, so 8 consecutive frames span ~10 s
+
+# the CLI flag of each setting, so an error names what the user typed
+FLAGS = {
+    "mode": "--mode", "frame_step": "--frame-step", "mv_frame_step": "--mv-frame-step", "image_size": "--image-size",
+    "benchmark": "--benchmark", "workers": "--workers", "superpoints": "--superpoints", "source": "--source",
+}
+_CHOICES = {"mode": ("mode", MODES), "source": ("frame source", SOURCES), "benchmark": ("benchmark", BENCHMARKS)}
 
 
-@dataclass(frozen=True)
-class PrepareSettings:
-    """Resolved settings of one ``prepare`` run (what the summary reports as used)."""
+class PrepareConfig(BaseModel):
+    """Everything a ``prepare`` run is told; checked once, here, before any scene is read."""
 
-    preset: str
-    mode: str
-    frame_step: int
-    mv_frame_step: int
-    image_size: tuple[int, int]
-    num_points: int
-    benchmark: str
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def prepare_kwargs(self) -> dict[str, Any]:
-        """The matching keyword arguments of ``prepare_scannet``."""
-        return dict(mode=self.mode, frame_step=self.frame_step, mv_frame_step=self.mv_frame_step,
-                    image_size=self.image_size, num_points=self.num_points, benchmark=self.benchmark)
+    mode: Literal[MODES] = "sv"  # type: ignore[valid-type]
+    frame_step: PositiveInt = SV_FRAME_STEP  # sv: raw frames between samples
+    mv_frame_step: PositiveInt = MV_FRAME_STEP  # mv: raw frames between a sequence's frames
+    image_size: tuple[int, int] = Field((640, 480), description="(W, H) of prepared images and depth")
+    num_points: PositiveInt = 20000  # points per prepared frame
+    superpoints: str = "image"  # image, mesh or sam (checked with its checkpoint when the run starts)
+    sam_checkpoint: Optional[Path] = None
+    benchmark: Literal[BENCHMARKS] = "scannet200"  # type: ignore[valid-type]
+    labels_tsv: Optional[Path] = None  # default: ROOT/scannetv2-labels.combined.tsv
+    splits_dir: Optional[Path] = None  # default: splits/ in or next to ROOT, else the official lists
+    depth_range: tuple[float, float] = (0.1, 6.0)  # metres kept, near..far
+    seed: int = 0
+    workers: PositiveInt = 1
+    strict: bool = False  # stop at the first bad scene or frame instead of skipping it
+    source: Literal[SOURCES] = "auto"  # type: ignore[valid-type]
+    preset: Optional[str] = None  # the preset these settings were taken from (reported only)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "PrepareConfig":
+        if min(self.image_size) < 8:
+            raise ValueError(f"image_size: must be two integers >= 8 (W, H), got {self.image_size}")
+        near, far = self.depth_range
+        if not 0 <= near < far:
+            raise ValueError(f"depth_range: must satisfy 0 <= near < far, got {self.depth_range}")
+        return self
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return ("sv", "mv") if self.mode == "both" else (self.mode,)
+
+    @property
+    def frame_steps(self) -> dict[str, int]:
+        return {m: self.frame_step if m == "sv" else self.mv_frame_step for m in self.modes}
+
+    @classmethod
+    def checked(cls, where: dict[str, str] | None = None, **values: Any) -> "PrepareConfig":
+        """Like the constructor, but a bad value is a one-line ``BifusionError`` naming the setting
+        (or its CLI flag from ``where``)."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = str(err["loc"][0]) if err["loc"] else ""
+            message = err["msg"].removeprefix("Value error, ")
+            if not key and ": " in message:  # a check across fields names its field first
+                key, message = message.split(": ", 1)
+            name = (where or {}).get(key, key or "prepare")
+            value = err.get("input")
+            if err["type"] == "literal_error":
+                label, choices = _CHOICES[key]
+                message = f"unknown {label} {value!r}; choose one of {', '.join(choices)}"
+            elif err["type"] in ("greater_than", "int_parsing", "int_from_float", "int_type"):
+                message = f"must be a positive integer, got {value!r}"
+            raise BifusionError(name, message) from None
 
 
 def default_prepare_preset(synthetic: bool) -> str:
     return SYNTHETIC_PRESET if synthetic else REAL_DATA_PRESET
-
-
-def parse_image_size(text: str, where: str = "--image-size") -> tuple[int, int]:
-    """``"320x240"`` -> (320, 240): width and height, positive multiples of the CLIP patch size."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(text))
-    if match is None:
-        raise BifusionError(where, f"expected WIDTHxHEIGHT, e.g. 320x240; got {text!r}")
-    width, height = int(match.group(1)), int(match.group(2))
-    if width <= 0 or height <= 0 or width % PATCH_SIZE or height % PATCH_SIZE:
-        raise BifusionError(where, f"width and height must be positive multiples of {PATCH_SIZE} (the CLIP patch size); got {text!r}")
-    return width, height
 
 
 def resolve_prepare_settings(
@@ -59,36 +104,26 @@ def resolve_prepare_settings(
     synthetic: bool,
     preset: str | None = None,
     overrides: list[str] | None = None,
-    mode: str | None = None,
-    frame_step: int | None = None,
-    mv_frame_step: int | None = None,
     image_size: str | tuple[int, int] | None = None,
-    benchmark: str | None = None,
-) -> PrepareSettings:
-    """Flags win over the preset; the preset defaults to the family of the scans (see module doc).
+    **flags: Any,
+) -> PrepareConfig:
+    """Flags (``PrepareConfig``'s fields; None = not given) win over the preset; the preset defaults
+    to the family of the scans (see module doc).
 
     ``mv_frame_step`` is not a preset key: 40 for real scans, the generator's frame spacing for
     synthetic ones (whose raw frames are already that far apart).
     """
-    name = preset if preset is not None else default_prepare_preset(synthetic)
-    if frame_step is not None and (int(frame_step) != frame_step or frame_step < 1):
-        raise BifusionError("--frame-step", f"must be a positive integer, got {frame_step}")
-    if mv_frame_step is not None and (int(mv_frame_step) != mv_frame_step or mv_frame_step < 1):
-        raise BifusionError("--mv-frame-step", f"must be a positive integer, got {mv_frame_step}")
-    if mode is not None and mode not in MODES:
-        raise BifusionError("--mode", f"{mode!r} is not a mode; choose one of {', '.join(MODES)}")
-    size = parse_image_size(image_size) if isinstance(image_size, str) else image_size
-    cfg = load_preset(name, overrides or [])
-    if mv_frame_step is None:
+    given = {k: v for k, v in flags.items() if v is not None}
+    if image_size is not None:
+        given["image_size"] = parse_image_size(image_size) if isinstance(image_size, str) else image_size
+    PrepareConfig.checked(FLAGS, **given)  # bad flags are refused before the preset is read
+    cfg = load_preset(preset if preset is not None else default_prepare_preset(synthetic), overrides or [])
+    if "mv_frame_step" not in given:
         from .synthetic import SYNTHETIC_FRAME_STEP
 
-        mv_frame_step = SYNTHETIC_FRAME_STEP if synthetic else MV_FRAME_STEP
-    return PrepareSettings(
-        preset=cfg.name,
-        mode=mode or cfg.data.mode,
-        frame_step=int(frame_step if frame_step is not None else cfg.data.frame_step),
-        mv_frame_step=int(mv_frame_step),
-        image_size=tuple(int(v) for v in (size if size is not None else cfg.data.image_size)),  # type: ignore[arg-type]
-        num_points=int(cfg.data.num_points),
-        benchmark=benchmark or cfg.data.benchmark,
-    )
+        given["mv_frame_step"] = SYNTHETIC_FRAME_STEP if synthetic else MV_FRAME_STEP
+    defaults = {
+        "mode": cfg.data.mode, "frame_step": cfg.data.frame_step, "image_size": tuple(cfg.data.image_size),
+        "num_points": cfg.data.num_points, "benchmark": cfg.data.benchmark,
+    }
+    return PrepareConfig.checked(FLAGS, **{**defaults, **given, "preset": cfg.name})

@@ -15,7 +15,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..errors import BifusionError
-from ..io import atomic_path, read_json, write_json, write_text
+from ..images import decode_rgb
+from ..atomic_io import atomic_path, read_json, write_json, write_text
 
 MESH_SUFFIX = "_vh_clean_2.ply"
 SEGS_SUFFIX = "_vh_clean_2.0.010000.segs.json"
@@ -103,27 +104,6 @@ def read_mesh(path: str | Path, *, with_faces: bool = True) -> Mesh:
     if len(vertices) == 0:
         raise BifusionError(path, "mesh has no vertices")
     return Mesh(vertices, colors, faces)
-
-
-def write_mesh(path: str | Path, vertices: np.ndarray, colors: np.ndarray, faces: np.ndarray) -> None:
-    """Binary PLY with ScanNet's properties: float x y z, uchar red green blue alpha, uchar-int faces."""
-    from plyfile import PlyData, PlyElement
-
-    vertex = np.empty(
-        len(vertices),
-        dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"), ("alpha", "u1")],
-    )
-    vertex["x"], vertex["y"], vertex["z"] = np.asarray(vertices, np.float32).T
-    vertex["red"], vertex["green"], vertex["blue"] = np.asarray(colors, np.uint8).T
-    vertex["alpha"] = 255
-    face = np.empty(len(faces), dtype=[("vertex_indices", "i4", (3,))])
-    face["vertex_indices"] = np.asarray(faces, np.int32)
-    elements = [
-        PlyElement.describe(vertex, "vertex"),
-        PlyElement.describe(face, "face", len_types={"vertex_indices": "u1"}, val_types={"vertex_indices": "i4"}),
-    ]
-    with atomic_path(path) as tmp:
-        PlyData(elements, text=False, byte_order="<").write(str(tmp))
 
 
 # --------------------------------------------------------------------------- segments and annotations
@@ -335,22 +315,9 @@ def write_matrix(path: str | Path, matrix: np.ndarray) -> None:
 
 
 def read_color(path: str | Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     _require_file(path, "color image")
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise BifusionError(path, f"unreadable color image ({exc.__class__.__name__})") from None
-
-
-def write_color(path: str | Path, color: np.ndarray, quality: int = 92) -> None:
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.asarray(color, np.uint8), "RGB").save(tmp, format="JPEG", quality=quality)
+    return decode_rgb(path, path, "color image")
 
 
 def read_depth(path: str | Path) -> np.ndarray:

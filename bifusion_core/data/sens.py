@@ -15,7 +15,6 @@ depth byte counts (2 x u64), colour bytes, depth bytes. (IMU data after the fram
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 from dataclasses import dataclass
@@ -25,7 +24,8 @@ from typing import BinaryIO, Iterable
 import numpy as np
 
 from ..errors import BifusionError
-from ..io import atomic_path
+from ..images import decode_rgb
+from ..atomic_io import atomic_path
 from .scannet_raw import compose_depth_to_color
 
 SENS_VERSION = 4
@@ -181,19 +181,12 @@ def read_sens_header(path: str | Path) -> SensHeader:
 
 
 def decode_color(data: bytes, header: SensHeader, where: str) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
     width, height = header.color_size
     if header.color_compression == "raw":
         if len(data) != width * height * 3:
             raise BifusionError(where, f"raw colour has {len(data)} bytes, expected {width}x{height}x3")
         return np.frombuffer(data, np.uint8).reshape(height, width, 3).copy()
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise BifusionError(where, f"undecodable {header.color_compression} colour ({exc.__class__.__name__})") from None
-    return rgb
+    return decode_rgb(data, where, f"{header.color_compression} colour")
 
 
 def decode_depth(data: bytes, header: SensHeader, where: str) -> np.ndarray:

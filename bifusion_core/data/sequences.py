@@ -18,7 +18,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..errors import BifusionError
-from .dataset import build_item, item_rng, load_manifest, manifest_path
+from .dataset import build_item, item_rng
+from .manifest import split_samples
 from .labels import LabelSet
 
 
@@ -41,13 +42,10 @@ class PreparedSequences(Dataset):
         if num_frames < 1:
             raise BifusionError("num_frames", f"must be >= 1, got {num_frames}")
         self.root = Path(root) / mode
-        self.manifest = load_manifest(root, mode)
+        self.manifest, records = split_samples(root, mode, split)
         by_scene: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for record in self.manifest["samples"]:
-            if split is None or record["split"] == split:
-                by_scene[record["scene"]].append(record)
-        if not by_scene:
-            raise BifusionError(manifest_path(root, mode), f"no samples in split '{split}'")
+        for record in records:
+            by_scene[record["scene"]].append(record)
         self.scenes = {scene: sorted(records, key=lambda r: r["frame"]) for scene, records in sorted(by_scene.items())}
         self.labels = labels
         self.voxel_size = voxel_size

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .dataset import load_manifest
+from .manifest import load_manifest
 from .labels import LABEL_SETS
 
 
@@ -20,14 +20,12 @@ def dataset_stats(cfg) -> dict[str, Any]:
     classes: Counter = Counter()
     instances, superpoints, points = [], [], 0
     for rec in manifest["samples"]:
-        with np.load(root / cfg.data.mode / rec["file"]) as z:
-            raw = z[labels.sample_key]
-            sem = labels.semantic_train_ids(raw)
-            ids, counts = np.unique(sem[sem >= 0], return_counts=True)
-            classes.update({labels.names[i]: int(c) for i, c in zip(ids, counts)})
-            inst = z["instance"][labels.instance_class_ids(raw) >= 0]
+        with np.load(root / cfg.data.mode / rec["file"]) as sample:
+            raw = sample[labels.sample_key]
+            classes.update({labels.names[i]: n for i, n in labels.class_counts(raw).items()})
+            inst = sample["instance"][labels.instance_class_ids(raw) >= 0]
             instances.append(len(np.unique(inst[inst > 0])))
-            superpoints.append(len(np.unique(z["superpoints"])))
+            superpoints.append(int(sample["superpoints"].max()) + 1)  # contiguous 0..S-1
             points += len(raw)
     clip_frames = 0
     clip_root = root / "clip"

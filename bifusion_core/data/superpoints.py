@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import BifusionError
+from ..ops import contiguous_ids
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,6 @@ def split_at_depth_jumps(segments: np.ndarray, depth: np.ndarray, depth_jump: tu
     graph = coo_matrix((np.ones(len(rows_all), np.int8), (rows_all, cols_all)), shape=(height * width,) * 2)
     _, labels = connected_components(graph, directed=False)
     return contiguous_ids(labels).reshape(height, width)
-
-
-def contiguous_ids(ids: np.ndarray) -> np.ndarray:
-    """Renumber arbitrary ids to 0..S-1 (in order of first sorted value), int32."""
-    return np.unique(np.asarray(ids).reshape(-1), return_inverse=True)[1].reshape(np.shape(ids)).astype(np.int32)
 
 
 def _image_method(view: SuperpointView) -> np.ndarray:

@@ -25,7 +25,6 @@ gives coincident cameras.
 from __future__ import annotations
 
 import functools
-import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,11 @@ from typing import Callable
 
 import numpy as np
 
-from ..io import atomic_path
+from ..errors import BifusionError
+from ..images import encode_jpeg
+from ..atomic_io import write_bytes
+from ..ops import transform_points
+from ..ply import write_ply
 from ..reporting import NULL_REPORTER, Reporter
 from .labels import write_labels_tsv
 from .scannet_raw import (
@@ -43,7 +46,6 @@ from .scannet_raw import (
     write_depth,
     write_intrinsics,
     write_matrix,
-    write_mesh,
     write_scene_meta,
     write_segs,
     write_split,
@@ -53,6 +55,7 @@ from .sens import SensFrame, encode_depth, write_sens
 #: Raw frame indices are ``0, SYNTHETIC_FRAME_STEP, 2*SYNTHETIC_FRAME_STEP, ...`` (like a
 #: SensReader export with ``frame_skip=20``); prepare them with ``frame_step`` a multiple of it.
 SYNTHETIC_FRAME_STEP = 20
+JPEG_QUALITY = 92  # the raw colour frames, like a ScanNet export
 LAYOUTS = ("exported", "sens", "both")
 
 # raw category -> (tsv id, nyu40 id, nyu40 class name); a small, consistent slice of ScanNet's table.
@@ -271,7 +274,7 @@ class SyntheticObject:
     def albedo(self, points_aligned: np.ndarray, *, blur_fine: bool = False) -> np.ndarray:
         """Procedural colour at points (aligned frame); ``blur_fine`` gives the mean for fine textures
         (mesh vertex colours are blurred in real scans too)."""
-        p = points_aligned @ self.to_local[:3, :3].T + self.to_local[:3, 3]
+        p = transform_points(points_aligned, self.to_local)
         x, y, z = p[:, 0], p[:, 1], p[:, 2]
         if self.texture in PRINTS.values():
             if blur_fine:
@@ -338,7 +341,7 @@ class SyntheticScene:
     @property
     def world_vertices(self) -> np.ndarray:
         inverse = np.linalg.inv(self.axis_align)
-        return self.vertices @ inverse[:3, :3].T + inverse[:3, 3]
+        return transform_points(self.vertices, inverse)
 
     def pose(self, frame: int) -> np.ndarray:
         """Depth camera-to-world pose of raw frame ``frame`` (what ``pose/<frame>.txt`` holds)."""
@@ -539,7 +542,7 @@ def synthetic_scene(seed: int, index: int, options: SyntheticOptions | None = No
     fine_mean = _PALETTE[rng.integers(len(_PALETTE))] * 0.8 + 0.1  # the texture-only classes share it
     for design, to_aligned, category in designs:
         vertices, faces = _merge(design.parts)
-        vertices = vertices @ to_aligned[:3, :3].T + to_aligned[:3, 3]
+        vertices = transform_points(vertices, to_aligned)
         if design.texture in PRINTS.values():
             base, contrast = fine_mean + rng.normal(0, 0.03, 3), np.full(3, 0.22)
         elif category == "wall":
@@ -634,7 +637,7 @@ def _segments(vertices: np.ndarray, vertex_object: np.ndarray, objects: list[Syn
     cells[:, 0] = vertex_object
     for k, obj in enumerate(objects):
         mask = vertex_object == k
-        local = vertices[mask] @ obj.to_local[:3, :3].T + obj.to_local[:3, 3]
+        local = transform_points(vertices[mask], obj.to_local)
         cells[mask, 1:] = np.floor(local / obj.segment_size_m + 1e-6).astype(np.int64)
     _, patch = np.unique(cells, axis=0, return_inverse=True)
     patch = patch.reshape(-1)
@@ -657,7 +660,7 @@ def write_synthetic_scene(scans_dir: str | Path, scene: SyntheticScene, layout: 
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     files = ScanFiles(Path(scans_dir) / scene.name)
     options = scene.options
-    write_mesh(files.mesh, scene.world_vertices, scene.vertex_colors(), scene.faces)
+    write_ply(files.mesh, scene.world_vertices, scene.vertex_colors(), scene.faces, alpha=True)
     write_segs(files.segs, scene.name, scene.vertex_segment)
     groups = []
     for k, obj in enumerate(scene.objects):
@@ -703,15 +706,7 @@ def synthetic_frame(scene: SyntheticScene, frame: int) -> tuple[np.ndarray, np.n
     depth_mm = np.where(depth_view.depth_m > 0, np.clip(np.round(z * 1000), 0, 65535), 0).astype(np.uint16)
     color = scene.render(scene.color_pose(frame), scene.color_intrinsic, options.color_size).color.astype(np.float64)
     color = np.clip(color + rng.normal(0, options.color_noise, color.shape), 0, 255).round().astype(np.uint8)
-    return pose, depth_mm, encode_jpeg(color)
-
-
-def write_synthetic_frame(files: ScanFiles, scene: SyntheticScene, frame: int) -> None:
-    """One frame in the exported layout (``color/ depth/ pose/``)."""
-    pose, depth_mm, jpeg = synthetic_frame(scene, frame)
-    write_depth(files.depth(frame), depth_mm)
-    write_bytes(files.color(frame), jpeg)
-    write_matrix(files.pose(frame), pose)
+    return pose, depth_mm, encode_jpeg(color, JPEG_QUALITY)
 
 
 def write_synthetic_sens(path: Path, scene: SyntheticScene, frames: dict[int, tuple[np.ndarray, np.ndarray, bytes]]) -> None:
@@ -741,14 +736,6 @@ def as_written(matrix: np.ndarray) -> np.ndarray:
     return np.array([float(f"{v:f}") for v in np.asarray(matrix, np.float64).reshape(-1)]).reshape(np.shape(matrix))
 
 
-def encode_jpeg(color: np.ndarray, quality: int = 92) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(color, np.uint8), "RGB").save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
 def labels_table_rows(categories: list[str]) -> list[dict[str, object]]:
     return [
         {"id": CATEGORIES[c][0], "raw_category": c, "category": c, "count": 1,
@@ -776,6 +763,8 @@ def write_synthetic_scannet(
     """
     if num_scenes < 1:
         raise ValueError("num_scenes must be >= 1")
+    if layout not in LAYOUTS:  # refused before anything is written
+        raise BifusionError("layout", f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     options = options or SyntheticOptions()
     out_root = Path(out_root)
     if num_val is None:
@@ -794,7 +783,3 @@ def write_synthetic_scannet(
     write_split(out_root / "splits" / "scannetv2_val.txt", names[num_scenes - num_val:])
     return names
 
-
-def write_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(data)

@@ -22,18 +22,13 @@ def load_prepared(path: str | Path) -> dict[str, np.ndarray]:
     """Every array of one prepared ``.npz`` (read eagerly: the file is closed on return)."""
     path = Path(path)
     try:
-        with np.load(path) as z:
-            sample = {k: z[k] for k in z.files}
+        with np.load(path) as arrays:
+            sample = {k: arrays[k] for k in arrays.files}
     except (OSError, ValueError, KeyError) as exc:
         raise BifusionError(path, f"unreadable sample ({exc})") from None
     if "points" in sample and not all(k in sample for k in COLOR_CAMERA_KEYS):
         raise BifusionError(path, "sample was prepared by an older bifusion (no colour-camera fields); run `bifusion prepare` again")
     return sample
-
-
-def color_pose(sample: dict[str, np.ndarray]) -> np.ndarray:
-    """The colour camera's camera-to-world (float64): the depth pose after undoing depth->colour."""
-    return sample["pose"].astype(np.float64) @ np.linalg.inv(sample["depth_to_color"].astype(np.float64))
 
 
 def label_targets(sample: dict[str, np.ndarray], labels: LabelSet) -> dict[str, np.ndarray]:
@@ -55,7 +50,3 @@ def point_colors(sample: dict[str, np.ndarray]) -> np.ndarray:
     """RGB in [-0.5, 0.5] as float32, the 3D branch's input features."""
     return sample["colors"].astype(np.float32) / 255.0 - 0.5
 
-
-def contiguous_superpoints(sample: dict[str, np.ndarray]) -> np.ndarray:
-    """Sampling may have dropped whole superpoints: ids 0..S-1 again, int64."""
-    return np.unique(sample["superpoints"], return_inverse=True)[1].reshape(-1).astype(np.int64)

@@ -47,7 +47,7 @@ def clip_source(cfg: Preset, data_root: Path, reporter: Reporter = NULL_REPORTER
     """Stored CLIP tokens with online fallback; None for 3D-only presets."""
     if not cfg.model.use_2d:
         return None
-    from ..features.clip_store import ClipFeatureSource
+    from ..features.clip_source import ClipFeatureSource
 
     weights = clip_weights_path(cfg, reporter=reporter)
     settings = dict(num_layers=stored_clip_layers(cfg), weights=weights, image_size=tuple(cfg.data.image_size))
@@ -60,7 +60,7 @@ def attach_clip_source(ds, source) -> None:
     """Give a dataset built without CLIP features its source: datasets are built (and the data
     root and split checked) first, because the source may write the random CLIP weights."""
     if ds is not None:
-        (ds.dataset if isinstance(ds, Subset) else ds).clip_source = source  # dataset(..., limit=) wraps it
+        (ds.dataset if isinstance(ds, Subset) else ds).clip_source = source  # build_dataset(..., limit=) wraps it
 
 
 def stored_clip_layers(cfg: Preset) -> int:
@@ -68,7 +68,7 @@ def stored_clip_layers(cfg: Preset) -> int:
     return cfg.clip.num_layers - cfg.train.unfreeze.clip_blocks
 
 
-def dataset(cfg: Preset, data_root: Path, split: str | None, train: bool, source=None, limit: int | None = None):
+def build_dataset(cfg: Preset, data_root: Path, split: str | None, train: bool, source=None, limit: int | None = None):
     """Single frames (``data.mode: sv``) or runs of ``data.num_frames`` consecutive frames (``mv``)."""
     common = dict(augment=cfg.data.augment if train else None, clip_source=source)
     if cfg.data.mode == "mv":
@@ -79,7 +79,7 @@ def dataset(cfg: Preset, data_root: Path, split: str | None, train: bool, source
     return PreparedFrames(data_root, split, label_set(cfg), cfg.data.voxel_size, mode=cfg.data.mode, limit=limit, **common)
 
 
-def loader(cfg: Preset, ds, train: bool, seed: int = 0, sampler=None) -> DataLoader:
+def build_loader(cfg: Preset, ds, train: bool, seed: int = 0, sampler=None) -> DataLoader:
     """``sampler``: the trainer's resumable sample stream (it shuffles and splits across ranks)."""
     workers = cfg.data.num_workers
     generator = torch.Generator().manual_seed(seed)

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..io import atomic_path
+from ..atomic_io import atomic_path
 from ..losses.schedule import stage_index, stage_progress
 from .checkpoint import CHECKPOINT_DIR
 from .unfreeze import apply_stage

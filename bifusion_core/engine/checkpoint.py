@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import BifusionError
-from ..io import atomic_path
+from ..atomic_io import atomic_path
 
 CHECKPOINT_DIR = "checkpoints"
 

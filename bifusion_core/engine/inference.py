@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config.loader import validate_preset
-from ..io import atomic_dir, write_json
+from ..atomic_io import atomic_dir, write_json
 from ..models.bifusion import build_model
 from ..reporting import NULL_REPORTER, Reporter
 from . import builders
@@ -46,7 +46,7 @@ def evaluate_checkpoint(
     reporter: Reporter = NULL_REPORTER,
 ) -> CheckpointEvaluation:
     """Score one checkpoint; ``export_dir`` (this target's own folder) is replaced as a whole."""
-    from ..data.dataset import load_manifest
+    from ..data.manifest import load_manifest
     from ..evaluation.evaluate import evaluate_model, frame_protocol
 
     ckpt_path, run_dir = resolve_checkpoint(target)
@@ -57,7 +57,7 @@ def evaluate_checkpoint(
     root = Path(cfg.data.root)
     frame_step = int(load_manifest(root, cfg.data.mode).get("frame_step", cfg.data.frame_step))
     labels = builders.label_set(cfg)
-    ds = builders.dataset(cfg, root, split, train=False)  # data root and split checked before anything is built or written
+    ds = builders.build_dataset(cfg, root, split, train=False)  # data root and split checked before anything is built or written
     device = builders.pick_device(cfg)
     model = build_model(cfg, labels)
     model.load_state_dict(payload["model"])
@@ -66,7 +66,7 @@ def evaluate_checkpoint(
 
     def run(export_to: Path | None):
         return evaluate_model(
-            model, builders.loader(cfg, ds, train=False), labels, cfg.eval, device, export_to, show_dir, reporter,
+            model, builders.build_loader(cfg, ds, train=False), labels, cfg.eval, device, export_to, show_dir, reporter,
             protocol=frame_protocol(cfg.data.mode), frame_step=frame_step,
         )
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config.schema import Preset
-from ..features.clip_store import (
+from ..features.clip_precompute import (
+    VERIFY_TOLERANCE,
     PrecomputeSummary,
     check_prepared_images,
     precompute_clip_features,
@@ -24,6 +25,13 @@ from .builders import clip_weights_path, stored_clip_layers
 class PrecomputeRun:
     summary: PrecomputeSummary
     verify_difference: float | None  # worst relative L2 difference of the re-encoded frames (None: not asked)
+    verify_frames: int = 0
+    verify_tolerance: float = VERIFY_TOLERANCE
+
+    @property
+    def verified(self) -> bool | None:
+        """Whether the re-encoded frames match the stored ones (None: verify not asked)."""
+        return None if self.verify_difference is None else self.verify_difference < self.verify_tolerance
 
 
 def precompute_for_preset(
@@ -43,4 +51,4 @@ def precompute_for_preset(
     common = dict(num_layers=stored_clip_layers(cfg), weights=weights, image_size=image_size, device=device)
     summary = precompute_clip_features(root, workers=workers, batch_size=batch_size, reporter=reporter, **common)
     difference = verify_clip_features(root, k=verify, **common) if verify else None
-    return PrecomputeRun(summary, difference)
+    return PrecomputeRun(summary, difference, verify)

@@ -90,7 +90,7 @@ def write_plots(run_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..io import atomic_path
+    from ..atomic_io import atomic_path
 
     run_dir = Path(run_dir)
     rows = read_rows(run_dir)

@@ -91,20 +91,26 @@ class Trainer:
         self.stop_signal: int | None = None
         self.finite: torch.Tensor | None = None  # all losses of the current accumulation window finite
         self.log_file: TrainLog | None = None
+        self.early_notes: list[tuple[str, str]] = []  # notes before the run folder exists, written to train.log with it
         self.init_reports: list[LoadReport] = []
+        self.pending_note: str | None = None  # said once training starts (resume with a changed config)
 
     # ---- notes -------------------------------------------------------------------------------
     def note(self, message: str) -> None:
         if self.dist.is_main:
             self.reporter.note(message)
-            if self.log_file is not None:
-                self.log_file.write("note", message)
+            self._log_line("note", message)
 
     def alert(self, message: str, level: str = "alert") -> None:
         if self.dist.is_main:
             self.reporter.alert(message, level)
-            if self.log_file is not None:
-                self.log_file.write(level[:5], message)
+            self._log_line(level[:5], message)
+
+    def _log_line(self, kind: str, message: str) -> None:
+        if self.log_file is not None:
+            self.log_file.write(kind, message)
+        else:
+            self.early_notes.append((kind, message))
 
     def log(self, figures: dict[str, Any]) -> None:
         if self.dist.is_main:
@@ -122,16 +128,12 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
         if self.dist.enabled:  # every rank writes into rank 0's run folder
             self.run_dir = Path(D.gather_objects(str(self.run_dir))[0])
-        if self.dist.is_main:
-            (self.run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-            save_preset(cfg, self.run_dir / "config.yaml")
-            self.log_file = TrainLog(self.run_dir / "train.log")
         seed_everything(cfg.train.seed)  # the same initial weights on every rank
         data_root = Path(cfg.data.root)
         self.labels = builders.label_set(cfg)
-        self.train_ds = builders.dataset(cfg, data_root, "train", train=True)
+        self.train_ds = builders.build_dataset(cfg, data_root, "train", train=True)
         try:
-            val_ds = builders.dataset(cfg, data_root, cfg.eval.split, train=False)
+            val_ds = builders.build_dataset(cfg, data_root, cfg.eval.split, train=False)
         except BifusionError:
             val_ds = None
             self.note(f"no '{cfg.eval.split}' samples: training without periodic evaluation")
@@ -139,13 +141,13 @@ class Trainer:
         for ds in (self.train_ds, val_ds):
             builders.attach_clip_source(ds, self.source)
         self.sampler = ResumableSampler(len(self.train_ds), cfg.data.batch_size, cfg.train.seed, self.dist.rank, self.dist.world)
-        self.train_loader = builders.loader(cfg, self.train_ds, train=True, sampler=self.sampler)
+        self.train_loader = builders.build_loader(cfg, self.train_ds, train=True, sampler=self.sampler)
         self.has_val = val_ds is not None  # every rank must know: evaluation ends in a barrier
-        self.val_loader = builders.loader(cfg, val_ds, train=False) if val_ds is not None and self.dist.is_main else None
+        self.val_loader = builders.build_loader(cfg, val_ds, train=False) if val_ds is not None and self.dist.is_main else None
         self.total = cfg.train.max_iters or cfg.train.epochs * self.sampler.batches_per_epoch
 
         model = build_model(cfg, self.labels)
-        if hasattr(model, "clip_tail"):
+        if model.clip_tail is not None:
             model.clip_tail.load_weights(cfg.clip.num_layers, builders.clip_weights_path(cfg))
         if self.payload is None:
             self.init_reports = load_init_weights(model, cfg.train.init)
@@ -170,6 +172,7 @@ class Trainer:
         acc = cfg.optim.accumulate
         self.scheduler = warmup_cosine(self.optimizer, math.ceil(cfg.optim.warmup_iters / acc), math.ceil(self.total / acc), cfg.optim.min_lr_ratio)
         self.grad_groups = gradient_groups(self.model)
+        self._open_run_dir()  # data, weights and model are in place: only now does the run exist on disk
         if self.payload is not None:
             self._load(self.payload)
         else:
@@ -180,6 +183,18 @@ class Trainer:
         if self.dist.is_main:
             self.callbacks += [TensorBoardSink(), CsvSink(), self.log_file, PanelSink()]
         self.callbacks += [Evaluation(), Checkpointing()]
+
+    def _open_run_dir(self) -> None:
+        """``config.yaml``, ``checkpoints/`` and ``train.log`` (with the notes said so far); a run that
+        fails on its input before this point leaves no folder behind."""
+        if not self.dist.is_main:
+            return
+        (self.run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        save_preset(self.cfg, self.run_dir / "config.yaml")
+        self.log_file = TrainLog(self.run_dir / "train.log")
+        for kind, message in self.early_notes:
+            self.log_file.write(kind, message)
+        self.early_notes.clear()
 
     def _load(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
@@ -295,7 +310,7 @@ class Trainer:
         )
         if self.start:
             self.note(f"resumed {self.run_dir} at iteration {self.start}/{self.total}")
-        if getattr(self, "pending_note", None):
+        if self.pending_note:
             self.note(self.pending_note)
         for cb in self.callbacks:
             cb.on_start(self)
@@ -385,7 +400,7 @@ class Trainer:
             out["gradient/status"] = gradient_status(host["gradient/total"])
         if self.precision.scaler is not None:
             out["amp/scale"] = float(self.precision.scaler.get_scale())
-        if self.source is not None and hasattr(self.source, "fallbacks"):
+        if self.source is not None:
             out["clip/fallbacks"] = self.source.fallbacks
         gate_warm = it > self.cfg.model.fusion.warmup_iters
         now = {(a.key, a.level): a for a in check_ranges(host, lr, gate_warm)}

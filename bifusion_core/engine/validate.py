@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import BifusionError
 
 
@@ -32,7 +30,7 @@ def run_checks(preset: str, overrides: list[str], data_root: Path | None) -> lis
 
 
 def _check_data(cfg) -> Check:
-    from ..data.dataset import load_manifest
+    from ..data.manifest import load_manifest
 
     root = Path(cfg.data.root)
     try:
@@ -53,56 +51,18 @@ def _check_data(cfg) -> Check:
     return Check("data", True, f"{root}: {text} frames")
 
 
-def tiny_batch(cfg, labels, num_points: int = 600, seed: int = 0):
-    """A random two-frame batch with the preset's shapes: exercises the model without any data."""
-    import torch
-
-    from ..data.batch import collate, voxelize
-
-    rng = np.random.default_rng(seed)
-    w, h = cfg.data.image_size
-    fx = fy = 0.9 * w
-    intrinsic = np.array([[fx, 0, (w - 1) / 2], [0, fy, (h - 1) / 2], [0, 0, 1]], np.float32)
-    samples = []
-    for b in range(2):
-        u, v = rng.uniform(0, w - 1, num_points), rng.uniform(0, h - 1, num_points)
-        z = rng.uniform(1.0, 3.0, num_points)
-        points = np.stack([(u - intrinsic[0, 2]) * z / fx, (v - intrinsic[1, 2]) * z / fy, z], 1).astype(np.float32)
-        depth = np.zeros((h, w), np.float32)
-        depth[np.round(v).astype(int), np.round(u).astype(int)] = z
-        coords, inverse = voxelize(points, cfg.data.voxel_size)
-        thing = np.asarray(labels.thing_raw_ids[:3])
-        instance = rng.integers(0, 4, num_points)
-        raw = np.where(instance > 0, thing[instance % 3], labels.raw_ids[0])
-        samples.append({
-            "key": f"tiny/{b:06d}", "points": points, "points_aug": points - points.mean(0),
-            "point_feats": rng.uniform(-0.5, 0.5, (num_points, cfg.model.backbone3d.in_channels)).astype(np.float32),
-            "voxel_coords": coords, "voxel_inverse": inverse,
-            "superpoints": np.unique(rng.integers(0, 20, num_points), return_inverse=True)[1],
-            "semantic": labels.semantic_train_ids(raw), "instance": instance,
-            "instance_class": np.where(instance > 0, labels.instance_class_ids(raw), -1), "label_raw": raw,
-            "point_frame": np.zeros(num_points, np.int64),
-            "pixels": np.stack([u, v], 1).astype(np.float32), "valid": np.arange(num_points) % 10 != 0,  # some points unseen: the no-view path runs
-            "pose": np.eye(4, dtype=np.float32)[None], "intrinsic": intrinsic[None], "depth": depth[None],
-            "color_intrinsic": intrinsic[None], "color_pose": np.eye(4, dtype=np.float32)[None],
-        })
-        if cfg.model.use_2d:
-            samples[-1]["clip_patch"] = torch.randn(1, 768, h // 16, w // 16)
-            samples[-1]["clip_global"] = torch.randn(1, 768)
-    return collate(samples)
-
-
 def _check_model(cfg) -> Check:
     try:
         import torch
 
         from ..losses.criterion import Criterion
+        from ..data.random_batch import random_batch
         from ..models.bifusion import build_model, count_parameters
         from . import builders
 
         labels = builders.label_set(cfg)
         model = build_model(cfg, labels)
-        batch = tiny_batch(cfg, labels)
+        batch = random_batch(cfg, labels)
         model.train()
         out = model(batch)
         loss, terms = Criterion(cfg.loss, labels.num_instance)(out, batch)
@@ -117,7 +77,7 @@ def _check_model(cfg) -> Check:
     if cfg.model.use_2d:
         parts.append(f"{cfg.model.fusion.gate} gate {count_parameters(model.gate) / 1e6:.3f} M, 2D head {count_parameters(model.head2d) / 1e6:.2f} M")
     for name, label in (("film", "FiLM"), ("tiny_sa", "Tiny-SA"), ("clip_tail", "online CLIP blocks")):
-        if hasattr(model, name):
+        if getattr(model, name) is not None:
             parts.append(f"{label} {count_parameters(getattr(model, name)) / 1e6:.3f} M")
     parts.append(f"forward+backward on 2×600 points ok (loss {terms['total']:.3f})")
     return Check("model", True, "; ".join(parts))

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BifusionError
-from ..io import atomic_path
+from ..atomic_io import write_bytes
 
 MASK_SUBDIR = "pred_mask"
 INSTANCE_PRED, INSTANCE_GT = "instance/pred", "instance/gt"
@@ -66,10 +66,10 @@ def write_instance_predictions(
     lines = []
     for k, (mask, label, score) in enumerate(zip(masks, label_ids.tolist(), scores.tolist())):
         relative = f"{MASK_SUBDIR}/{scene}_{k}.txt"
-        _write_bytes(pred_dir / relative, _mask_bytes(mask))
+        write_bytes(pred_dir / relative, _mask_bytes(mask))
         lines.append(f"{relative} {int(label)} {score!r}\n")
     path = pred_dir / f"{scene}.txt"
-    _write_bytes(path, "".join(lines).encode())
+    write_bytes(path, "".join(lines).encode())
     return path
 
 
@@ -107,11 +107,6 @@ def _check_scene(scene: str) -> None:
         raise BifusionError(repr(scene), "scene name must be non-empty, without spaces or slashes")
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
 def _mask_bytes(mask: np.ndarray) -> bytes:
     """'0\\n'/'1\\n' per vertex via a fixed-width byte array: no Python loop over 100k points."""
     return np.where(np.asarray(mask) != 0, b"1\n", b"0\n").astype("S2").tobytes()
@@ -123,7 +118,7 @@ def _write_ids(folder: Path, scene: str, ids: np.ndarray) -> Path:
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
         raise BifusionError(scene, f"ids must be integers, got {ids.dtype}")
     path = folder / f"{scene}.txt"
-    _write_bytes(path, "".join(f"{v}\n" for v in ids.tolist()).encode())
+    write_bytes(path, "".join(f"{v}\n" for v in ids.tolist()).encode())
     return path
 
 

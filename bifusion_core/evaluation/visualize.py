@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from plyfile import PlyData, PlyElement
 
-from ..io import atomic_path
+from ..atomic_io import atomic_path
+from ..ops import contiguous_ids
+from ..ply import write_ply
 
 
 def palette(n: int, seed: int = 7) -> np.ndarray:
@@ -17,23 +18,6 @@ def palette(n: int, seed: int = 7) -> np.ndarray:
     colors = rng.integers(40, 255, (max(n, 1), 3), dtype=np.uint8)
     colors[0] = (90, 90, 90)  # index 0: background / unassigned
     return colors
-
-
-def write_colored_ply(path: Path, points: np.ndarray, colors: np.ndarray, faces: np.ndarray | None = None) -> None:
-    """Binary PLY of coloured vertices, with the mesh's triangles when ``faces`` (F, 3) is given."""
-    vertex = np.empty(len(points), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
-    for i, axis in enumerate("xyz"):
-        vertex[axis] = points[:, i]
-    for i, channel in enumerate(("red", "green", "blue")):
-        vertex[channel] = colors[:, i]
-    elements = [PlyElement.describe(vertex, "vertex")]
-    if faces is not None and len(faces):
-        face = np.empty(len(faces), dtype=[("vertex_indices", "O")])
-        face["vertex_indices"] = list(np.asarray(faces, dtype=np.int32))
-        elements.append(PlyElement.describe(face, "face", val_types={"vertex_indices": "i4"}))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        PlyData(elements, text=False).write(str(tmp))
 
 
 def instance_index(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -47,16 +31,15 @@ def instance_index(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 def gt_index(gt_ids: np.ndarray) -> np.ndarray:
     """Per element a 1-based index of its GT instance, 0 = no instance."""
-    _, inverse = np.unique(gt_ids, return_inverse=True)
-    return np.where(gt_ids > 0, inverse.reshape(-1) + (gt_ids.min() > 0), 0)
+    return np.where(gt_ids > 0, contiguous_ids(gt_ids) + (gt_ids.min() > 0), 0)
 
 
 def write_frame_clouds(out: Path, name: str, points: np.ndarray, pred, gt_ids: np.ndarray, pred_raw: np.ndarray) -> None:
     """``<name>_pred.ply`` (instances, highest score painted last) and ``<name>_gt.ply``."""
     inst = instance_index(pred.masks, pred.scores)
-    write_colored_ply(Path(out) / f"{name}_pred.ply", points, palette(len(pred.scores) + 1)[inst])
+    write_ply(Path(out) / f"{name}_pred.ply", points, palette(len(pred.scores) + 1)[inst])
     gt = gt_index(gt_ids)
-    write_colored_ply(Path(out) / f"{name}_gt.ply", points, palette(int(gt.max()) + 1, seed=11)[gt])
+    write_ply(Path(out) / f"{name}_gt.ply", points, palette(int(gt.max()) + 1, seed=11)[gt])
 
 
 SCENE_VIEWS = ("pred_instance", "pred_semantic", "gt_instance", "gt_semantic")
@@ -91,7 +74,7 @@ def write_scene_views(out: Path, pred: Any, truth: Any, vertices: np.ndarray, fa
     paths = []
     for view in SCENE_VIEWS:
         paths.append(out / f"{scene}_{view}.ply")
-        write_colored_ply(paths[-1], vertices, colors[view], faces)
+        write_ply(paths[-1], vertices, colors[view], faces)
     paths.append(out / f"{scene}_top.png")
     write_top_view(paths[-1], vertices, [("prediction", colors["pred_instance"]), ("ground truth", colors["gt_instance"])], scene)
     return paths

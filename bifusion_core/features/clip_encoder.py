@@ -28,7 +28,7 @@ from torch import nn
 from ..cache import user_cache_dir
 from ..compat import require
 from ..errors import BifusionError
-from ..io import atomic_path
+from ..atomic_io import atomic_path
 
 CLIP_MODEL_NAME = "ViT-B-16"
 PATCH_SIZE = 16
@@ -152,7 +152,6 @@ class ClipPatchEncoder(nn.Module):
         self.blocks = nn.ModuleList(blocks[:num_layers])
         self._batch_first = bool(getattr(visual.transformer, "batch_first", True))
         self.pretrain_grid = int(round(math.sqrt(self.positional_embedding.shape[0] - 1)))
-        self.trainable_blocks = 0
         self.freeze()
 
     @property
@@ -162,27 +161,11 @@ class ClipPatchEncoder(nn.Module):
     def freeze(self) -> None:
         for param in self.parameters():
             param.requires_grad_(False)
-        self.trainable_blocks = 0
         self.eval()
 
-    def unfreeze_last(self, k: int) -> None:
-        """Make the last ``k`` kept blocks trainable (later training stages); 0 freezes all."""
-        if not 0 <= k <= self.num_layers:
-            raise ValueError(f"unfreeze_last({k}): the encoder keeps only {self.num_layers} blocks")
-        self.freeze()
-        for block in self.blocks[self.num_layers - k :]:
-            for param in block.parameters():
-                param.requires_grad_(True)
-        self.trainable_blocks = k
-        self.train(self.training)
-
     def train(self, mode: bool = True) -> "ClipPatchEncoder":
-        """Frozen parts stay in eval mode whatever the trainer asks for."""
-        super().train(mode)
-        if mode:
-            for module in (self.conv1, self.ln_pre, *self.blocks[: self.num_layers - self.trainable_blocks]):
-                module.eval()
-        return self
+        """Frozen: stays in eval mode whatever the trainer asks for (trainable CLIP blocks live in ``models.clip_tail``)."""
+        return super().train(False)
 
     def resized_positional_embedding(self, grid_h: int, grid_w: int) -> torch.Tensor:
         """Class position plus the 14x14 grid resized bicubically to ``grid_h x grid_w``."""
@@ -328,3 +311,10 @@ def load_clip_encoder(
     digest = weights_digest(weights, seed)
     encoder = ClipPatchEncoder(visual, num_layers).to(device)
     return encoder, digest
+
+
+def encode_images(encoder: ClipPatchEncoder, images: list[np.ndarray], device: str | torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Encode RGB frames; float16 numpy (B x 768 x h x w, B x 768), exactly as stored on disk."""
+    with torch.inference_mode():
+        patch, global_token = encoder(preprocess_images(np.stack(images), device=device))
+    return patch.half().cpu().numpy(), global_token.half().cpu().numpy()

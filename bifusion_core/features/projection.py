@@ -2,7 +2,9 @@
 
 Conventions (shared with ``DATA/sv`` samples): pixel-index coordinates, i.e. the centre of pixel
 (0, 0) is (0, 0) and the image spans [-0.5, W-0.5) x [-0.5, H-0.5); ``intrinsic`` maps camera
-coordinates straight to those coordinates (OpenCV convention); poses are camera-to-world.
+coordinates straight to those coordinates (OpenCV convention). Batched projection takes
+world-to-camera matrices, inverted once per frame in the data path (``Batch.world_to_depth``,
+``Batch.world_to_color``); ``project_points`` takes a camera-to-world pose.
 Everything is torch and stays on the device of the inputs, so the same code runs in DataLoader
 workers on CPU and inside the model on CUDA.
 """
@@ -15,23 +17,21 @@ import torch.nn.functional as F
 
 def project_to_frames(
     points_world: torch.Tensor,
-    pose_cam_to_world: torch.Tensor,
+    world_to_camera: torch.Tensor,
     intrinsic: torch.Tensor,
     image_size: tuple[int, int],
     border: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pinhole projection of N world points into F cameras at once.
 
-    ``pose_cam_to_world`` (F,4,4), ``intrinsic`` (F,3,3). Returns ``uv`` (F,N,2) float64 (pixel-index
+    ``world_to_camera`` (F,4,4), ``intrinsic`` (F,3,3). Returns ``uv`` (F,N,2) float64 (pixel-index
     convention), camera depth ``z`` (F,N) float64 and ``inside`` (F,N) bool: in front of the camera
     and the nearest pixel inside the image shrunk by ``border`` pixels.
     """
     points = torch.as_tensor(points_world)
     device = points.device
     width, height = int(image_size[0]), int(image_size[1])
-    # Invert in float64: float32 inversion of poses with large translations costs millimetres.
-    pose = torch.as_tensor(pose_cam_to_world, device=device, dtype=torch.float64).reshape(-1, 4, 4)
-    world_to_cam = torch.linalg.inv(pose)
+    world_to_cam = torch.as_tensor(world_to_camera, device=device, dtype=torch.float64).reshape(-1, 4, 4)
     k = torch.as_tensor(intrinsic, device=device, dtype=torch.float64).reshape(-1, 3, 3)
 
     p = points.to(torch.float64)
@@ -93,7 +93,9 @@ def project_points(
     """
     points = torch.as_tensor(points_world)
     width, height = int(image_size[0]), int(image_size[1])
-    uv, z, valid = project_to_frames(points, pose_cam_to_world, intrinsic, image_size, border)
+    # Invert in float64: float32 inversion of poses with large translations costs millimetres.
+    world_to_cam = torch.linalg.inv(torch.as_tensor(pose_cam_to_world, device=points.device, dtype=torch.float64))
+    uv, z, valid = project_to_frames(points, world_to_cam, intrinsic, image_size, border)
     if depth_m is not None:
         depth = torch.as_tensor(depth_m, device=points.device)
         if tuple(depth.shape) != (height, width):
@@ -104,9 +106,9 @@ def project_points(
 
 def multiview_visibility(
     points_world: torch.Tensor,
-    color_pose: torch.Tensor,
+    world_to_color: torch.Tensor,
     color_intrinsic: torch.Tensor,
-    depth_pose: torch.Tensor,
+    world_to_depth: torch.Tensor,
     depth_intrinsic: torch.Tensor,
     depth_m: torch.Tensor,
     image_size: tuple[int, int],
@@ -120,8 +122,8 @@ def multiview_visibility(
     lands inside frame f's colour image and passes the relative depth test in frame f's depth
     camera. Returns ``uv`` (F,N,2) float32 colour pixels and ``seen`` (F,N) bool.
     """
-    uv, _, inside = project_to_frames(points_world, color_pose, color_intrinsic, image_size, border)
-    duv, dz, d_inside = project_to_frames(points_world, depth_pose, depth_intrinsic, image_size)
+    uv, _, inside = project_to_frames(points_world, world_to_color, color_intrinsic, image_size, border)
+    duv, dz, d_inside = project_to_frames(points_world, world_to_depth, depth_intrinsic, image_size)
     seen = inside & depth_consistent(duv, dz, d_inside, depth_m, depth_tolerance)
     return uv.float(), seen
 

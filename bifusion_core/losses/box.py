@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import torch
 
+from ..ops import scatter_min_max
+
 
 def instance_boxes(points: torch.Tensor, instance: torch.Tensor) -> torch.Tensor:
     """(G,6) centre + size of each instance id > 0, in ``torch.unique`` order (as ``superpoint_targets``)."""
     ids, inverse = torch.unique(instance, return_inverse=True)
-    lo = points.new_full((ids.numel(), 3), float("inf")).scatter_reduce(0, inverse[:, None].expand(-1, 3), points, "amin")
-    hi = points.new_full((ids.numel(), 3), float("-inf")).scatter_reduce(0, inverse[:, None].expand(-1, 3), points, "amax")
+    lo, hi = scatter_min_max(points, inverse, ids.numel())
     boxes = torch.cat([(lo + hi) / 2, hi - lo], dim=-1)
     return boxes[ids > 0]
 

@@ -21,11 +21,12 @@ class Criterion:
         self.cfg = cfg
         self.num_instance_classes = num_instance_classes
 
-    def __call__(self, out: ModelOutput, batch: Batch, weights: LossStage | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(self, out: ModelOutput, batch: Batch, stage: LossStage | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns the total loss and every term (unweighted, detached 0-d tensors) for logging;
-        ``weights`` default to S0's. Terms stay on the device: the trainer reads them at log time."""
+        ``stage`` (the current training stage's weights) defaults to S0. Terms stay on the device:
+        the trainer reads them at log time."""
         cfg = self.cfg
-        w = weights if weights is not None else cfg.stages[0]
+        w = stage if stage is not None else cfg.stages[0]
         terms: dict[str, torch.Tensor] = {}
         # the mean over labelled points, 0 when none is labelled (no host-side test of the labels)
         labelled = (batch.semantic >= 0).sum().clamp(min=1)

@@ -28,16 +28,20 @@ def superpoint_targets(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GT instances of one sample as soft superpoint masks (fraction of the superpoint's points).
 
-    Soft targets keep the supervision honest where a superpoint straddles two objects.
+    Soft targets keep the supervision honest where a superpoint straddles two objects. One pass
+    over the points (no per-instance loop), so rebuilding them every step costs little.
     """
-    ids = torch.unique(instance[instance > 0])
+    thing = (instance > 0).nonzero().squeeze(1)
+    ids, row = torch.unique(instance[thing], return_inverse=True)
     if ids.numel() == 0:
         return instance.new_zeros(0), torch.zeros(0, num_sp, device=instance.device)
-    onehot = (instance[None, :] == ids[:, None]).float()  # (G,N)
-    sums = torch.zeros(ids.numel(), num_sp, device=instance.device).index_add_(1, sp_index, onehot)
+    sums = torch.zeros(ids.numel(), num_sp, device=instance.device)
+    sums.index_put_((row, sp_index[thing]), torch.ones_like(row, dtype=sums.dtype), accumulate=True)
     counts = torch.bincount(sp_index, minlength=num_sp).clamp(min=1).float()
-    classes = torch.stack([instance_class[instance == i][0] for i in ids])
-    return classes, sums / counts
+    first = torch.full((ids.numel(),), thing.numel(), device=instance.device).scatter_reduce(
+        0, row, torch.arange(thing.numel(), device=instance.device), "amin"
+    )  # each instance's first point, whose class it takes
+    return instance_class[thing[first]], sums / counts
 
 
 def instance_loss(

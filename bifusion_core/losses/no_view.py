@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..ops import knn
+
 
 @torch.no_grad()
 def pseudo_labels(
@@ -28,7 +30,7 @@ def pseudo_labels(
         if unseen.numel() == 0 or donors.numel() == 0:
             continue
         kk = min(k, donors.numel())
-        nn_idx = torch.cdist(xyz[unseen], xyz[donors]).topk(kk, dim=1, largest=False).indices
+        _, nn_idx = knn(xyz[unseen], xyz[donors], kk)
         vote = probs[donors[nn_idx]].sum(dim=1)  # (U, C)
         rows.append(unseen)
         labels.append(vote.argmax(dim=-1))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..ops import knn
+
 
 def spatial_consistency_loss(
     feats: torch.Tensor,
@@ -35,17 +37,16 @@ def spatial_consistency_loss(
         if idx.numel() <= 1:
             continue
         kk = min(k, idx.numel() - 1)
-        picked = idx[torch.randperm(idx.numel(), device=idx.device)[:anchors]]
-        for pick in picked.split(chunk):
-            dist = torch.cdist(xyz[pick], xyz[idx])  # (A, N_b)
-            dist = dist.masked_fill(superpoints[pick][:, None] != superpoints[idx][None, :], float("inf"))
-            dist[torch.arange(len(pick), device=dist.device), torch.searchsorted(idx, pick)] = float("inf")  # not itself
-            nd, nn_idx = dist.topk(kk, dim=1, largest=False)
-            found = torch.isfinite(nd)
-            nd = nd.masked_fill(~found, 0.0)
-            scale = nd.max(dim=1, keepdim=True).values.clamp(min=1e-6)
-            w = torch.exp(-(nd / scale).pow(2)) * found
-            cos = (unit[pick][:, None, :] * unit[idx[nn_idx]]).sum(-1)
-            total = total + (w * (1.0 - cos)).sum()
-            weight = weight + w.sum()
+        pick = idx[torch.randperm(idx.numel(), device=idx.device)[:anchors]]
+        nd, nn_idx = knn(
+            xyz[pick], xyz[idx], kk, groups=(superpoints[pick], superpoints[idx]),
+            exclude=torch.searchsorted(idx, pick), chunk=chunk,  # same superpoint, not itself
+        )
+        found = torch.isfinite(nd)
+        nd = nd.masked_fill(~found, 0.0)
+        scale = nd.max(dim=1, keepdim=True).values.clamp(min=1e-6)
+        w = torch.exp(-(nd / scale).pow(2)) * found
+        cos = (unit[pick][:, None, :] * unit[idx[nn_idx]]).sum(-1)
+        total = total + (w * (1.0 - cos)).sum()
+        weight = weight + w.sum()
     return total / weight.clamp(min=1e-12)  # no neighbour anywhere: total is 0 (no host test of the weight)

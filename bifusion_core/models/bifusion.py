@@ -57,17 +57,14 @@ class BiFusionSegmentor(nn.Module):
         self.depth_tolerance = cfg.clip.depth_tolerance
         self.multiview = cfg.data.mode == "mv"  # 2D features from every frame of the window, not only the point's own
         self.backbone3d = Backbone3D(m.backbone3d.arch, m.backbone3d.in_channels, m.feat_dim, m.backbone3d.width)
-        if m.tiny_sa.enabled:
-            self.tiny_sa = TinySANeck(m.feat_dim, m.tiny_sa)
+        # optional parts are None when the preset does not build them (they then have no parameters)
+        self.tiny_sa: TinySANeck | None = TinySANeck(m.feat_dim, m.tiny_sa) if m.tiny_sa.enabled else None
         self.memory: VoxelMemory | None = VoxelMemory(m.feat_dim, m.memory.voxel_size) if m.memory.enabled else None
-        if self.use_2d:
-            k = cfg.train.unfreeze.clip_blocks
-            if k:
-                self.clip_tail = ClipTail(cfg.clip.num_layers, k)
-            self.head2d = ProjectionHead2D(m.feat_dim, m.head2d_hidden)
-            if m.film.enabled:
-                self.film = GeometryFiLM(m.feat_dim, m.film)
-            self.gate = build_gate(m.feat_dim, m.fusion)
+        k = cfg.train.unfreeze.clip_blocks
+        self.clip_tail: ClipTail | None = ClipTail(cfg.clip.num_layers, k) if self.use_2d and k else None
+        self.head2d: ProjectionHead2D | None = ProjectionHead2D(m.feat_dim, m.head2d_hidden) if self.use_2d else None
+        self.film: GeometryFiLM | None = GeometryFiLM(m.feat_dim, m.film) if self.use_2d and m.film.enabled else None
+        self.gate: nn.Module | None = build_gate(m.feat_dim, m.fusion) if self.use_2d else None
         self.pool = SuperpointPooling(m.feat_dim)
         self.decoder = QueryDecoder(m.feat_dim, labels.num_instance, labels.num_semantic, m.decoder)
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long), persistent=False)
@@ -98,7 +95,7 @@ class BiFusionSegmentor(nn.Module):
         if batch.clip_patch is None:
             raise ValueError("this model fuses 2D features but the batch carries no CLIP tokens")
         tokens = batch.clip_patch
-        if hasattr(self, "clip_tail"):
+        if self.clip_tail is not None:
             tokens = self.clip_tail(tokens, batch.clip_global)
         return self.head2d(tokens)
 
@@ -117,7 +114,7 @@ class BiFusionSegmentor(nn.Module):
             frames = (batch.frame_batch == b).nonzero().squeeze(1)  # contiguous (collate)
             pts = (batch.point_batch == b).nonzero().squeeze(1)
             uv, seen = multiview_visibility(
-                batch.points[pts], batch.color_pose[frames], batch.color_intrinsic[frames], batch.pose[frames],
+                batch.points[pts], batch.world_to_color[frames], batch.color_intrinsic[frames], batch.world_to_depth[frames],
                 batch.intrinsic[frames], batch.depth[frames], batch.image_size, self.depth_tolerance,
             )
             own, cols = batch.point_frame[pts] - frames[0], torch.arange(pts.numel(), device=pts.device)
@@ -138,7 +135,7 @@ class BiFusionSegmentor(nn.Module):
     def forward(self, batch: Batch) -> ModelOutput:
         vox = self.backbone3d(batch.vox_coords, batch.vox_feats)
         f3d = F.normalize(vox[batch.point_voxel], dim=-1)
-        if hasattr(self, "tiny_sa"):
+        if self.tiny_sa is not None:
             f3d = self.tiny_sa(f3d, batch.points_aug, batch.point_batch, batch.num_samples, batch.superpoints, batch.sp_batch)
         stats: dict[str, torch.Tensor] = {}
         if self.memory is not None:
@@ -149,9 +146,9 @@ class BiFusionSegmentor(nn.Module):
         if self.use_2d:
             f2d, valid, views = self.features_2d(batch)
             m2d, m3d = f2d, f3d
-            if hasattr(self, "film"):
+            if self.film is not None:
                 gamma, beta = self.film(
-                    batch.points_aug, batch.point_batch, batch.num_samples, batch.points, batch.pose, batch.point_frame
+                    batch.points_aug, batch.point_batch, batch.num_samples, batch.points, batch.world_to_depth, batch.point_frame
                 )
                 m2d, m3d = self.film.modulate(f2d, gamma, beta), self.film.modulate(f3d, gamma, beta)
             fused, alpha = self.gate(m2d, m3d, valid, batch.point_batch, batch.num_samples, getattr(self, "current_iteration", 0))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..config.schema import FilmConfig
-from .fusion import scatter_mean
+from ..ops import scatter_mean, scatter_min_max
 
 FIXED_TERMS = 16  # xyz (3) + box size (3) + pose-relative (9) + height (1)
 
@@ -22,13 +22,6 @@ FIXED_TERMS = 16  # xyz (3) + box size (3) + pose-relative (9) + height (1)
 def geometry_dim(num_freqs: int) -> int:
     """Width of the encoding: 16 fixed terms + sin/cos of xyz at ``num_freqs`` frequencies (8 → 64)."""
     return FIXED_TERMS + 6 * num_freqs
-
-
-def scatter_min_max(values: torch.Tensor, index: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    shape = (size, values.shape[1])
-    lo = values.new_full(shape, math.inf).scatter_reduce(0, index[:, None].expand_as(values), values, "amin")
-    hi = values.new_full(shape, -math.inf).scatter_reduce(0, index[:, None].expand_as(values), values, "amax")
-    return lo, hi
 
 
 class GeometryEncoding(nn.Module):
@@ -52,7 +45,7 @@ class GeometryEncoding(nn.Module):
         point_batch: torch.Tensor,
         num_samples: int,
         points_world: torch.Tensor,
-        pose: torch.Tensor,
+        world_to_camera: torch.Tensor,
         point_frame: torch.Tensor,
     ) -> torch.Tensor:
         lo, hi = scatter_min_max(xyz, point_batch, num_samples)
@@ -62,7 +55,7 @@ class GeometryEncoding(nn.Module):
         centred = xyz - scatter_mean(xyz, point_batch, num_samples)[point_batch]
         rel = centred / diag_p
         height = (xyz[:, 2:3] - lo[point_batch, 2:3]) / diag_p
-        world_to_cam = torch.linalg.inv(pose.double()).to(xyz.dtype)  # (F,4,4)
+        world_to_cam = world_to_camera.to(xyz.dtype)  # (F,4,4), inverted once in the data path
         rot = world_to_cam[point_frame, :3, :3]
         cam = (rot @ points_world[:, :, None]).squeeze(-1) + world_to_cam[point_frame, :3, 3]
         ray = cam / cam.norm(dim=-1, keepdim=True).clamp(min=1e-6)

@@ -20,13 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config.schema import FusionConfig
-
-
-def scatter_mean(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
-    out = values.new_zeros(size, values.shape[1])
-    out.index_add_(0, index, values)
-    count = torch.bincount(index, minlength=size).clamp(min=1).to(values.dtype)
-    return out / count[:, None]
+from ..ops import scatter_mean
 
 
 class SqueezeExcite(nn.Module):

@@ -13,13 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .fusion import scatter_mean
-
-
-def scatter_max(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
-    out = values.new_full((size, values.shape[1]), float("-inf"))
-    out = out.scatter_reduce(0, index[:, None].expand_as(values), values, "amax")
-    return torch.where(torch.isinf(out), torch.zeros_like(out), out)
+from ..ops import scatter_max, scatter_mean
 
 
 class SuperpointPooling(nn.Module):

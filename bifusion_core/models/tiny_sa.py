@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config.schema import TinySAConfig
-from .fusion import scatter_mean
+from ..ops import scatter_mean
 
 
 class TinySABlock(nn.Module):

@@ -20,7 +20,7 @@ import numpy as np
 from ..engine import builders
 from ..engine.restore import restore_model
 from ..evaluation.scene_eval import SceneScorer, export_scene, load_mesh_truth, show_scene
-from ..io import atomic_dir, write_json
+from ..atomic_io import atomic_dir, write_json
 from ..reporting import NULL_REPORTER, Reporter
 from .predictions import mesh_vertices, observed_points
 from .segmenter import OnlineSegmenter, fold_stages

@@ -11,7 +11,7 @@ import numpy as np
 from ..engine import builders
 from ..engine.restore import restore_model
 from ..evaluation.scene_eval import load_mesh_truth
-from ..io import atomic_path, write_json
+from ..atomic_io import atomic_path, write_json
 from ..reporting import NULL_REPORTER, Reporter
 from .merge import MergeStats
 from .predictions import mesh_vertices, vertex_instance

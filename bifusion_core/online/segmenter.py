@@ -65,9 +65,7 @@ class _TimedSource:
 
 def scan_memory(model: torch.nn.Module) -> contextlib.AbstractContextManager:
     """A model with a memory adapter keeps it across the scan's frames, empty at start and end."""
-    memory = getattr(model, "memory", None)
-    stream = getattr(memory, "stream", None)
-    return stream() if callable(stream) else contextlib.nullcontext()
+    return model.memory.stream() if model.memory is not None else contextlib.nullcontext()
 
 
 class OnlineSegmenter:

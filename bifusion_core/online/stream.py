@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..data.batch import Batch, collate
-from ..data.dataset import build_item, load_manifest, manifest_path
+from ..data.dataset import build_item
+from ..data.manifest import load_manifest, manifest_path
 from ..data.labels import LabelSet
 from ..errors import BifusionError
 

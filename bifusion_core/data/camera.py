@@ -1,0 +1,73 @@
+"""Camera geometry of preparation: intrinsics for a resized image, resizing, back-projection,
+and where each depth pixel lands in the colour image.
+
+Pixel-index convention throughout (pixel (0,0)'s centre is (0,0)), as in ``features.projection``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..ops import transform_points
+
+
+def rescale_intrinsic(intrinsic: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """3x3 intrinsics for a resized image, pixel-index convention (pixel (0,0)'s centre is (0,0))."""
+    k = np.array(intrinsic, np.float64)[:3, :3]
+    for axis in (0, 1):
+        scale = to_size[axis] / from_size[axis]
+        k[axis, axis] *= scale
+        k[axis, 2] = (k[axis, 2] + 0.5) * scale - 0.5
+    return k
+
+
+def resize_nearest(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize that never mixes depths across edges (centre-aligned like PIL)."""
+    height, width = depth.shape
+    xs = np.minimum(((np.arange(size[0]) + 0.5) * width / size[0]).astype(np.int64), width - 1)
+    ys = np.minimum(((np.arange(size[1]) + 0.5) * height / size[1]).astype(np.int64), height - 1)
+    return depth[ys[:, None], xs[None, :]]
+
+
+def resize_color(color: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The colour image at the prepared size (antialiased): what CLIP sees and points take colour from."""
+    from PIL import Image
+
+    if (color.shape[1], color.shape[0]) == tuple(size):
+        return np.ascontiguousarray(color)
+    return np.asarray(Image.fromarray(color).resize(size, Image.Resampling.BILINEAR))
+
+
+def back_project(u: np.ndarray, v: np.ndarray, z: np.ndarray, intrinsic: np.ndarray) -> np.ndarray:
+    """Camera coordinates (…,3) of pixels (u, v) at depth z (float64)."""
+    z = np.asarray(z, np.float64)
+    return np.stack([(u - intrinsic[0, 2]) / intrinsic[0, 0] * z, (v - intrinsic[1, 2]) / intrinsic[1, 1] * z, z], -1)
+
+
+def color_pixels(
+    depth_m: np.ndarray, intrinsic: np.ndarray, depth_to_color: np.ndarray, color_intrinsic: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where each depth pixel lands in the colour image: float (H,W,2) pixels and (H,W) bool ``valid``.
+
+    Back-project with the depth intrinsics, move into the colour camera with ``depth_to_color``,
+    project with the colour intrinsics (both cameras' images at the prepared size, pixel-index
+    convention). ``valid``: in front of the colour camera and inside its image (the nearest pixel exists).
+    """
+    height, width = depth_m.shape
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+    camera = back_project(u, v, depth_m, intrinsic)
+    seen = transform_points(camera.reshape(-1, 3), np.asarray(depth_to_color, np.float64))
+    in_front = seen[:, 2] > 1e-6
+    safe_z = np.where(in_front, seen[:, 2], 1.0)
+    k = np.asarray(color_intrinsic, np.float64)
+    pu = k[0, 0] * seen[:, 0] / safe_z + k[0, 1] * seen[:, 1] / safe_z + k[0, 2]
+    pv = k[1, 1] * seen[:, 1] / safe_z + k[1, 2]
+    col, row = np.floor(pu + 0.5), np.floor(pv + 0.5)  # same nearest-pixel rule as features.projection
+    valid = in_front & (col >= 0) & (col <= width - 1) & (row >= 0) & (row <= height - 1)
+    pixels = np.stack([pu, pv], -1).reshape(height, width, 2)
+    return np.where(np.isfinite(pixels), pixels, 0.0), valid.reshape(height, width)
+
+
+def nearest_index(coordinate: np.ndarray, size: int) -> np.ndarray:
+    """Nearest pixel index, clamped into the image (points outside take the border colour; ``valid`` says so)."""
+    return np.clip(np.floor(coordinate + 0.5), 0, size - 1).astype(np.int64)

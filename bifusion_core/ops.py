@@ -1,0 +1,93 @@
+"""Small maths used across the data path, the model and the losses: contiguous ids, rigid poses,
+reductions over a point index ("scatter"), and k nearest neighbours.
+
+One copy each, so a fix (an empty group, a float64 inversion) lands everywhere at once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+# --------------------------------------------------------------------------- ids and poses (numpy)
+
+
+def invert_pose(pose: np.ndarray) -> np.ndarray:
+    """Inverse of (…,4,4) rigid transforms in float64 (float32 inversion of poses with large
+    translations costs millimetres)."""
+    return np.linalg.inv(np.asarray(pose, np.float64))
+
+
+def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """(N,3) points through a 4x4 transform (rotation + translation)."""
+    return points @ matrix[:3, :3].T + matrix[:3, 3]
+
+
+def contiguous_ids(ids: np.ndarray) -> np.ndarray:
+    """Renumber arbitrary ids to 0..S-1 (in sorted order of the ids), int32, shape kept."""
+    return np.unique(np.asarray(ids).reshape(-1), return_inverse=True)[1].reshape(np.shape(ids)).astype(np.int32)
+
+
+# --------------------------------------------------------------------------- scatter (torch)
+
+
+def scatter_mean(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """(size, C) mean of the rows of ``values`` per ``index``; 0 for an empty group."""
+    out = values.new_zeros(size, values.shape[1])
+    out.index_add_(0, index, values)
+    count = torch.bincount(index, minlength=size).clamp(min=1).to(values.dtype)
+    return out / count[:, None]
+
+
+def scatter_max(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    """(size, C) maximum per group; 0 for an empty group."""
+    out = values.new_full((size, values.shape[1]), float("-inf"))
+    out = out.scatter_reduce(0, index[:, None].expand_as(values), values, "amax")
+    return torch.where(torch.isinf(out), torch.zeros_like(out), out)
+
+
+def scatter_min_max(values: torch.Tensor, index: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(size, C) minimum and maximum per group (±inf for an empty group): boxes of point groups."""
+    shape = (size, values.shape[1])
+    expanded = index[:, None].expand_as(values)
+    lo = values.new_full(shape, math.inf).scatter_reduce(0, expanded, values, "amin")
+    hi = values.new_full(shape, -math.inf).scatter_reduce(0, expanded, values, "amax")
+    return lo, hi
+
+
+# --------------------------------------------------------------------------- neighbours (torch)
+
+
+def knn(
+    query: torch.Tensor,
+    reference: torch.Tensor,
+    k: int,
+    *,
+    groups: tuple[torch.Tensor, torch.Tensor] | None = None,
+    exclude: torch.Tensor | None = None,
+    chunk: int = 512,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distances and indices (Q,k) of each query point's ``k`` nearest reference points.
+
+    ``groups`` (query group, reference group): only neighbours of the same group count;
+    ``exclude`` (Q,) a reference index each query may not pick (itself). A neighbour that does
+    not exist has distance ``inf``. Queries go ``chunk`` at a time, so memory stays at
+    ``chunk × len(reference)`` distances.
+    """
+    dists, indices = [], []
+    for start in range(0, query.shape[0], chunk):
+        rows = slice(start, start + chunk)
+        dist = torch.cdist(query[rows], reference)
+        if groups is not None:
+            dist = dist.masked_fill(groups[0][rows][:, None] != groups[1][None, :], float("inf"))
+        if exclude is not None:
+            dist[torch.arange(dist.shape[0], device=dist.device), exclude[rows]] = float("inf")
+        d, i = dist.topk(k, dim=1, largest=False)
+        dists.append(d)
+        indices.append(i)
+    if not dists:
+        empty = query.new_zeros(0, k)
+        return empty, empty.long()
+    return torch.cat(dists), torch.cat(indices)
