@@ -50,3 +50,10 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_points=PREPARED_NUM_POINTS,
     )
     return root
+
+
+def write_prepared_mv(root: Path, scenes: int, seed: int, image_size: tuple[int, int]) -> Path:
+    """``scenes`` synthetic scans of 4 frames each, prepared as MV frame streams (1024 points) in ``root``."""
+    write_synthetic_scannet(root, scenes, seed=seed, options=SyntheticOptions(num_frames=4))
+    prepare_scannet(root, root, mode="mv", mv_frame_step=SYNTHETIC_FRAME_STEP, image_size=image_size, num_points=1024)
+    return root

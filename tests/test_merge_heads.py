@@ -113,13 +113,9 @@ def test_mv_presets_weight_merge_and_box():
 
 @pytest.fixture(scope="module")
 def mv_demo_data(tmp_path_factory):
-    from bifusion_core.data.prepare import prepare_scannet
-    from bifusion_core.data.synthetic import SyntheticOptions, write_synthetic_scannet
+    from conftest import write_prepared_mv
 
-    root = tmp_path_factory.mktemp("demo-mv-data")
-    write_synthetic_scannet(root, 3, seed=1, options=SyntheticOptions(num_frames=4))
-    prepare_scannet(root, root, mode="mv", mv_frame_step=20, image_size=(224, 160), num_points=1024)
-    return root
+    return write_prepared_mv(tmp_path_factory.mktemp("demo-mv-data"), 3, seed=1, image_size=(224, 160))
 
 
 @pytest.mark.slow

@@ -3,11 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from conftest import write_prepared_mv
 
 from bifusion_core.config import load_preset
 from bifusion_core.data.batch import collate
-from bifusion_core.data.prepare import prepare_scannet
-from bifusion_core.data.synthetic import SyntheticOptions, write_synthetic_scannet
 from bifusion_core.engine import builders
 from bifusion_core.features.projection import gather_multiview, multiview_visibility, project_points
 from bifusion_core.models.bifusion import build_model
@@ -87,10 +86,7 @@ def test_gather_averages_seen_views_and_marks_unseen():
 
 @pytest.fixture(scope="module")
 def mv_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mv-features")
-    write_synthetic_scannet(root, 2, seed=3, options=SyntheticOptions(num_frames=4))
-    prepare_scannet(root, root, mode="mv", mv_frame_step=20, image_size=(96, 64), num_points=1024)
-    return root
+    return write_prepared_mv(tmp_path_factory.mktemp("mv-features"), 2, seed=3, image_size=(96, 64))
 
 
 def test_mv_model_gathers_from_several_frames(mv_root):
