@@ -10,8 +10,10 @@ from pathlib import Path
 BIFUSION = Path(sys.executable).parent / "bifusion"
 
 
-def run_cli(*args: str, cwd: Path | None = None, check: bool = True, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "TERM": "dumb"}
+def run_cli(
+    *args: str, cwd: Path | None = None, check: bool = True, timeout: int = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "TERM": "dumb", **(env or {})}
     proc = subprocess.run(
         [str(BIFUSION), *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
     )

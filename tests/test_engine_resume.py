@@ -36,8 +36,13 @@ train(cfg, reporter=KillAt(), run_dir=Path(out) / "run")
 """
 
 
+# Bit-equal losses need deterministic kernels: MinkowskiEngine's multi-threaded CPU kernels
+# accumulate in a thread-dependent order, so every run of these tests uses one thread.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
 def kill_run(data, out, at: int, sig: str, overrides: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **ONE_THREAD}
     return subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(data), str(out), str(at), sig, json.dumps(overrides)],
                           capture_output=True, text=True, env=env, timeout=300)
 
@@ -55,13 +60,13 @@ def runs(synthetic_data, tmp_path_factory):
     """One run of 8 iterations, and one killed with SIGKILL at iteration 6 then resumed to 8."""
     out = tmp_path_factory.mktemp("resume")
     straight = out / "straight"
-    run_cli("train", "--preset", "demo", "--data", synthetic_data, "--output-dir", straight, *cli_sets(RESUME))
+    run_cli("train", "--preset", "demo", "--data", synthetic_data, "--output-dir", straight, *cli_sets(RESUME), env=ONE_THREAD)
     straight_run = next((straight / "demo").iterdir())
     killed = kill_run(synthetic_data, out / "killed", 6, "SIGKILL", RESUME)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     resumed_run = out / "killed" / "run"
     assert torch.load(resumed_run / "checkpoints/last.pt", weights_only=True)["iteration"] == 5
-    stdout = run_cli("resume", resumed_run).stdout
+    stdout = run_cli("resume", resumed_run, env=ONE_THREAD).stdout
     return straight_run, resumed_run, stdout
 
 
