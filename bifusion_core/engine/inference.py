@@ -5,12 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config.loader import validate_preset
 from ..atomic_io import atomic_dir, write_json
-from ..models.bifusion import build_model
 from ..reporting import NULL_REPORTER, Reporter
 from . import builders
-from .checkpoint import load_checkpoint, resolve_checkpoint
+from .checkpoint import resolve_checkpoint
+from .restore import restore_model
 
 
 @dataclass
@@ -49,19 +48,12 @@ def evaluate_checkpoint(
     from ..data.manifest import load_manifest
     from ..evaluation.evaluate import evaluate_model, frame_protocol
 
-    ckpt_path, run_dir = resolve_checkpoint(target)
-    payload = load_checkpoint(ckpt_path)
-    cfg = validate_preset(payload["config"])
-    if data_root is not None:
-        cfg.data.root = Path(data_root)
+    restored = restore_model(target, data_root)
+    cfg, labels, model, device = restored.cfg, restored.labels, restored.model, restored.device
+    ckpt_path, run_dir = restored.checkpoint, restored.run_dir
     root = Path(cfg.data.root)
     frame_step = int(load_manifest(root, cfg.data.mode).get("frame_step", cfg.data.frame_step))
-    labels = builders.label_set(cfg)
-    ds = builders.build_dataset(cfg, root, split, train=False)  # data root and split checked before anything is built or written
-    device = builders.pick_device(cfg)
-    model = build_model(cfg, labels)
-    model.load_state_dict(payload["model"])
-    model.to(device)
+    ds = builders.build_dataset(cfg, root, split, train=False)  # data root and split checked before anything is written
     builders.attach_clip_source(ds, builders.clip_source(cfg, root, reporter))
 
     def run(export_to: Path | None):
@@ -76,7 +68,7 @@ def evaluate_checkpoint(
         with atomic_dir(export_dir) as tmp:  # no stale masks of an earlier export survive
             result = run(tmp)
     stamps = result.stamps()
-    summary = {**result.summary(), "frames": float(result.frames), "iteration": float(payload.get("iteration", 0))}
+    summary = {**result.summary(), "frames": float(result.frames), "iteration": float(restored.iteration)}
     metrics = {
         **stamps,
         "checkpoint": str(ckpt_path),
