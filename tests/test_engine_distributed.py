@@ -19,11 +19,17 @@ SAME = [*TINY, "train.sync_bn=true", "model.decoder.query_ratio=[1.0,1.0]", "tra
         "loss.stages=[{until: 1.0, semantic: 0.0, instance: 1.0, clip: 0.0, aux: 0.0}]"]
 
 
+# The launcher gives each rank OMP_NUM_THREADS=1; the one-rank run gets the same. train.threads=1
+# alone does not make it single-threaded everywhere (measured: 1.0e-2 apart with the environment's
+# default threads, 5.6e-6 with one thread), and reordered float sums flip near-tied matches.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+
+
 def test_two_ranks_match_one_rank_with_twice_the_batch(synthetic_data, tmp_path):
     run_cli("train", "--preset", "demo", "--data", synthetic_data, "--output-dir", tmp_path / "two", "--gpus", "2", timeout=300,
-            *cli_sets([*SAME, "data.batch_size=1"]))
+            *cli_sets([*SAME, "data.batch_size=1"]), env=ONE_THREAD)
     run_cli("train", "--preset", "demo", "--data", synthetic_data, "--output-dir", tmp_path / "one",
-            *cli_sets([*SAME, "data.batch_size=2"]))
+            *cli_sets([*SAME, "data.batch_size=2"]), env=ONE_THREAD)
     two = torch.load(next((tmp_path / "two" / "demo").iterdir()) / "checkpoints/last.pt", weights_only=True)
     one = torch.load(next((tmp_path / "one" / "demo").iterdir()) / "checkpoints/last.pt", weights_only=True)
     assert two["world"] == 2 and len(two["rng"]) == 2 and one["world"] == 1
