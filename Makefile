@@ -19,8 +19,9 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q tests
 
+# the performance suite P1-P8 (~15 min on 2 cores): a Rich table and bench/results.json
 bench: setup
-	$(BIN)/python bench/step_time.py
+	$(BIN)/python bench/suite.py $(BENCH_ARGS)
 
 # 3D-only vs BiFusion variants, 3 seeds each, on synthetic scenes (~40 min on 2 cores):
 # outputs/ablation/ablation.json and ablation.png
