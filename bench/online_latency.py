@@ -78,7 +78,7 @@ def latency(cfg, model, labels, device, root: Path) -> tuple[dict, list]:
     clock = StageClock(device)
     result = segmenter.run(stream, clock=clock)
     with clock.measure("mesh_map"):
-        mesh_vertices(result, labels, mesh, smoothing=True)
+        mesh_vertices(result, labels, mesh, smoothing=True, radius=cfg.eval.online.map_radius)
     stages = fold_stages(clock, result.frames)
     # cache each frame's instances and points for the long replay
     cache = []

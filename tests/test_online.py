@@ -164,7 +164,7 @@ def test_weighted_vote_is_a_majority():
 def test_mesh_mapping_nearest_vertex():
     points = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
     vertices = np.array([[0.1, 0, 0], [0.9, 0.1, 0], [0.1, 0.8, 0], [0.6, 0, 0]], np.float32)
-    index = nearest_point(points, vertices)
+    index, _ = nearest_point(points, vertices)
     assert index.tolist() == [0, 1, 2, 1]
     masks = np.array([[True, False, True]])
     vm, vs = to_vertices(masks, np.array([5, 6, 7]), index)

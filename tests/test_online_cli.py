@@ -85,9 +85,9 @@ def test_oracle_stream_merges_into_the_mesh_objects(mv_data):
     truth, mesh = load_mesh_truth(mesh_truth_path(mv_data, manifest, scene), labels)
     view = point_map.view()
     # prepared points sit on the mesh: same (unaligned world) frame
-    assert np.median(np.linalg.norm(mesh.vertices[nearest_point(mesh.vertices, view["points"])] - view["points"], axis=1)) < 0.03
+    assert np.median(np.linalg.norm(mesh.vertices[nearest_point(mesh.vertices, view["points"])[0]] - view["points"], axis=1)) < 0.03
     assert len(seen) <= memory.num <= 1.5 * len(seen)
-    vertex_masks, vertex_sem = to_vertices(memory.masks(point_map.size), view["semantic"], nearest_point(view["points"], mesh.vertices), mesh.segments)
+    vertex_masks, vertex_sem = to_vertices(memory.masks(point_map.size), view["semantic"], nearest_point(view["points"], mesh.vertices)[0], mesh.segments)
     live = vertex_masks.any(1)  # like the segmenter, instances whose votes all went negative are no prediction
     scorer = SceneScorer(labels, "mesh-vertex+segments")
     raw = labels.instance_raw_id(memory.labels[: memory.num][live])

@@ -282,12 +282,22 @@ class OnlineConfig(Section):
     """Streaming a scan frame by frame into one scene-level instance memory (``bifusion infer``,
     ``bifusion eval --online``). Per-frame instances use ``eval.*`` post-processing with ``frame_topk``."""
 
-    merge_threshold: float = Field(0.3, ge=0, le=1, description="a memory/frame pair merges when cosine × box IoU exceeds this")
+    merge_threshold: float = Field(0.3, ge=0, le=1, description="a memory/frame pair merges when cosine × max(box IoU, visible-voxel IoU) exceeds this")
     voxel: float = Field(0.02, gt=0, description="accumulated points keep one point per voxel of this edge (metres)")
+    map_radius: float = Field(
+        0.3, gt=0, description="mesh vertices farther than this from every accumulated point join no instance (metres)"
+    )
+    match_cell: float = Field(
+        0.1, gt=0, description="instances of the memory and of a frame are compared over cells of this edge (metres)"
+    )
     max_instances: int = Field(300, gt=0, description="instance memory cap; the lowest-score instance is evicted")
     frame_topk: int = Field(20, gt=0, description="instances kept per frame before merging")
+    min_points: int = Field(30, ge=1, description="a frame's instance with fewer points is a fragment, not merged")
     frame_stride: int = Field(1, ge=1, description="process every k-th prepared MV frame")
-    label_gate: bool = Field(True, description="class-aware models merge only instances of the same class")
+    label_gate: bool = Field(
+        False, description="merge only instances whose likeliest classes agree (off: the class is decided from every view)"
+    )
+    classes_per_instance: int = Field(3, ge=1, description="a scene instance is proposed under its k likeliest classes")
     cues: Literal["auto", "heads", "masks"] = Field(
         "auto", description="merge embedding and box: the model's merge/box heads, or derived from the mask (auto: heads when present)"
     )

@@ -32,6 +32,7 @@ class FramePrediction:
     semantic: np.ndarray  # (N,) semantic train ids
     boxes: np.ndarray | None = None  # (K,6) world axis-aligned boxes (cx, cy, cz, sx, sy, sz)
     embeddings: np.ndarray | None = None  # (K,D) unit merge embeddings
+    class_prob: np.ndarray | None = None  # (K,C) p(class | instance), from ``predict_objects`` only
 
 
 def world_boxes(boxes: torch.Tensor, points: torch.Tensor, points_aug: torch.Tensor) -> torch.Tensor:
@@ -130,6 +131,46 @@ def thing_semantic_columns(labels: LabelSet, device: torch.device | str) -> torc
     return torch.as_tensor([column[raw] for raw in labels.thing_raw_ids], dtype=torch.long, device=device)
 
 
+@dataclass
+class QueryScores:
+    """One sample's queries, scored: what both ways of proposing instances start from."""
+
+    binary: torch.Tensor  # (Q,S) bool superpoint masks
+    sp_size: torch.Tensor  # (S,) points per superpoint
+    sp_of_point: torch.Tensor  # (N,) superpoint of each point
+    quality: torch.Tensor  # (Q,) mask quality · objectness
+    class_prob: torch.Tensor  # (Q,C) p(class | query)
+
+
+def query_scores(out: ModelOutput, batch: Batch, b: int, cfg: EvalConfig, thing_columns: torch.Tensor | None) -> QueryScores:
+    sp = out.sp_slices[b]
+    sp_of_point = batch.superpoints[batch.point_batch == b] - sp.start
+    sp_size = torch.bincount(sp_of_point, minlength=sp.stop - sp.start).float()
+    dec = out.decoder[b]
+    mask_prob = dec.mask_logits[-1].sigmoid()
+    binary = mask_prob > cfg.mask_threshold
+    inside = (mask_prob * binary * sp_size).sum(-1) / (binary.float() * sp_size).sum(-1).clamp(min=1)
+    quality = inside * dec.objectness[-1].sigmoid()
+    class_prob = class_probabilities(dec.cls_logits[-1], dec.semantic_logits, binary, sp_size, thing_columns, cfg.semantic_weight)
+    return QueryScores(binary, sp_size, sp_of_point, quality, class_prob)
+
+
+def _prediction(out: ModelOutput, batch: Batch, b: int, q: QueryScores, queries: torch.Tensor, classes: torch.Tensor,
+                scores: torch.Tensor, semantic: torch.Tensor, class_prob: torch.Tensor | None = None) -> FramePrediction:
+    sel = batch.point_batch == b
+    dec = out.decoder[b]
+    return FramePrediction(
+        key=batch.keys[b],
+        masks=q.binary[queries][:, q.sp_of_point].cpu().numpy(),
+        classes=classes.cpu().numpy(),
+        scores=scores.cpu().numpy(),
+        semantic=semantic[sel].cpu().numpy(),
+        boxes=None if dec.boxes is None else world_boxes(dec.boxes[queries], batch.points[sel], batch.points_aug[sel]).cpu().numpy(),
+        embeddings=None if dec.merge_embed is None else dec.merge_embed[queries].cpu().numpy(),
+        class_prob=None if class_prob is None else class_prob.cpu().numpy(),
+    )
+
+
 @torch.no_grad()
 def predict_frames(
     out: ModelOutput, batch: Batch, cfg: EvalConfig, labels: LabelSet | None = None
@@ -139,33 +180,37 @@ def predict_frames(
     ``labels`` lets the instance labels use the semantic head (``cfg.semantic_weight``);
     without it they come from the class head alone.
     """
-    results = []
     semantic = out.semantic_logits.argmax(-1)
     thing_columns = thing_semantic_columns(labels, semantic.device) if labels is not None else None
-    for b, sp in enumerate(out.sp_slices):
-        sel = batch.point_batch == b
-        sp_of_point = batch.superpoints[sel] - sp.start
-        num_sp = sp.stop - sp.start
-        sp_size = torch.bincount(sp_of_point, minlength=num_sp).float()
-        dec = out.decoder[b]
-        mask_prob = dec.mask_logits[-1].sigmoid()
-        binary = mask_prob > cfg.mask_threshold
-        inside = (mask_prob * binary * sp_size).sum(-1) / (binary.float() * sp_size).sum(-1).clamp(min=1)
-        quality = inside * dec.objectness[-1].sigmoid()
-        class_prob = class_probabilities(
-            dec.cls_logits[-1], dec.semantic_logits, binary, sp_size, thing_columns, cfg.semantic_weight
-        )
-        queries, classes, scores = rank_pairs(class_prob, quality, binary, sp_size, cfg)
-        point_masks = binary[queries][:, sp_of_point]
-        results.append(
-            FramePrediction(
-                key=batch.keys[b],
-                masks=point_masks.cpu().numpy(),
-                classes=classes.cpu().numpy(),
-                scores=scores.cpu().numpy(),
-                semantic=semantic[sel].cpu().numpy(),
-                boxes=None if dec.boxes is None else world_boxes(dec.boxes[queries], batch.points[sel], batch.points_aug[sel]).cpu().numpy(),
-                embeddings=None if dec.merge_embed is None else dec.merge_embed[queries].cpu().numpy(),
-            )
-        )
+    results = []
+    for b in range(len(out.sp_slices)):
+        q = query_scores(out, batch, b, cfg, thing_columns)
+        queries, classes, scores = rank_pairs(q.class_prob, q.quality, q.binary, q.sp_size, cfg)
+        results.append(_prediction(out, batch, b, q, queries, classes, scores, semantic))
+    return results
+
+
+@torch.no_grad()
+def predict_objects(
+    out: ModelOutput, batch: Batch, cfg: EvalConfig, labels: LabelSet | None = None
+) -> list[FramePrediction]:
+    """Per sample: one instance per distinct mask, with its whole class distribution.
+
+    What an online merge needs: the pairs of ``predict_frames`` repeat a mask under several
+    classes, and the class of a partial view is the least reliable thing about it. Here queries
+    are ranked by mask quality alone, class-agnostic NMS keeps one per object, and each keeps
+    ``class_prob`` so the scene can decide the class from every view (``classes`` = argmax).
+    """
+    semantic = out.semantic_logits.argmax(-1)
+    thing_columns = thing_semantic_columns(labels, semantic.device) if labels is not None else None
+    results = []
+    for b in range(len(out.sp_slices)):
+        q = query_scores(out, batch, b, cfg, thing_columns)
+        quality = q.quality.masked_fill(~q.binary.any(-1), -1.0)
+        candidates = torch.nonzero(quality > max(cfg.score_threshold, 0.0)).reshape(-1)
+        kept = mask_nms(q.binary[candidates], q.sp_size, quality[candidates], cfg.nms_iou)[: cfg.topk]
+        queries = candidates[kept]
+        class_prob = q.class_prob[queries]
+        classes = class_prob.argmax(-1) if len(queries) else torch.zeros(0, dtype=torch.long, device=quality.device)
+        results.append(_prediction(out, batch, b, q, queries, classes, quality[queries], semantic, class_prob))
     return results

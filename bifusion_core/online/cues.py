@@ -57,4 +57,5 @@ def frame_instances(out: ModelOutput, batch: Batch, pred: FramePrediction, sourc
     return FrameInstances(
         masks=np.asarray(pred.masks, bool), labels=np.asarray(pred.classes, np.int64), scores=np.asarray(pred.scores, np.float32),
         embed=np.asarray(embed, np.float32).reshape(len(pred.scores), dim), boxes=np.asarray(boxes, np.float32).reshape(-1, 6),
+        class_prob=None if pred.class_prob is None else np.asarray(pred.class_prob, np.float32),
     )

@@ -81,7 +81,7 @@ def evaluate_online(
             seconds += result.seconds
             truth, mesh = load_mesh_truth(truth_paths[stream.scene], labels)
             with clock.measure("mesh_map"):
-                pred = mesh_vertices(result, labels, mesh, segment_smoothing)
+                pred = mesh_vertices(result, labels, mesh, segment_smoothing, cfg.eval.online.map_radius)
             scorers[mesh_protocol].add(pred, truth)
             scorers["observed-points"].add(*observed_points(result, labels))
             if export_tmp is not None:

@@ -69,7 +69,7 @@ def infer_scene(
     clock = StageClock(restored.device)
     result = OnlineSegmenter(restored.model, cfg, labels, restored.device).run(stream, reporter, clock)
     with clock.measure("mesh_map"):
-        pred = mesh_vertices(result, labels, mesh, smoothing=False)
+        pred = mesh_vertices(result, labels, mesh, smoothing=False, radius=cfg.eval.online.map_radius)
     stage_ms = fold_stages(clock, result.frames)
     point_instance = vertex_instance(result.masks, result.scores)
     path = out_dir / f"{scene}.npz"

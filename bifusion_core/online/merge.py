@@ -4,7 +4,12 @@ Similarity of a memory instance and a frame instance = cosine of their merge emb
 of their axis-aligned world boxes (× same class when class-aware). Pairs are assigned by the
 Hungarian method; an assigned pair merges only when its similarity exceeds ``threshold`` (ESAM
 merges any pair above 0, which glues unrelated objects whose boxes barely touch). Merged
-instances keep count-weighted running means of embedding, box and score.
+instances keep count-weighted running means of embedding and box; their score is the noisy-OR
+of their views' scores (an object confirmed by eight views outranks a fragment seen once, which
+a mean would not); and they keep the score-weighted
+sum of their views' class distributions: the scene decides an object's class from every view,
+and proposes it under its few likeliest classes (``classes_per_instance``), as the frame-level
+pair ranking does.
 
 Membership is a small vote per (instance, accumulated point): +1 when a frame that observes the
 point puts it in the instance's mask, −1 when it observes the point outside the mask. A point
@@ -18,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 
 VOTE_LIMIT = 100  # int8 votes saturate here
@@ -35,9 +41,14 @@ class FrameInstances:
     scores: np.ndarray  # (K,)
     embed: np.ndarray  # (K,D) unit merge embedding
     boxes: np.ndarray  # (K,6) world (cx, cy, cz, sx, sy, sz)
+    class_prob: np.ndarray | None = None  # (K,C) p(class | instance); None: one-hot of ``labels``
 
     def __len__(self) -> int:
         return len(self.scores)
+
+    def select(self, keep: np.ndarray) -> "FrameInstances":
+        return FrameInstances(self.masks[keep], self.labels[keep], self.scores[keep], self.embed[keep], self.boxes[keep],
+                              None if self.class_prob is None else self.class_prob[keep])
 
 
 @dataclass
@@ -66,11 +77,25 @@ def box_iou(a: np.ndarray, b: np.ndarray, min_extent: float = 0.0) -> np.ndarray
     return inter / np.maximum(vol_a + vol_b - inter, 1e-12)
 
 
+def visible_iou(mem_visible: np.ndarray, frame_inside: np.ndarray) -> np.ndarray:
+    """(M,V) × (K,V) bool over the cells this frame observes → (M,K) IoU.
+
+    Each memory instance is compared only on the part of the scene the frame sees, so a frame
+    showing half of a sofa matches the sofa however little of it earlier frames saw."""
+    a, b = mem_visible.astype(np.float32), frame_inside.astype(np.float32)
+    inter = a @ b.T
+    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
 def similarity(
-    mem_embed: np.ndarray, mem_boxes: np.ndarray, mem_labels: np.ndarray, frame: FrameInstances, label_gate: bool
+    mem_embed: np.ndarray, mem_boxes: np.ndarray, mem_labels: np.ndarray, frame: FrameInstances, label_gate: bool,
+    overlap: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(M,K): cosine (negatives → 0) × box IoU (× same class)."""
+    """(M,K): the larger of the observed overlap and cosine (negatives → 0) × box IoU (× same class)."""
     sim = np.clip(mem_embed @ frame.embed.T, 0, None) * box_iou(mem_boxes, frame.boxes, MIN_BOX_EXTENT_M)
+    if overlap is not None:
+        sim = np.maximum(sim, overlap)
     if label_gate:
         sim = sim * (mem_labels[:, None] == frame.labels[None, :])
     return sim
@@ -97,15 +122,23 @@ class InstanceMemory:
         self.boxes = np.zeros((0, 6), np.float32)
         self.scores = np.zeros(0, np.float32)
         self.counts = np.zeros(0, np.int64)
-        self.labels = np.zeros(0, np.int64)
-        self.label_weight = np.zeros(0, np.float32)
+        self.class_mass = np.zeros((0, 0), np.float32)  # (instances, classes) score-weighted class votes
         self.votes = np.zeros((0, 0), np.int8)  # (instances, accumulated points)
 
     # ------------------------------------------------------------------ state
-    def _ensure(self, instances: int, points: int, dim: int) -> None:
+    @property
+    def labels(self) -> np.ndarray:
+        """(rows,) each instance's likeliest class so far."""
+        return self.class_mass.argmax(1) if self.class_mass.shape[1] else np.zeros(len(self.class_mass), np.int64)
+
+    def _ensure(self, instances: int, points: int, dim: int, classes: int) -> None:
         """Room for ``instances`` rows over ``points`` columns (capacity doubles)."""
         if self.embed.shape[1] != dim and self.num == 0:
             self.embed = np.zeros((self.embed.shape[0], dim), np.float32)
+        if self.class_mass.shape[1] < classes:
+            mass = np.zeros((self.class_mass.shape[0], classes), np.float32)
+            mass[:, : self.class_mass.shape[1]] = self.class_mass
+            self.class_mass = mass
         rows, cols = self.votes.shape
         new_rows = max(rows, 1)
         while new_rows < instances:
@@ -116,7 +149,7 @@ class InstanceMemory:
         while new_cols < points:
             new_cols *= 2
         if new_rows != rows:
-            for name in ("embed", "boxes", "scores", "counts", "labels", "label_weight"):
+            for name in ("embed", "boxes", "scores", "counts", "class_mass"):
                 old = getattr(self, name)
                 new = np.zeros((new_rows, *old.shape[1:]), old.dtype)
                 new[: self.num] = old[: self.num]
@@ -135,30 +168,77 @@ class InstanceMemory:
         return out
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.embed, self.boxes, self.scores, self.counts, self.labels, self.label_weight, self.votes))
+        return sum(a.nbytes for a in (self.embed, self.boxes, self.scores, self.counts, self.class_mass, self.votes))
+
+    def proposals(self, per_instance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(instance row, class, score) of each proposal: every live instance under its
+        ``per_instance`` likeliest classes, score = instance score × the class's share."""
+        mass = self.class_mass[: self.num]
+        share = mass / np.maximum(mass.sum(1, keepdims=True), 1e-12)
+        k = max(1, min(per_instance, share.shape[1]))
+        classes = np.argsort(-share, axis=1, kind="stable")[:, :k]
+        rows = np.repeat(np.arange(self.num), k)
+        classes = classes.reshape(-1)
+        scores = self.scores[rows] * share[rows, classes]
+        keep = (scores > 0) | (np.arange(len(rows)) % k == 0)  # the likeliest class always
+        return rows[keep], classes[keep], scores[keep]
 
     # ------------------------------------------------------------------ update
-    def update(self, frame: FrameInstances, point_rows: np.ndarray, num_points: int) -> MergeStats:
-        """Merge one frame. ``point_rows`` (N,): each frame point's row among the accumulated points."""
+    def cell_overlap(self, frame: FrameInstances, point_rows: np.ndarray, row_cells: np.ndarray) -> np.ndarray:
+        """(M,K) IoU of memory and frame instances over the coarse cells the frame observes.
+
+        A frame instance covers a cell when most of the frame's points in it are in its mask; a
+        memory instance covers a cell when any of its member points lies in it."""
+        n = self.num
+        cells, inverse = np.unique(row_cells[point_rows], return_inverse=True)
+        inverse = inverse.reshape(-1)
+        hits = np.bincount(inverse, minlength=len(cells))
+        inside = np.stack([np.bincount(inverse, weights=m.astype(np.float64), minlength=len(cells)) * 2 > hits for m in frame.masks])
+        if n == 0:
+            return np.zeros((0, len(frame)))
+        cols = min(self.votes.shape[1], len(row_cells))
+        rows = np.flatnonzero(np.isin(row_cells[:cols], cells))
+        where = sparse.csr_matrix(
+            (np.ones(len(rows), np.float32), (np.arange(len(rows)), np.searchsorted(cells, row_cells[rows]))),
+            shape=(len(rows), len(cells)),
+        )
+        members = (self.votes[:n, rows] > 0).astype(np.float32)
+        covered = (sparse.csr_matrix(members) @ where).toarray() > 0  # (M, cells)
+        return visible_iou(covered, inside)
+
+    def update(self, frame: FrameInstances, point_rows: np.ndarray, num_points: int, row_cells: np.ndarray | None = None) -> MergeStats:
+        """Merge one frame. ``point_rows`` (N,): each frame point's row among the accumulated points;
+        ``row_cells`` (P,): each accumulated point's coarse cell (None: its own row is its cell)."""
         stats = MergeStats()
         if len(frame) == 0:
             return stats
-        self._ensure(self.num + len(frame), num_points, frame.embed.shape[1])
+        class_prob = frame.class_prob
+        if class_prob is None:
+            class_prob = np.zeros((len(frame), int(frame.labels.max()) + 1), np.float32)
+            class_prob[np.arange(len(frame)), frame.labels] = 1
+        self._ensure(self.num + len(frame), num_points, frame.embed.shape[1], class_prob.shape[1])
         n = self.num
-        sim = similarity(self.embed[:n], self.boxes[:n], self.labels[:n], frame, self.label_gate)
-        rows, cols = assign(sim, self.threshold)
-        target = np.full(len(frame), -1, np.int64)
-        target[cols] = rows
         seen, inverse = np.unique(point_rows, return_inverse=True)
         inverse = inverse.reshape(-1)
         hits = np.bincount(inverse, minlength=len(seen))
+        # a voxel is in a frame instance's mask when most of its frame points are
+        inside = np.stack([
+            np.bincount(inverse, weights=frame.masks[k].astype(np.float64), minlength=len(seen)) * 2 > hits
+            for k in range(len(frame))
+        ])
+        overlap = self.cell_overlap(frame, point_rows, np.arange(num_points) if row_cells is None else row_cells)
+        sim = similarity(self.embed[:n], self.boxes[:n], self.labels[:n], frame, self.label_gate, overlap)
+        rows, cols = assign(sim, self.threshold)
+        target = np.full(len(frame), -1, np.int64)
+        target[cols] = rows
         for k in range(len(frame)):
             m = int(target[k])
             if m < 0:
                 m = self.num
                 self.num += 1
                 self.embed[m], self.boxes[m], self.scores[m] = frame.embed[k], frame.boxes[k], frame.scores[k]
-                self.counts[m], self.labels[m], self.label_weight[m] = 1, frame.labels[k], frame.scores[k]
+                self.counts[m] = 1
+                self.class_mass[m] = 0
                 self.votes[m] = 0
                 stats.added += 1
             else:
@@ -166,14 +246,11 @@ class InstanceMemory:
                 embed = (self.embed[m] * c + frame.embed[k]) / (c + 1)
                 self.embed[m] = embed / max(float(np.linalg.norm(embed)), 1e-12)
                 self.boxes[m] = (self.boxes[m] * c + frame.boxes[k]) / (c + 1)
-                self.scores[m] = (self.scores[m] * c + frame.scores[k]) / (c + 1)
+                self.scores[m] = 1 - (1 - self.scores[m]) * (1 - frame.scores[k])  # noisy-OR: every view is evidence
                 self.counts[m] = c + 1
-                if not self.label_gate:  # class of a class-agnostic merge: score-weighted majority
-                    _vote_label(self.labels, self.label_weight, m, int(frame.labels[k]), float(frame.scores[k]))
                 stats.merged += 1
-            # a voxel is in the frame's mask when most of its frame points are
-            inside = np.bincount(inverse, weights=frame.masks[k].astype(np.float64), minlength=len(seen)) * 2 > hits
-            votes = self.votes[m, seen].astype(np.int16) + np.where(inside, 1, -1)
+            self.class_mass[m, : class_prob.shape[1]] += max(float(frame.scores[k]), 1e-6) * class_prob[k]
+            votes = self.votes[m, seen].astype(np.int16) + np.where(inside[k], 1, -1)
             self.votes[m, seen] = np.clip(votes, -VOTE_LIMIT, VOTE_LIMIT).astype(np.int8)
         stats.evicted = self._evict()
         return stats
@@ -184,17 +261,9 @@ class InstanceMemory:
         if extra <= 0:
             return 0
         keep = np.sort(np.argsort(-self.scores[: self.num], kind="stable")[: self.max_instances])
-        for name in ("embed", "boxes", "scores", "counts", "labels", "label_weight", "votes"):
+        for name in ("embed", "boxes", "scores", "counts", "class_mass", "votes"):
             arr = getattr(self, name)
             arr[: len(keep)] = arr[keep]
         self.num = len(keep)
         return extra
 
-
-def _vote_label(labels: np.ndarray, weights: np.ndarray, m: int, label: int, weight: float) -> None:
-    if labels[m] == label:
-        weights[m] += weight
-    elif weights[m] >= weight:
-        weights[m] -= weight
-    else:
-        labels[m], weights[m] = label, weight - weights[m]

@@ -1,7 +1,10 @@
 """Carry a scene result from the accumulated points onto the reconstructed mesh's vertices.
 
 Each vertex takes the prediction of its nearest accumulated point (1-NN, cKDTree) — the
-benchmark scores every vertex of ``<scene>_vh_clean_2.ply``, observed or not. Both point sets are
+benchmark scores every vertex of ``<scene>_vh_clean_2.ply``, observed or not. A vertex farther
+than ``eval.online.map_radius`` from every accumulated point was never observed: it keeps the
+nearest semantic label (every vertex needs one) but joins no instance mask, so an object seen
+from one side does not annex the unseen wall behind it. Both point sets are
 in ScanNet's world frame (frames are placed with the unaligned camera poses and ``DATA/gt`` keeps
 the mesh's own vertex coordinates), so no axis alignment is applied here.
 
@@ -16,12 +19,13 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 
-def nearest_point(points: np.ndarray, vertices: np.ndarray) -> np.ndarray:
-    """(V,) index of each vertex's nearest point."""
+def nearest_point(points: np.ndarray, vertices: np.ndarray, radius: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(V,) index of each vertex's nearest point and (V,) whether it lies within ``radius`` (None: all)."""
     if len(points) == 0:
         raise ValueError("no accumulated points to map from")
-    _, index = cKDTree(np.asarray(points, np.float64)).query(np.asarray(vertices, np.float64), k=1)
-    return index.astype(np.int64)
+    distance, index = cKDTree(np.asarray(points, np.float64)).query(np.asarray(vertices, np.float64), k=1)
+    near = np.ones(len(index), bool) if radius is None else distance <= radius
+    return index.astype(np.int64), near
 
 
 def segment_majority(values: np.ndarray, segments: np.ndarray) -> np.ndarray:
@@ -52,10 +56,14 @@ def smooth_masks(masks: np.ndarray, segments: np.ndarray) -> np.ndarray:
 
 
 def to_vertices(
-    masks: np.ndarray, semantic: np.ndarray, index: np.ndarray, segments: np.ndarray | None = None
+    masks: np.ndarray, semantic: np.ndarray, index: np.ndarray, segments: np.ndarray | None = None,
+    near: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Point-level masks (K,P) and semantic (P,) → vertex-level (K,V), (V,), optionally segment-smoothed."""
+    """Point-level masks (K,P) and semantic (P,) → vertex-level (K,V), (V,), optionally segment-smoothed;
+    vertices not ``near`` (V,) any point stay outside every mask."""
     vertex_masks = masks[:, index]
+    if near is not None:
+        vertex_masks &= near[None, :]
     vertex_semantic = semantic[index]
     if segments is not None:
         vertex_masks = smooth_masks(vertex_masks, segments)

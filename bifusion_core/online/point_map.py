@@ -3,7 +3,9 @@
 ESAM concatenates every frame's points (and every instance mask over them), so a long scan of one
 room grows without bound. Here a frame's points are hashed into ``voxel``-sized cells; a cell seen
 again reuses its row. Each row keeps its first point, a streaming semantic vote and, for scoring
-on the observed points, the ground truth of its first point.
+on the observed points, the ground truth of its first point. Each row also names its coarser
+``cell`` (``eval.online.match_cell``): frames sample a surface sparsely, so two views of one
+object rarely share a fine voxel, but they share cells, and the merge compares instances there.
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ def weighted_vote(label: np.ndarray, weight: np.ndarray, new_label: np.ndarray, 
 class PointMap:
     """Rows = occupied voxels in first-seen order; arrays grow by doubling."""
 
-    def __init__(self, voxel: float, capacity: int = 1 << 16):
+    def __init__(self, voxel: float, cell: float | None = None, capacity: int = 1 << 16):
         self.voxel = float(voxel)
+        self.cell = float(cell) if cell else 5 * self.voxel
         self.size = 0
         self._keys = np.zeros(0, np.int64)  # sorted voxel keys ...
         self._rows = np.zeros(0, np.int64)  # ... and the row of each
@@ -48,6 +51,7 @@ class PointMap:
         self.semantic_weight = np.zeros(capacity, np.float32)
         self.gt_label = np.zeros(capacity, np.int64)  # raw benchmark id of the first point
         self.gt_instance = np.zeros(capacity, np.int64)
+        self.cells = np.zeros(capacity, np.int64)  # coarse cell key of each row
 
     @property
     def capacity(self) -> int:
@@ -59,7 +63,7 @@ class PointMap:
         capacity = self.capacity
         while capacity < needed:
             capacity *= 2
-        for name in ("points", "semantic", "semantic_weight", "gt_label", "gt_instance"):
+        for name in ("points", "semantic", "semantic_weight", "gt_label", "gt_instance", "cells"):
             old = getattr(self, name)
             new = np.zeros((capacity, *old.shape[1:]), old.dtype)
             new[: self.size] = old[: self.size]
@@ -90,6 +94,7 @@ class PointMap:
             unique_rows[fresh] = rows
             src = first[fresh]
             self.points[rows] = points[src]
+            self.cells[rows] = voxel_keys(points[src], self.cell)
             self.semantic[rows] = semantic[src]
             self.semantic_weight[rows] = 0.0
             if gt_label is not None:
@@ -119,5 +124,5 @@ class PointMap:
         }
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.points, self.semantic, self.semantic_weight, self.gt_label, self.gt_instance, self._keys, self._rows))
+        return sum(a.nbytes for a in (self.points, self.semantic, self.semantic_weight, self.gt_label, self.gt_instance, self.cells, self._keys, self._rows))
 

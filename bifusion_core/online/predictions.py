@@ -25,9 +25,10 @@ def observed_points(result: SceneResult, labels: LabelSet) -> tuple[ScenePredict
     return _prediction(result.scene, result, labels, result.masks, result.semantic), truth
 
 
-def mesh_vertices(result: SceneResult, labels: LabelSet, mesh: MeshGT, smoothing: bool) -> ScenePrediction:
-    index = nearest_point(result.points, mesh.vertices)
-    masks, semantic = to_vertices(result.masks, result.semantic, index, mesh.segments if smoothing else None)
+def mesh_vertices(result: SceneResult, labels: LabelSet, mesh: MeshGT, smoothing: bool, radius: float | None = None) -> ScenePrediction:
+    """``radius``: vertices farther than this from every accumulated point join no instance."""
+    index, near = nearest_point(result.points, mesh.vertices, radius)
+    masks, semantic = to_vertices(result.masks, result.semantic, index, mesh.segments if smoothing else None, near)
     return _prediction(result.scene, result, labels, masks, semantic)
 
 

@@ -17,7 +17,7 @@ import torch
 
 from ..config.schema import Preset
 from ..data.labels import LabelSet
-from ..models.postprocess import predict_frames
+from ..models.postprocess import predict_objects
 from ..reporting import NULL_REPORTER, Reporter
 from .cues import cue_source, frame_instances
 from .merge import InstanceMemory, MergeStats
@@ -75,7 +75,7 @@ class OnlineSegmenter:
         self.frame_cfg = cfg.eval.model_copy(update={"topk": self.online.frame_topk})
 
     def start(self) -> tuple[PointMap, InstanceMemory]:
-        return PointMap(self.online.voxel), InstanceMemory(self.online.max_instances, self.online.merge_threshold, self.online.label_gate)
+        return PointMap(self.online.voxel, self.online.match_cell), InstanceMemory(self.online.max_instances, self.online.merge_threshold, self.online.label_gate)
 
     @torch.no_grad()
     def step(self, batch, point_map: PointMap, memory: InstanceMemory, clock: StageClock) -> tuple[str, MergeStats]:
@@ -83,16 +83,17 @@ class OnlineSegmenter:
         with clock.measure("forward"):
             out = self.model(batch)
         with clock.measure("postprocess"):
-            pred = predict_frames(out, batch, self.frame_cfg, self.labels)[0]
+            pred = predict_objects(out, batch, self.frame_cfg, self.labels)[0]
             source = cue_source(pred, self.online.cues)
             instances = frame_instances(out, batch, pred, source)
+            instances = instances.select(instances.masks.sum(1) >= self.online.min_points)
             confidence = out.semantic_logits.softmax(-1).amax(-1).cpu().numpy()
         with clock.measure("merge"):
             rows = point_map.add(
                 batch.points.cpu().numpy(), pred.semantic, confidence,
                 batch.label_raw.cpu().numpy(), batch.instance.cpu().numpy(),
             )
-            stats = memory.update(instances, rows, point_map.size)
+            stats = memory.update(instances, rows, point_map.size, point_map.cells[: point_map.size])
         return source, stats
 
     def run(self, stream: ScanStream, reporter: Reporter = NULL_REPORTER, clock: StageClock | None = None) -> SceneResult:
@@ -120,14 +121,16 @@ class OnlineSegmenter:
         return result
 
     def finish(self, stream: ScanStream, point_map: PointMap, memory: InstanceMemory, merges: MergeStats, source: str, seconds: float) -> SceneResult:
-        """The scene's top ``eval.topk`` non-empty instances by score."""
+        """The scene's top ``eval.topk`` proposals by score: each non-empty instance under its
+        ``classes_per_instance`` likeliest classes."""
         view = point_map.view()
         masks = memory.masks(point_map.size)
-        order = np.argsort(-memory.scores[: memory.num], kind="stable")
-        order = order[masks[order].any(1)][: self.cfg.eval.topk]
+        rows, classes, scores = memory.proposals(self.online.classes_per_instance)
+        order = np.argsort(-scores, kind="stable")
+        order = order[masks[rows[order]].any(1)][: self.cfg.eval.topk]
         return SceneResult(
             scene=stream.scene, frames=len(stream), frame_step=stream.frame_step, points=view["points"].copy(),
-            masks=masks[order], classes=memory.labels[order].copy(), scores=memory.scores[order].copy(),
+            masks=masks[rows[order]], classes=classes[order].copy(), scores=scores[order].astype(np.float32),
             semantic=view["semantic"].copy(), gt_label=view["gt_label"].copy(), gt_instance=view["gt_instance"].copy(),
             merges=merges, cues=source, seconds=seconds, peak_rss_mb=peak_rss_mb(),
             state_mb=(point_map.nbytes() + memory.nbytes()) / (1 << 20),
