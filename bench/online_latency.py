@@ -68,7 +68,8 @@ def load_model(args, root: Path):
     return cfg, model, labels, builders.pick_device(cfg)
 
 
-def latency(cfg, model, labels, device, root: Path) -> tuple[dict, list]:
+def latency(cfg, model, labels, device, root: Path, replay_cache: bool = True) -> tuple[dict, list]:
+    """Stage breakdown of one scan; ``replay_cache``: also each frame's outputs for ``long_stream``."""
     manifest = stream_manifest(root)
     scene = manifest["samples"][0]["scene"]
     stream = ScanStream.open(root, scene, labels, cfg.data.voxel_size, builders.clip_source(cfg, root), 1, manifest)
@@ -83,7 +84,7 @@ def latency(cfg, model, labels, device, root: Path) -> tuple[dict, list]:
     # cache each frame's instances and points for the long replay
     cache = []
     with torch.no_grad():
-        for record in stream.records:
+        for record in stream.records if replay_cache else []:
             batch = stream.batch(record).to(device)
             out = model(batch)
             pred = predict_frames(out, batch, segmenter.frame_cfg)[0]
@@ -91,7 +92,7 @@ def latency(cfg, model, labels, device, root: Path) -> tuple[dict, list]:
             conf = out.semantic_logits.softmax(-1).amax(-1).cpu().numpy()
             cache.append((batch.points.cpu().numpy(), pred.semantic, conf, inst))
     return {
-        "scene": scene, "frames": result.frames, "points_per_frame": int(len(cache[0][0])), "mesh_vertices": int(len(mesh.vertices)),
+        "scene": scene, "frames": result.frames, "points_per_frame": int(len(cache[0][0])) if cache else None, "mesh_vertices": int(len(mesh.vertices)),
         "ms_per_frame_total": sum(stages.values()), "ms_per_frame": stages, "cues": result.cues,
         "instances": int(len(result.scores)), "peak_rss_mb": peak_rss_mb(),
     }, cache
