@@ -20,7 +20,8 @@ def nearest_point(points: np.ndarray, vertices: np.ndarray) -> np.ndarray:
     """(V,) index of each vertex's nearest point."""
     if len(points) == 0:
         raise ValueError("no accumulated points to map from")
-    _, index = cKDTree(np.asarray(points, np.float64)).query(np.asarray(vertices, np.float64), k=1)
+    # the vertices' queries are independent: spread them over every core (same answers)
+    _, index = cKDTree(np.asarray(points, np.float64)).query(np.asarray(vertices, np.float64), k=1, workers=-1)
     return index.astype(np.int64)
 
 
