@@ -127,7 +127,7 @@ def main() -> None:
     reader_speedup = before_s / after_s
     figures = [
         Figure(
-            "P5", f"scoring on mesh vertices: in memory ÷ file-based script ({size})",
+            "P5", f"mesh-vertex scoring speed-up, in memory vs file-based script ({size})",
             f"{memory_s:.2f} s vs {files_s:.1f} s; AP/AP50/AP25 {'identical' if same else 'DIFFER'}",
             speedup, "≥ 10×, same AP", speedup >= 10 and same,
             {"scans": num_scans, "vertices": vertices, "masks": masks, "in_memory_s": memory_s,
@@ -135,7 +135,7 @@ def main() -> None:
              "abs_diff": diff, "metrics": {k: ours[k] for k in KEYS}},
         ),
         Figure(
-            "P5b", f"bifusion's export reader: before ÷ after the bulk parser ({size})",
+            "P5b", f"export reader speed-up, bulk parser vs before ({size})",
             f"{before_s:.2f} s vs {after_s:.2f} s; re-read AP {'identical' if max(reread_diff.values()) == 0 else 'DIFFERS'}",
             reader_speedup, "≥ 5×, same AP",
             reader_speedup >= 5 and max(reread_diff.values()) == 0,

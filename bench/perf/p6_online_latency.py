@@ -39,7 +39,7 @@ def main() -> None:
     share = merge_map / total
     parts = ", ".join(f"{name} {sum(stages.get(s, 0.0) for s in keys):.0f}" for name, keys in GROUPS.items())
     figure = Figure(
-        "P6", f"online inference per frame ({points // 1000}k points, {lat['frames']} frames, {args.device})",
+        "P6", f"online ms per frame, {points // 1000}k points ({lat['frames']}-frame scan, {args.device})",
         f"{total:.0f} ms/frame ({parts} ms); merge + mapping {merge_map:.0f} ms",
         share, f"report; merge + mapping ≤ {SHARE_TARGET:.0%} of the frame", share <= SHARE_TARGET,
         {"ms_per_frame_total": total, "ms_per_frame": stages, "points_per_frame": points, "frames": lat["frames"],

@@ -63,7 +63,7 @@ def main() -> None:
     excess = peak_growth - state_growth
     ratio = large["peak_rss_mb"] / small["peak_rss_mb"]
     figure = Figure(
-        "P8c", f"eval scoring peak RSS, {n} → {2 * n} scans ({vertices // 1000}k vertices × {masks} masks each)",
+        "P8c", f"eval scoring peak RSS, {n} → {2 * n} scans ({vertices // 1000}k vertices × {masks} masks)",
         f"{small['peak_rss_mb']:.0f} → {large['peak_rss_mb']:.0f} MB; metric state {small['state_mb']:.1f} → "
         f"{large['state_mb']:.1f} MB; growth beyond it {excess:+.1f} MB",
         ratio, f"report; growth beyond state ≤ {TOLERANCE:.0%} of peak",
