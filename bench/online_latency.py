@@ -38,12 +38,9 @@ from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP, SyntheticOptions,
 from bifusion_core.engine import builders
 from bifusion_core.evaluation.scene_eval import load_mesh_truth
 from bifusion_core.models.bifusion import build_model
-from bifusion_core.models.postprocess import predict_frames
-from bifusion_core.online.cues import cue_source, frame_instances
-from bifusion_core.online.merge import FrameInstances, InstanceMemory
-from bifusion_core.online.point_map import PointMap
+from bifusion_core.online.merge import FrameInstances
 from bifusion_core.online.predictions import mesh_vertices
-from bifusion_core.online.segmenter import OnlineSegmenter, fold_stages
+from bifusion_core.online.segmenter import OnlineSegmenter, fold_stages, merge_frame, start_scan
 from bifusion_core.online.stream import ScanStream, mesh_truth_path, stream_manifest
 from bifusion_core.online.timing import StageClock, current_rss_mb, peak_rss_mb
 
@@ -68,7 +65,8 @@ def load_model(args, root: Path):
     return cfg, model, labels, builders.pick_device(cfg)
 
 
-def latency(cfg, model, labels, device, root: Path) -> tuple[dict, list]:
+def latency(cfg, model, labels, device, root: Path, replay_cache: bool = True) -> tuple[dict, list]:
+    """Stage breakdown of one scan; ``replay_cache``: also each frame's outputs for ``long_stream``."""
     manifest = stream_manifest(root)
     scene = manifest["samples"][0]["scene"]
     stream = ScanStream.open(root, scene, labels, cfg.data.voxel_size, builders.clip_source(cfg, root), 1, manifest)
@@ -83,15 +81,14 @@ def latency(cfg, model, labels, device, root: Path) -> tuple[dict, list]:
     # cache each frame's instances and points for the long replay
     cache = []
     with torch.no_grad():
-        for record in stream.records:
+        for record in stream.records if replay_cache else []:
             batch = stream.batch(record).to(device)
             out = model(batch)
-            pred = predict_frames(out, batch, segmenter.frame_cfg)[0]
-            inst = frame_instances(out, batch, pred, cue_source(pred, cfg.eval.online.cues))
+            pred, _, inst = segmenter.frame_objects(out, batch)
             conf = out.semantic_logits.softmax(-1).amax(-1).cpu().numpy()
             cache.append((batch.points.cpu().numpy(), pred.semantic, conf, inst))
     return {
-        "scene": scene, "frames": result.frames, "points_per_frame": int(len(cache[0][0])), "mesh_vertices": int(len(mesh.vertices)),
+        "scene": scene, "frames": result.frames, "points_per_frame": int(len(cache[0][0])) if cache else None, "mesh_vertices": int(len(mesh.vertices)),
         "ms_per_frame_total": sum(stages.values()), "ms_per_frame": stages, "cues": result.cues,
         "instances": int(len(result.scores)), "peak_rss_mb": peak_rss_mb(),
     }, cache
@@ -108,21 +105,18 @@ def jitter(rng: np.random.Generator, centre: np.ndarray) -> tuple[np.ndarray, np
 def moved(inst: FrameInstances, rot: np.ndarray, offset: np.ndarray) -> FrameInstances:
     boxes = inst.boxes.copy()
     boxes[:, :3] = boxes[:, :3] @ rot.T + offset
-    return FrameInstances(inst.masks, inst.labels, inst.scores, inst.embed, boxes)
+    return FrameInstances(inst.masks, inst.labels, inst.scores, inst.embed, boxes, inst.class_prob)
 
 
 def long_stream(cfg, cache: list, frames: int) -> list[dict]:
-    online = cfg.eval.online
-    point_map = PointMap(online.voxel)
-    memory = InstanceMemory(online.max_instances, online.merge_threshold, online.label_gate)
+    point_map, memory = start_scan(cfg.eval.online)
     centre = np.concatenate([c[0] for c in cache]).mean(0).astype(np.float32)
     rng = np.random.default_rng(0)
     rows_out, raw_points, started = [], 0, time.perf_counter()
     for i in range(1, frames + 1):
         points, semantic, conf, inst = cache[(i - 1) % len(cache)]
         rot, offset = jitter(rng, centre)
-        rows = point_map.add(points @ rot.T + offset, semantic, conf)
-        memory.update(moved(inst, rot, offset), rows, point_map.size)
+        merge_frame(point_map, memory, moved(inst, rot, offset), points @ rot.T + offset, semantic, conf)
         raw_points += len(points)
         if i in CHECKPOINTS or i == frames:
             rows_out.append({

@@ -30,6 +30,7 @@ MODULES = [
     (("P5",), "p5_scoring"),
     (("P6",), "p6_online_latency"),
     (("P8",), "p8_memory"),
+    (("P8",), "p8_eval_memory"),
 ]
 
 

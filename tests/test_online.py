@@ -6,6 +6,7 @@ import pytest
 from bifusion_core.online.merge import FrameInstances, InstanceMemory, assign, box_iou
 from bifusion_core.online.mesh_map import nearest_point, segment_majority, smooth_masks, to_vertices
 from bifusion_core.online.point_map import PointMap, weighted_vote
+from bifusion_core.online.segmenter import merge_frame
 
 
 def unit(v):
@@ -41,8 +42,7 @@ def frame_of(objects, rng, embeds, scores=None, labels=None):
 
 def stream(memory, point_map, frames):
     for points, inst in frames:
-        rows = point_map.add(points, np.zeros(len(points), np.int64), np.ones(len(points), np.float32))
-        memory.update(inst, rows, point_map.size)
+        merge_frame(point_map, memory, inst, points, np.zeros(len(points), np.int64), np.ones(len(points), np.float32))
 
 
 def test_box_iou_values():
@@ -66,7 +66,7 @@ def test_object_seen_in_two_frames_becomes_one_instance():
     stream(memory, point_map, [frame_of([chair], rng, [[1, 0, 0]], [0.9]), frame_of([chair_again], rng, [[1, 0.1, 0]], [0.5])])
     assert memory.num == 1
     assert memory.counts[0] == 2
-    assert memory.scores[0] == pytest.approx(0.7)  # count-weighted running mean
+    assert memory.scores[0] == pytest.approx(1 - 0.1 * 0.5)  # noisy-OR of the views' scores
     np.testing.assert_allclose(memory.boxes[0], (box_of(chair) + box_of(chair_again)) / 2, rtol=1e-5)
     assert np.linalg.norm(memory.embed[0]) == pytest.approx(1.0, abs=1e-6)
     # the merged mask covers the points of both views
@@ -86,10 +86,39 @@ def test_two_objects_stay_two():
     assert memory.num == 2 and memory.counts[:2].tolist() == [2, 2]
     masks = memory.masks(point_map.size)
     assert not (masks[0] & masks[1]).any()
-    # overlapping boxes but orthogonal embeddings do not merge either
+    # overlapping boxes but orthogonal embeddings and no shared surface (two halves of one box,
+    # e.g. a stack of two objects) do not merge either
+    lower, upper = cube([0, 0, 0.25], 0.5, 300, rng), cube([0, 0, 0.75], 0.5, 300, rng)
+    shared_box = box_of(np.concatenate([lower, upper]))
     memory2, map2 = InstanceMemory(50, threshold=0.3), PointMap(0.02)
-    stream(memory2, map2, [frame_of([chair], rng, [[1, 0, 0]]), frame_of([chair], rng, [[0, 1, 0]])])
+    first, second = frame_of([lower], rng, [[1, 0, 0]]), frame_of([upper], rng, [[0, 1, 0]])
+    first[1].boxes[:] = second[1].boxes[:] = shared_box
+    stream(memory2, map2, [first, second])
     assert memory2.num == 2
+
+
+def test_shared_surface_merges_whatever_the_learned_cues_say():
+    """Observed overlap is direct evidence: the same points in the same mask are one object even
+    when an undertrained merge head gives orthogonal embeddings and boxes that miss."""
+    rng = np.random.default_rng(6)
+    chair = cube([0, 0, 0.5], 0.5, 400, rng)
+    first, second = frame_of([chair], rng, [[1, 0, 0]]), frame_of([chair + rng.normal(0, 0.005, chair.shape).astype(np.float32)], rng, [[0, 1, 0]])
+    second[1].boxes[:, :3] += 5.0  # a box head that is off by metres
+    memory, point_map = InstanceMemory(50, threshold=0.3), PointMap(0.02)
+    stream(memory, point_map, [first, second])
+    assert memory.num == 1 and memory.counts[0] == 2
+
+
+def test_partial_view_merges_with_the_whole_object():
+    """The second view shows only a third of the sofa: compared over the cells it observes, the
+    memory's sofa and the view agree, though their full extents (and boxes) differ."""
+    rng = np.random.default_rng(7)
+    sofa = cube([0, 0, 0.4], 1.8, 3000, rng)
+    part = sofa[sofa[:, 0] < -0.3]
+    first, second = frame_of([sofa], rng, [[1, 0, 0]]), frame_of([part], rng, [[0, 1, 0]])
+    memory, point_map = InstanceMemory(50, threshold=0.3), PointMap(0.02, cell=0.1)
+    stream(memory, point_map, [first, second])
+    assert memory.num == 1
 
 
 def test_label_gate_keeps_classes_apart():

@@ -23,7 +23,8 @@ def nearest_point(points: np.ndarray, vertices: np.ndarray, radius: float | None
     """(V,) index of each vertex's nearest point and (V,) whether it lies within ``radius`` (None: all)."""
     if len(points) == 0:
         raise ValueError("no accumulated points to map from")
-    distance, index = cKDTree(np.asarray(points, np.float64)).query(np.asarray(vertices, np.float64), k=1)
+    # the vertices' queries are independent: spread them over every core (same answers)
+    distance, index = cKDTree(np.asarray(points, np.float64)).query(np.asarray(vertices, np.float64), k=1, workers=-1)
     near = np.ones(len(index), bool) if radius is None else distance <= radius
     return index.astype(np.int64), near
 
@@ -47,12 +48,14 @@ def smooth_masks(masks: np.ndarray, segments: np.ndarray) -> np.ndarray:
     """(K,V) bool: a segment is in a mask when more than half of its vertices are."""
     seg_ids, seg_of = np.unique(np.asarray(segments, np.int64), return_inverse=True)
     seg_of = seg_of.reshape(-1)
+    if masks.size == 0:
+        return np.zeros(masks.shape, bool)
     size = np.bincount(seg_of, minlength=len(seg_ids))
-    out = np.empty_like(masks, dtype=bool)
-    for k, mask in enumerate(masks):
-        inside = np.bincount(seg_of[mask], minlength=len(seg_ids))
-        out[k] = (inside * 2 > size)[seg_of]
-    return out
+    # vertices grouped by segment, then every mask's count per segment in one reduceat (no loop over masks)
+    order = np.argsort(seg_of, kind="stable")
+    starts = np.searchsorted(seg_of[order], np.arange(len(seg_ids)))
+    inside = np.add.reduceat(masks[:, order], starts, axis=1, dtype=np.int64)
+    return (inside * 2 > size)[:, seg_of]
 
 
 def to_vertices(

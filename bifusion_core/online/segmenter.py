@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config.schema import Preset
+from ..config.schema import OnlineConfig, Preset
 from ..data.labels import LabelSet
 from ..models.postprocess import predict_objects
 from ..reporting import NULL_REPORTER, Reporter
 from .cues import cue_source, frame_instances
-from .merge import InstanceMemory, MergeStats
+from .merge import FrameInstances, InstanceMemory, MergeStats
 from .point_map import PointMap
 from .stream import ScanStream
 from .timing import STAGES, StageClock, current_rss_mb, peak_rss_mb
@@ -75,7 +75,14 @@ class OnlineSegmenter:
         self.frame_cfg = cfg.eval.model_copy(update={"topk": self.online.frame_topk})
 
     def start(self) -> tuple[PointMap, InstanceMemory]:
-        return PointMap(self.online.voxel, self.online.match_cell), InstanceMemory(self.online.max_instances, self.online.merge_threshold, self.online.label_gate)
+        return start_scan(self.online)
+
+    def frame_objects(self, out, batch) -> tuple[Any, str, FrameInstances]:
+        """Sample 0's prediction, its cue source and its instances to merge (fragments dropped)."""
+        pred = predict_objects(out, batch, self.frame_cfg, self.labels)[0]
+        source = cue_source(pred, self.online.cues)
+        instances = frame_instances(out, batch, pred, source)
+        return pred, source, instances.select(instances.masks.sum(1) >= self.online.min_points)
 
     @torch.no_grad()
     def step(self, batch, point_map: PointMap, memory: InstanceMemory, clock: StageClock) -> tuple[str, MergeStats]:
@@ -83,17 +90,13 @@ class OnlineSegmenter:
         with clock.measure("forward"):
             out = self.model(batch)
         with clock.measure("postprocess"):
-            pred = predict_objects(out, batch, self.frame_cfg, self.labels)[0]
-            source = cue_source(pred, self.online.cues)
-            instances = frame_instances(out, batch, pred, source)
-            instances = instances.select(instances.masks.sum(1) >= self.online.min_points)
+            pred, source, instances = self.frame_objects(out, batch)
             confidence = out.semantic_logits.softmax(-1).amax(-1).cpu().numpy()
         with clock.measure("merge"):
-            rows = point_map.add(
-                batch.points.cpu().numpy(), pred.semantic, confidence,
+            stats = merge_frame(
+                point_map, memory, instances, batch.points.cpu().numpy(), pred.semantic, confidence,
                 batch.label_raw.cpu().numpy(), batch.instance.cpu().numpy(),
             )
-            stats = memory.update(instances, rows, point_map.size, point_map.cells[: point_map.size])
         return source, stats
 
     def run(self, stream: ScanStream, reporter: Reporter = NULL_REPORTER, clock: StageClock | None = None) -> SceneResult:
@@ -135,6 +138,20 @@ class OnlineSegmenter:
             merges=merges, cues=source, seconds=seconds, peak_rss_mb=peak_rss_mb(),
             state_mb=(point_map.nbytes() + memory.nbytes()) / (1 << 20),
         )
+
+
+def start_scan(online: OnlineConfig) -> tuple[PointMap, InstanceMemory]:
+    """An empty point map and instance memory for a new scan."""
+    return PointMap(online.voxel, online.match_cell), InstanceMemory(online.max_instances, online.merge_threshold, online.label_gate)
+
+
+def merge_frame(
+    point_map: PointMap, memory: InstanceMemory, instances: FrameInstances, points: np.ndarray, semantic: np.ndarray,
+    confidence: np.ndarray, gt_label: np.ndarray | None = None, gt_instance: np.ndarray | None = None,
+) -> MergeStats:
+    """One frame's points into the point map, then its instances into the memory."""
+    rows = point_map.add(points, semantic, confidence, gt_label, gt_instance)
+    return memory.update(instances, rows, point_map.size, point_map.cells[: point_map.size])
 
 
 def fold_stages(clock: StageClock, frames: int) -> dict[str, float]:
