@@ -1,6 +1,6 @@
 """P3, P4, P7: the training step of the demo preset on a prepared synthetic root with stored CLIP tokens.
 
-P3: BiFusion train step ÷ 3D-only step on the same real batch (median of alternated steps; ≤ 1.3).
+P3: BiFusion train step ÷ 3D-only step on the same real batch (fastest of alternated steps; ≤ 1.3).
 P4: share of the real Trainer's loop spent waiting for the DataLoader (the Trainer's own
 ``time/data_wait_share``, logging windows after the first; < 5 %).
 P7: host↔device synchronisations per training step of that run (≤ 2 on a non-logging step). CUDA:
@@ -90,7 +90,7 @@ def step_ratio(root: Path, work: Path, quick: bool, device: str) -> Figure:
         return step
 
     fused, only3d = runner(fused_cfg), runner(only3d_cfg)
-    warmup, steps = (1, 2) if quick else (2, 8)
+    warmup, steps = (1, 2) if quick else (2, 10)
     times: dict[str, list[float]] = {"fused": [], "3d": []}
     for i in range(warmup + steps):  # alternated, so drift of a noisy machine hits both
         pair = [("fused", fused), ("3d", only3d)] if i % 2 == 0 else [("3d", only3d), ("fused", fused)]
@@ -98,14 +98,16 @@ def step_ratio(root: Path, work: Path, quick: bool, device: str) -> Figure:
             seconds = step()
             if i >= warmup:
                 times[name].append(seconds)
-    t_fused, t_3d = statistics.median(times["fused"]), statistics.median(times["3d"])
+    # the fastest of the alternated steps: on a shared machine the other processes only ever add time
+    t_fused, t_3d = min(times["fused"]), min(times["3d"])
     ratio = t_fused / t_3d
     frames, points = batch.num_samples, batch.points.shape[0]
     return Figure(
         "P3", f"BiFusion ÷ 3D-only train step (demo preset, one real batch: {frames} frames, {points} points, stored CLIP tokens)",
         f"{t_fused * 1000:.0f} vs {t_3d * 1000:.0f} ms", ratio, "≤ 1.3", ratio <= 1.3,
         {"bifusion_ms": [round(t * 1000, 1) for t in times["fused"]], "only3d_ms": [round(t * 1000, 1) for t in times["3d"]],
-         "median_bifusion_ms": t_fused * 1000, "median_only3d_ms": t_3d * 1000, "frames": frames, "points": points},
+         "min_bifusion_ms": t_fused * 1000, "min_only3d_ms": t_3d * 1000, "median_ratio":
+         statistics.median(times["fused"]) / statistics.median(times["3d"]), "frames": frames, "points": points},
     )
 
 
@@ -164,7 +166,7 @@ def trainer_run(root: Path, work: Path, quick: bool, device: str) -> list[Figure
     from bifusion_core.engine.trainer import Trainer, new_run_dir
     from bifusion_core.reporting import RecordingReporter
 
-    iters, log_every = (6, 3) if quick else (36, 6)
+    iters, log_every = (6, 3) if quick else (30, 6)
     cfg = demo_config(root, work / "runs", f"train.max_iters={iters}", f"train.log_every={log_every}", quick=quick, device=device)
     reporter = RecordingReporter()
     trainer = Trainer(cfg, new_run_dir(cfg), reporter)
