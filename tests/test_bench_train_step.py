@@ -30,9 +30,9 @@ def test_train_step_module_quick(tmp_path):
         assert isinstance(r["passed"], bool) and r["figure"] and r["measured"] and r["target"]
         assert math.isfinite(r["ratio"]) and r["ratio"] >= 0
     p3 = rows["P3"]["details"]
-    assert p3["min_bifusion_ms"] > 0 and p3["min_only3d_ms"] > 0 and p3["median_ratio"] > 0
-    assert rows["P3"]["ratio"] == pytest.approx(p3["min_bifusion_ms"] / p3["min_only3d_ms"])
-    assert p3["min_bifusion_ms"] == pytest.approx(min(p3["bifusion_ms"]), abs=0.1)
+    assert p3["median_bifusion_ms"] > 0 and p3["median_only3d_ms"] > 0 and p3["ratio_of_fastest"] > 0
+    pairs = sorted(f / d for f, d in zip(p3["bifusion_ms"], p3["only3d_ms"]))
+    assert pairs[0] - 1e-3 <= rows["P3"]["ratio"] <= pairs[-1] + 1e-3  # the median pair (times rounded to 0.1 ms)
     windows = rows["P4"]["details"]["windows"]
     assert windows and all(0 <= w["data_wait_share"] < 1 and w["it/s"] > 0 for w in windows)
     p7 = rows["P7"]["details"]

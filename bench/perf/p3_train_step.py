@@ -1,6 +1,6 @@
 """P3, P4, P7: the training step of the demo preset on a prepared synthetic root with stored CLIP tokens.
 
-P3: BiFusion train step ÷ 3D-only step on the same real batch (fastest of alternated steps; ≤ 1.3).
+P3: BiFusion train step ÷ 3D-only step on the same real batch (median ratio of alternated back-to-back pairs; ≤ 1.3).
 P4: share of the real Trainer's loop spent waiting for the DataLoader (the Trainer's own
 ``time/data_wait_share``, logging windows after the first; < 5 %).
 P7: host↔device synchronisations per training step of that run (≤ 2 on a non-logging step). CUDA:
@@ -98,16 +98,17 @@ def step_ratio(root: Path, work: Path, quick: bool, device: str) -> Figure:
             seconds = step()
             if i >= warmup:
                 times[name].append(seconds)
-    # the fastest of the alternated steps: on a shared machine the other processes only ever add time
-    t_fused, t_3d = min(times["fused"]), min(times["3d"])
-    ratio = t_fused / t_3d
+    # each BiFusion step against the 3D-only step next to it, then the median: a shared machine's
+    # load changes from second to second, and a pair measured back to back sees the same load
+    ratio = statistics.median(f / d for f, d in zip(times["fused"], times["3d"]))
+    t_fused, t_3d = statistics.median(times["fused"]), statistics.median(times["3d"])
     frames, points = batch.num_samples, batch.points.shape[0]
     return Figure(
         "P3", f"BiFusion ÷ 3D-only train step (demo preset, one real batch: {frames} frames, {points} points, stored CLIP tokens)",
-        f"{t_fused * 1000:.0f} vs {t_3d * 1000:.0f} ms", ratio, "≤ 1.3", ratio <= 1.3,
+        f"{t_fused * 1000:.0f} vs {t_3d * 1000:.0f} ms (medians)", ratio, "≤ 1.3", ratio <= 1.3,
         {"bifusion_ms": [round(t * 1000, 1) for t in times["fused"]], "only3d_ms": [round(t * 1000, 1) for t in times["3d"]],
-         "min_bifusion_ms": t_fused * 1000, "min_only3d_ms": t_3d * 1000, "median_ratio":
-         statistics.median(times["fused"]) / statistics.median(times["3d"]), "frames": frames, "points": points},
+         "median_bifusion_ms": t_fused * 1000, "median_only3d_ms": t_3d * 1000,
+         "ratio_of_fastest": min(times["fused"]) / min(times["3d"]), "frames": frames, "points": points},
     )
 
 
