@@ -6,7 +6,6 @@ import collections
 import time
 
 import numpy as np
-import pytest
 import torch
 from engine_tiny import tiny_cfg
 from scipy.optimize import linear_sum_assignment

@@ -14,6 +14,7 @@ import collections
 import math
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -149,12 +150,16 @@ class SyncCounter:
 
         return read
 
-    def begin_step(self, logging: bool) -> None:
-        if self.device.type == "cuda" and self.steps:  # the warnings of the step that just ended
+    def flush(self) -> None:
+        """CUDA: file the warnings caught since the last call under the step that ran then."""
+        if self.device.type == "cuda" and self.steps:
             for w in self.caught:
                 if "synchroniz" in str(w.message):
                     self.steps[-1][f"{Path(w.filename).name}:{w.lineno}"] += 1
             self.caught.clear()
+
+    def begin_step(self, logging: bool) -> None:
+        self.flush()  # the step that just ended
         self.steps.append(collections.Counter())
         self.logging.append(logging)
         self.on = True
@@ -185,6 +190,7 @@ def trainer_run(root: Path, work: Path, quick: bool, device: str) -> list[Figure
     try:
         result = trainer.fit()
     finally:
+        counter.flush()
         counter.on = False
         for action in undo:
             action()
@@ -221,8 +227,6 @@ def trainer_run(root: Path, work: Path, quick: bool, device: str) -> list[Figure
 
 def main() -> None:
     args = parser(__doc__).parse_args()
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="bifusion-p3-") as tmp:
         work = args.work or Path(tmp)
         root = prepared_root(work, args.quick)
