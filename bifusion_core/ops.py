@@ -33,6 +33,12 @@ def contiguous_ids(ids: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- scatter (torch)
 
 
+def sample_ids(point_batch: torch.Tensor, num_samples: int | None = None) -> list[int]:
+    """The samples a per-sample loop visits: ``range(num_samples)`` when the caller knows it (no
+    host read of the device tensor; an absent sample simply has no points), else the ids present."""
+    return list(range(num_samples)) if num_samples is not None else torch.unique(point_batch).tolist()
+
+
 def scatter_mean(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
     """(size, C) mean of the rows of ``values`` per ``index``; 0 for an empty group."""
     out = values.new_zeros(size, values.shape[1])

@@ -55,6 +55,7 @@ class Batch:
     color_intrinsic: torch.Tensor  # (F,3,3) colour camera, prepared size (the CLIP image)
     clip_patch: torch.Tensor | None = None  # (F,768,h,w)
     clip_global: torch.Tensor | None = None  # (F,768)
+    sp_counts: tuple[int, ...] = ()  # superpoints per sample, on the host: the model splits per sample without reading sp_batch
 
     @property
     def num_samples(self) -> int:
@@ -112,6 +113,7 @@ def collate(samples: list[dict[str, Any]]) -> Batch:
         point_voxel=torch.from_numpy(np.concatenate(point_voxel)).long(),
         superpoints=torch.from_numpy(np.concatenate(superpoints)).long(),
         sp_batch=torch.from_numpy(np.concatenate(sp_batch)).long(),
+        sp_counts=tuple(len(b) for b in sp_batch),
         semantic=cat("semantic", torch.long),
         instance=cat("instance", torch.long),
         instance_class=cat("instance_class", torch.long),

@@ -322,14 +322,16 @@ class Trainer:
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
             previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         started = time.perf_counter()
-        window_start, window_iters = started, 0
+        window_start, window_iters, window_wait = started, 0, 0.0
         active_alerts: set[tuple[str, str]] = set()
         it = self.start
         try:
             while it < self.total:
                 epoch, position = divmod(it, self.sampler.batches_per_epoch)
                 self.sampler.set_position(epoch, position)
+                asked = time.perf_counter()
                 for batch in self.train_loader:
+                    window_wait += time.perf_counter() - asked  # the loop stood still, waiting for the DataLoader
                     for cb in self.callbacks:
                         cb.on_iteration_start(self, it)
                     figures = self.step(it, batch.to(self.device))
@@ -340,8 +342,9 @@ class Trainer:
                     if figures:
                         now = time.perf_counter()
                         rate = window_iters / max(now - window_start, 1e-9)
-                        window_start, window_iters = now, 0
-                        self.log(self._host_figures(figures, it, epoch, rate, active_alerts))
+                        wait_share = window_wait / max(now - window_start, 1e-9)
+                        window_start, window_iters, window_wait = now, 0, 0.0
+                        self.log(self._host_figures(figures, it, epoch, rate, wait_share, active_alerts))
                     if self.dist.is_main:
                         self.reporter.advance("train")
                     for cb in self.callbacks:
@@ -350,6 +353,7 @@ class Trainer:
                         raise KeyboardInterrupt
                     if it >= self.total:
                         break
+                    asked = time.perf_counter()
         except KeyboardInterrupt:
             self.save("last.pt", it)
             name = "SIGTERM" if self.stop_signal == signal.SIGTERM else "interrupted"
@@ -382,8 +386,10 @@ class Trainer:
             f"(--set optim.clip_grad=0.5), then bifusion resume {self.run_dir} --allow-config-change",
         )
 
-    def _host_figures(self, figures: dict[str, torch.Tensor], it: int, epoch: int, rate: float, active: set) -> dict[str, Any]:
-        """The logged tensors → host floats in one transfer (averaged over ranks), plus the monitor."""
+    def _host_figures(self, figures: dict[str, torch.Tensor], it: int, epoch: int, rate: float, wait_share: float,
+                      active: set) -> dict[str, Any]:
+        """The logged tensors → host floats in one transfer (averaged over ranks), plus the monitor.
+        ``wait_share``: the part of the logging window the loop spent waiting for the DataLoader."""
         keys = list(figures)
         values = torch.stack([figures[k].detach().float().reshape(()) for k in keys])
         if self.dist.enabled:
@@ -393,7 +399,8 @@ class Trainer:
         lr = self.scheduler.get_last_lr()[0]
         out: dict[str, Any] = {
             "iteration": it, "total": self.total, "epoch": epoch + 1, "stage": self.stage, "it/s": rate,
-            "eta_s": (self.total - it) / max(rate, 1e-9), "time/iteration_s": 1.0 / max(rate, 1e-9), "lr": lr, **host,
+            "eta_s": (self.total - it) / max(rate, 1e-9), "time/iteration_s": 1.0 / max(rate, 1e-9),
+            "time/data_wait_share": wait_share, "lr": lr, **host,
             "skipped_steps": self.bad_total, "memory/peak_mb": peak_memory_mb(self.device),
         }
         if "gradient/total" in host:

@@ -10,7 +10,8 @@ from ..data.batch import Batch
 from ..models.bifusion import ModelOutput
 from .box import box_loss, instance_boxes
 from .clip_align import clip_alignment_loss
-from .instance import instance_loss, superpoint_targets, weighted_instance_loss
+from .instance import instance_loss, match_costs, superpoint_targets, weighted_instance_loss
+from .matching import assign
 from .merge import merge_loss
 from .no_view import no_view_loss
 from .spatial import spatial_consistency_loss
@@ -35,13 +36,19 @@ class Criterion:
         use_merge = cfg.merge > 0
         sp_frame = torch.zeros_like(batch.sp_batch).scatter_(0, batch.superpoints, batch.point_frame) if use_merge else None
         merge_sum, merge_count = out.f3d.new_zeros(()), 0
+        targets, costs = [], []
         for b, sp in enumerate(out.sp_slices):
             sel = batch.point_batch == b
-            dec = out.decoder[b]
             classes, masks = superpoint_targets(
                 batch.instance[sel], batch.instance_class[sel], batch.superpoints[sel] - sp.start, sp.stop - sp.start
             )
-            per, (rows, cols) = instance_loss(dec, classes, masks, self.num_instance_classes, cfg)
+            targets.append((sel, classes, masks))
+            costs.append(match_costs(out.decoder[b], classes, masks, cfg))
+        flat = assign([c for per_sample in costs for c in per_sample])  # every sample and layer: one host transfer
+        for b, sp in enumerate(out.sp_slices):
+            (sel, classes, masks), dec = targets[b], out.decoder[b]
+            matches, flat = flat[:len(costs[b])], flat[len(costs[b]):]
+            per, (rows, cols) = instance_loss(dec, classes, masks, self.num_instance_classes, cfg, matches)
             if dec.boxes is not None:
                 per["box"] = box_loss(dec.boxes[rows], instance_boxes(batch.points_aug[sel], batch.instance[sel])[cols])
             for k, v in per.items():
@@ -63,12 +70,14 @@ class Criterion:
             aux = out.f3d.new_zeros(())
             if cfg.spatial > 0:
                 terms["spatial"] = spatial_consistency_loss(
-                    out.f3d, batch.points_aug, batch.point_batch, batch.superpoints, cfg.knn, cfg.spatial_anchors
+                    out.f3d, batch.points_aug, batch.point_batch, batch.superpoints, cfg.knn, cfg.spatial_anchors,
+                    num_samples=batch.num_samples,
                 )
                 aux = aux + cfg.spatial * terms["spatial"]
             if out.valid is not None and cfg.no_view > 0:
                 terms["no_view"] = no_view_loss(
-                    out.semantic_logits, batch.points_aug, out.valid, batch.point_batch, cfg.knn, cfg.pseudo_threshold
+                    out.semantic_logits, batch.points_aug, out.valid, batch.point_batch, cfg.knn, cfg.pseudo_threshold,
+                    num_samples=batch.num_samples,
                 )
                 aux = aux + cfg.no_view * terms["no_view"]
             total = total + w.aux * aux

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from ..config.schema import LossConfig
 from ..models.decoder import DecoderOutput
 from .focal import focal_loss
-from .matching import hungarian_match
+from .matching import assign, match_cost
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -44,21 +44,34 @@ def superpoint_targets(
     return instance_class[thing[first]], sums / counts
 
 
+def supervised_layers(out: DecoderOutput, cfg: LossConfig) -> list[int]:
+    """All decoder layers with ``aux_layers``, else only the last."""
+    return list(range(len(out.cls_logits))) if cfg.aux_layers else [len(out.cls_logits) - 1]
+
+
+def match_costs(out: DecoderOutput, gt_classes: torch.Tensor, gt_masks: torch.Tensor, cfg: LossConfig) -> list[torch.Tensor]:
+    """The matching cost of each supervised layer: the criterion assigns a whole batch's at once."""
+    weights = (cfg.match_cls, cfg.match_bce, cfg.match_dice)
+    return [match_cost(out.cls_logits[i], out.mask_logits[i], gt_classes, gt_masks, weights) for i in supervised_layers(out, cfg)]
+
+
 def instance_loss(
     out: DecoderOutput,
     gt_classes: torch.Tensor,
     gt_masks: torch.Tensor,
     num_classes: int,
     cfg: LossConfig,
+    matches: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """Each term averaged over the supervised layers (all, or only the last without ``aux_layers``),
-    and the final layer's matching (query rows, GT rows), which the box loss reuses."""
-    layers = range(len(out.cls_logits)) if cfg.aux_layers else [len(out.cls_logits) - 1]
-    match_weights = (cfg.match_cls, cfg.match_bce, cfg.match_dice)
+    and the final layer's matching (query rows, GT rows), which the box loss reuses. ``matches``:
+    the supervised layers' assignments when the caller computed them (one transfer per batch)."""
+    layers = supervised_layers(out, cfg)
+    if matches is None:
+        matches = assign(match_costs(out, gt_classes, gt_masks, cfg))
     terms = {"cls": 0.0, "mask_bce": 0.0, "mask_dice": 0.0, "objectness": 0.0}
-    for layer in layers:
+    for layer, (rows, cols) in zip(layers, matches):
         cls_logits, mask_logits = out.cls_logits[layer], out.mask_logits[layer]
-        rows, cols = hungarian_match(cls_logits, mask_logits, gt_classes, gt_masks, match_weights)
         target = torch.full((cls_logits.shape[0],), num_classes, dtype=torch.long, device=cls_logits.device)
         target[rows] = gt_classes[cols]
         terms["cls"] = terms["cls"] + focal_loss(cls_logits, target, cfg.focal_alpha, cfg.focal_gamma)

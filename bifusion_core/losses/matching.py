@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
@@ -22,6 +23,43 @@ def pairwise_dice(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def match_cost(
+    cls_logits: torch.Tensor,
+    mask_logits: torch.Tensor,
+    gt_classes: torch.Tensor,
+    gt_masks: torch.Tensor,
+    weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+) -> torch.Tensor:
+    """(Q,G) class + BCE + Dice cost of every query against every GT instance, on the device."""
+    if gt_classes.numel() == 0 or cls_logits.shape[0] == 0:
+        return cls_logits.new_zeros(cls_logits.shape[0], gt_classes.numel(), dtype=torch.float32)
+    prob = cls_logits.float().softmax(-1)[:, gt_classes]
+    return (
+        -weights[0] * prob
+        + weights[1] * pairwise_bce(mask_logits.float(), gt_masks.float())
+        + weights[2] * pairwise_dice(mask_logits.float(), gt_masks.float())
+    )
+
+
+@torch.no_grad()
+def assign(costs: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Hungarian assignment (query rows, gt rows) of every cost matrix: all of them cross to the
+    host in one transfer and their indices come back in one, whatever the batch size and layers."""
+    if not costs:
+        return []
+    device = costs[0].device
+    flat = torch.cat([c.reshape(-1) for c in costs]).numpy(force=True)  # the one device → host read
+    indices, offset = [], 0
+    for c in costs:
+        q, g = c.shape
+        rows, cols = linear_sum_assignment(flat[offset:offset + q * g].reshape(q, g))
+        offset += q * g
+        indices += [rows, cols]
+    lengths = [len(i) for i in indices]
+    back = torch.as_tensor(np.concatenate(indices).astype(np.int64), device=device).split(lengths)
+    return [(back[2 * i], back[2 * i + 1]) for i in range(len(costs))]
+
+
 def hungarian_match(
     cls_logits: torch.Tensor,
     mask_logits: torch.Tensor,
@@ -30,15 +68,4 @@ def hungarian_match(
     weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (query rows, gt rows) minimising class + BCE + Dice cost."""
-    if gt_classes.numel() == 0 or cls_logits.shape[0] == 0:
-        empty = torch.zeros(0, dtype=torch.long, device=cls_logits.device)
-        return empty, empty
-    prob = cls_logits.float().softmax(-1)[:, gt_classes]
-    cost = (
-        -weights[0] * prob
-        + weights[1] * pairwise_bce(mask_logits.float(), gt_masks.float())
-        + weights[2] * pairwise_dice(mask_logits.float(), gt_masks.float())
-    )
-    rows, cols = linear_sum_assignment(cost.cpu().numpy())
-    device = cls_logits.device
-    return torch.as_tensor(rows, device=device, dtype=torch.long), torch.as_tensor(cols, device=device, dtype=torch.long)
+    return assign([match_cost(cls_logits, mask_logits, gt_classes, gt_masks, weights)])[0]

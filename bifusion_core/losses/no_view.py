@@ -12,18 +12,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..ops import knn
+from ..ops import knn, sample_ids
 
 
 @torch.no_grad()
 def pseudo_labels(
-    probs: torch.Tensor, xyz: torch.Tensor, valid: torch.Tensor, point_batch: torch.Tensor, k: int, threshold: float
+    probs: torch.Tensor, xyz: torch.Tensor, valid: torch.Tensor, point_batch: torch.Tensor, k: int, threshold: float,
+    num_samples: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(unseen point rows, their pseudo-label): the class with the largest summed probability among
     confident seen kNN; unseen points without a confident seen neighbour get none."""
     rows, labels = [], []
     confident = valid & (probs.max(dim=-1).values > threshold)
-    for b in torch.unique(point_batch).tolist():
+    for b in sample_ids(point_batch, num_samples):
         in_b = point_batch == b
         unseen = (in_b & ~valid).nonzero().squeeze(1)
         donors = (in_b & confident).nonzero().squeeze(1)
@@ -47,9 +48,10 @@ def no_view_loss(
     point_batch: torch.Tensor,
     k: int = 8,
     threshold: float = 0.8,
+    num_samples: int | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of unseen points' semantic logits against their neighbours' pseudo-labels."""
-    rows, target = pseudo_labels(logits.detach().softmax(-1), xyz, valid, point_batch, k, threshold)
+    rows, target = pseudo_labels(logits.detach().softmax(-1), xyz, valid, point_batch, k, threshold, num_samples)
     if rows.numel() == 0:
         return logits.new_zeros(())
     return F.cross_entropy(logits[rows], target)

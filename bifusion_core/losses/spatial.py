@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..ops import knn
+from ..ops import knn, sample_ids
 
 
 def spatial_consistency_loss(
@@ -24,15 +24,17 @@ def spatial_consistency_loss(
     k: int = 8,
     anchors: int = 2048,
     chunk: int = 512,
+    num_samples: int | None = None,
 ) -> torch.Tensor:
     """Mean weighted ``1 − cos`` between up to ``anchors`` random points per sample and their kNN.
 
     Anchors are processed ``chunk`` at a time so a multi-view sample (8 frames × 20 k points)
-    needs a few hundred MB of distances, not gigabytes.
+    needs a few hundred MB of distances, not gigabytes. ``num_samples`` spares a host read of
+    ``point_batch``.
     """
     unit = F.normalize(feats, dim=-1)
     total, weight = feats.new_zeros(()), feats.new_zeros(())
-    for b in torch.unique(point_batch).tolist():
+    for b in sample_ids(point_batch, num_samples):
         idx = (point_batch == b).nonzero().squeeze(1)
         if idx.numel() <= 1:
             continue

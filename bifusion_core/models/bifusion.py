@@ -157,7 +157,7 @@ class BiFusionSegmentor(nn.Module):
             if views is not None:
                 out_2d["views"] = views
         sp_feats, sp_pos, sp_centres = self.pool(fused, batch.points_aug, batch.superpoints, batch.sp_batch)
-        counts = torch.bincount(batch.sp_batch, minlength=batch.num_samples).tolist()
+        counts = batch.sp_counts or torch.bincount(batch.sp_batch, minlength=batch.num_samples).tolist()
         slices, start = [], 0
         for n in counts:
             slices.append(slice(start, start + n))

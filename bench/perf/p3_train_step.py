@@ -1,0 +1,239 @@
+"""P3, P4, P7: the training step of the demo preset on a prepared synthetic root with stored CLIP tokens.
+
+P3: BiFusion train step ÷ 3D-only step on the same real batch (median ratio of alternated back-to-back pairs; ≤ 1.3).
+P4: share of the real Trainer's loop spent waiting for the DataLoader (the Trainer's own
+``time/data_wait_share``, logging windows after the first; < 5 %).
+P7: host↔device synchronisations per training step of that run (≤ 2 on a non-logging step). CUDA:
+``torch.cuda.set_sync_debug_mode("warn")`` warnings; CPU: calls of the Tensor methods that read a
+device tensor on the host, from one step's start to the next (the logging path included).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from common import Figure, emit, parser, synthetic_root
+
+import torch
+
+# Tensor methods that copy a (device) tensor to the host: each one is a synchronisation on CUDA
+SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__")
+# reads of tensors that live on the host on every device, so never a device sync: torch's own
+# (AdamW's step counter) and the decoder's draw of its query ratio from torch's CPU generator
+HOST_ONLY_SITES = ("site-packages/", "models/decoder.py")
+
+
+def demo_config(root: Path, out: Path, *overrides: str, quick: bool, device: str):
+    from bifusion_core.config import load_preset
+
+    sets = [f"train.device={device}", "train.eval_every=100000", "train.checkpoint_every=100000", *overrides]
+    if quick:  # two frames a batch: checks the path only
+        sets += ["data.batch_size=2"]
+    return load_preset("demo", sets, **{"data.root": root, "train.output_dir": out})
+
+
+def prepared_root(work: Path, quick: bool) -> Path:
+    """Synthetic scenes prepared like the demo (224×160, 4096 points) with CLIP tokens precomputed."""
+    from bifusion_core.engine.precompute import precompute_for_preset
+
+    scenes, frames, points = (3, 4, 1024) if quick else (8, 8, 4096)
+    root = synthetic_root(work, scenes=scenes, frames=frames, points=points, image_size=(224, 160))
+    if not (root / ".clip-ready").exists():
+        precompute_for_preset(demo_config(root, work, quick=quick, device="cpu"), workers=1, batch_size=8)
+        (root / ".clip-ready").touch()
+    return root
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ---- P3 ----------------------------------------------------------------------------------------
+def step_ratio(root: Path, work: Path, quick: bool, device: str) -> Figure:
+    from bifusion_core.engine import builders
+    from bifusion_core.losses.criterion import Criterion
+    from bifusion_core.models.bifusion import build_model
+
+    fused_cfg = demo_config(root, work, "model.fusion.warmup_iters=0", quick=quick, device=device)
+    only3d_cfg = demo_config(root, work, "model.use_2d=false", quick=quick, device=device)
+    labels = builders.label_set(fused_cfg)
+    dev = builders.pick_device(fused_cfg)
+    ds = builders.build_dataset(fused_cfg, root, "train", train=True)
+    builders.attach_clip_source(ds, builders.clip_source(fused_cfg, root))
+    batch = next(iter(builders.build_loader(fused_cfg, ds, train=True))).to(dev)  # stored CLIP tokens included
+
+    def runner(cfg):
+        torch.manual_seed(0)
+        model = build_model(cfg, labels).to(dev).train()
+        if model.clip_tail is not None:
+            model.clip_tail.load_weights(cfg.clip.num_layers, builders.clip_weights_path(cfg))
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        criterion = Criterion(cfg.loss, labels.num_instance)
+
+        def step() -> float:
+            sync(dev)
+            start = time.perf_counter()
+            loss, _ = criterion(model(batch), batch)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            sync(dev)
+            return time.perf_counter() - start
+
+        return step
+
+    fused, only3d = runner(fused_cfg), runner(only3d_cfg)
+    warmup, steps = (1, 2) if quick else (2, 10)
+    times: dict[str, list[float]] = {"fused": [], "3d": []}
+    for i in range(warmup + steps):  # alternated, so drift of a noisy machine hits both
+        pair = [("fused", fused), ("3d", only3d)] if i % 2 == 0 else [("3d", only3d), ("fused", fused)]
+        for name, step in pair:
+            seconds = step()
+            if i >= warmup:
+                times[name].append(seconds)
+    # each BiFusion step against the 3D-only step next to it, then the median: a shared machine's
+    # load changes from second to second, and a pair measured back to back sees the same load
+    ratio = statistics.median(f / d for f, d in zip(times["fused"], times["3d"]))
+    t_fused, t_3d = statistics.median(times["fused"]), statistics.median(times["3d"])
+    frames, points = batch.num_samples, batch.points.shape[0]
+    return Figure(
+        "P3", f"BiFusion ÷ 3D-only train step (demo preset, one real batch: {frames} frames, {points} points, stored CLIP tokens)",
+        f"{t_fused * 1000:.0f} vs {t_3d * 1000:.0f} ms (medians)", ratio, "≤ 1.3", ratio <= 1.3,
+        {"bifusion_ms": [round(t * 1000, 1) for t in times["fused"]], "only3d_ms": [round(t * 1000, 1) for t in times["3d"]],
+         "median_bifusion_ms": t_fused * 1000, "median_only3d_ms": t_3d * 1000,
+         "ratio_of_fastest": min(times["fused"]) / min(times["3d"]), "frames": frames, "points": points},
+    )
+
+
+# ---- P4 + P7 -----------------------------------------------------------------------------------
+class SyncCounter:
+    """Host reads per training step, by call site (``file:line``), from one step's start to the next."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.steps: list[collections.Counter] = []
+        self.logging: list[bool] = []
+        self.on = False
+
+    def install(self) -> list:
+        """Wrap the Tensor read methods (CPU) or catch the sync-debug warnings (CUDA); returns undo actions."""
+        undo = []
+        if self.device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("warn")
+            self.catcher = warnings.catch_warnings(record=True)
+            self.caught = self.catcher.__enter__()
+            warnings.simplefilter("always")
+            undo.append(lambda: (torch.cuda.set_sync_debug_mode(0), self.catcher.__exit__(None, None, None)))
+            return undo
+        for name in SYNC_METHODS:
+            original = getattr(torch.Tensor, name)
+            setattr(torch.Tensor, name, self._wrap(original))
+            undo.append(lambda name=name, original=original: setattr(torch.Tensor, name, original))
+        return undo
+
+    def _wrap(self, original):
+        counter = self
+
+        def read(tensor, *args, **kwargs):
+            if counter.on and counter.steps:
+                frame = sys._getframe(1)
+                counter.steps[-1][f"{frame.f_code.co_filename.split('bifusion_core/')[-1]}:{frame.f_lineno}"] += 1
+            return original(tensor, *args, **kwargs)
+
+        return read
+
+    def flush(self) -> None:
+        """CUDA: file the warnings caught since the last call under the step that ran then."""
+        if self.device.type == "cuda" and self.steps:
+            for w in self.caught:
+                if "synchroniz" in str(w.message):
+                    self.steps[-1][f"{Path(w.filename).name}:{w.lineno}"] += 1
+            self.caught.clear()
+
+    def begin_step(self, logging: bool) -> None:
+        self.flush()  # the step that just ended
+        self.steps.append(collections.Counter())
+        self.logging.append(logging)
+        self.on = True
+
+    def device_syncs(self, counter: collections.Counter) -> int:
+        return sum(n for site, n in counter.items() if not any(h in site for h in HOST_ONLY_SITES))
+
+
+def trainer_run(root: Path, work: Path, quick: bool, device: str) -> list[Figure]:
+    from bifusion_core.engine.trainer import Trainer, new_run_dir
+    from bifusion_core.reporting import RecordingReporter
+
+    iters, log_every = (6, 3) if quick else (30, 6)
+    cfg = demo_config(root, work / "runs", f"train.max_iters={iters}", f"train.log_every={log_every}", quick=quick, device=device)
+    reporter = RecordingReporter()
+    trainer = Trainer(cfg, new_run_dir(cfg), reporter)
+    trainer.setup()
+    trainer.has_val = False  # the figures are about the training loop: no evaluation at the end
+    counter = SyncCounter(trainer.device)
+    real_step = trainer.step
+
+    def step(it, batch):
+        counter.begin_step((it + 1) % cfg.train.log_every == 0 or it + 1 == trainer.total)
+        return real_step(it, batch)
+
+    trainer.step = step
+    undo = counter.install()
+    try:
+        result = trainer.fit()
+    finally:
+        counter.flush()
+        counter.on = False
+        for action in undo:
+            action()
+    logged = [h for h in reporter.history if "time/data_wait_share" in h]
+    steady = logged[1:] or logged  # the first window holds the workers' start
+    share = sum(h["time/data_wait_share"] / h["it/s"] for h in steady) / sum(1 / h["it/s"] for h in steady)
+    seconds_per_it = sum(1 / h["it/s"] for h in steady) / len(steady)
+    p4 = Figure(
+        "P4", f"share of a demo-preset training step waiting for the DataLoader (real Trainer, {iters} iterations, "
+              f"{cfg.data.num_workers} worker, stored CLIP tokens)",
+        f"{share * seconds_per_it * 1000:.1f} of {seconds_per_it * 1000:.0f} ms per iteration", share, "< 5 %", share < 0.05,
+        {"windows": [{"iteration": h["iteration"], "data_wait_share": h["time/data_wait_share"], "it/s": h["it/s"]} for h in logged],
+         "run_seconds": result.seconds, "excluded_first_window": len(logged) > 1},
+    )
+    steps = counter.steps[1:]  # the first step builds lazily (warm-up)
+    flags = counter.logging[1:]
+    quiet = [counter.device_syncs(c) for c, lg in zip(steps, flags) if not lg]
+    loud = [counter.device_syncs(c) for c, lg in zip(steps, flags) if lg]
+    typical = max(quiet) if quiet else math.nan
+    logging_step = max(loud) if loud else math.nan
+    example_quiet = next((c for c, lg in zip(steps, flags) if not lg), collections.Counter())
+    example_loud = next((c for c, lg in zip(steps, flags) if lg), collections.Counter())
+    how = "sync-debug warnings" if trainer.device.type == "cuda" else "Tensor.item/tolist/cpu/numpy/float/int/bool calls"
+    p7 = Figure(
+        "P7", f"host↔device syncs per training step ({how}; the most over the non-logging steps, target on these)",
+        f"{typical} per step, {logging_step} on a logging step (every {cfg.train.log_every})", float(typical), "≤ 2",
+        typical <= 2,
+        {"non_logging_steps": quiet, "logging_steps": loud,
+         "sites_non_logging": dict(example_quiet), "sites_logging": dict(example_loud),
+         "host_only_sites_excluded": list(HOST_ONLY_SITES)},
+    )
+    return [p4, p7]
+
+
+def main() -> None:
+    args = parser(__doc__).parse_args()
+    with tempfile.TemporaryDirectory(prefix="bifusion-p3-") as tmp:
+        work = args.work or Path(tmp)
+        root = prepared_root(work, args.quick)
+        figures = [step_ratio(root, work, args.quick, args.device)]
+        figures += trainer_run(root, work, args.quick, args.device)
+    emit(figures, args.json)
+
+
+if __name__ == "__main__":
+    main()
