@@ -12,6 +12,7 @@ import os
 import random
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -24,7 +25,7 @@ from ..errors import BifusionError
 from ..images import check_image_size, read_rgb
 from ..parallel import run_jobs
 from ..reporting import NULL_REPORTER, Reporter
-from .clip_encoder import encode_images, load_clip_encoder, preprocess_images, weights_digest
+from .clip_encoder import encode_image_array, load_clip_encoder, preprocess_images, weights_digest
 from .clip_store import DEFAULT_COMPRESSION, ClipFeatureStore, ShardSettings, ShardWriter, clip_feature_dir
 
 PRECOMPUTE_TASK = "precompute CLIP features"
@@ -69,18 +70,44 @@ class _Chunk:
 
 
 def _compute_chunk(chunk: _Chunk, reporter: Reporter) -> list[str]:
-    """Encode a chunk's frames into new shards of its worker; returns the published shard names."""
+    """Encode a chunk's frames into new shards of its worker; returns the published shard names.
+
+    Three stages overlap, so the ViT never waits for JPEG decoding or HDF5 writes: a reader thread
+    decodes the next batch while this thread encodes the current one, and a writer thread stores
+    the previous one (torch, PIL and HDF5 all release the GIL in their heavy parts). Each side
+    thread works in order, one batch ahead or behind; an error in either is raised here.
+    """
     if chunk.threads is not None:
         torch.set_num_threads(chunk.threads)
     encoder, _ = load_clip_encoder(chunk.num_layers, chunk.weights, chunk.device)
     prefix = f"{chunk.run_id}-w{chunk.worker:02d}"
-    with ShardWriter(chunk.out_dir, prefix, chunk.shard, chunk.frames_per_shard) as writer:
-        for batch in _batches(chunk.frames, chunk.batch_size):
-            images = [read_rgb(frame.image, chunk.shard.image_size) for frame in batch]
-            patches, globals_ = encode_images(encoder, images, chunk.device)
-            for frame, patch, global_token in zip(batch, patches, globals_):
-                writer.add(frame.key, patch, global_token)
-            reporter.advance(PRECOMPUTE_TASK, len(batch))
+    size = chunk.shard.image_size
+
+    def read(batch: Sequence[PreparedImage]) -> np.ndarray:
+        return np.stack([read_rgb(frame.image, size) for frame in batch])
+
+    def write(batch: Sequence[PreparedImage], patches: np.ndarray, globals_: np.ndarray) -> int:
+        for frame, patch, global_token in zip(batch, patches, globals_):
+            writer.add(frame.key, patch, global_token)
+        return len(batch)
+
+    batches = list(_batches(chunk.frames, chunk.batch_size))
+    with ShardWriter(chunk.out_dir, prefix, chunk.shard, chunk.frames_per_shard) as writer, \
+            ThreadPoolExecutor(1, thread_name_prefix="clip-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="clip-write") as storer:
+        # leaving the block (also on an error) joins both threads before the writer closes its shard
+        pending_read = reader.submit(read, batches[0]) if batches else None
+        pending_write: Future[int] | None = None
+        for i, batch in enumerate(batches):
+            assert pending_read is not None
+            images = pending_read.result()
+            pending_read = reader.submit(read, batches[i + 1]) if i + 1 < len(batches) else None
+            patches, globals_ = encode_image_array(encoder, images, chunk.device)
+            if pending_write is not None:  # at most one batch waits for the disk
+                reporter.advance(PRECOMPUTE_TASK, pending_write.result())
+            pending_write = storer.submit(write, batch, patches, globals_)
+        if pending_write is not None:
+            reporter.advance(PRECOMPUTE_TASK, pending_write.result())
     return writer.published
 
 
