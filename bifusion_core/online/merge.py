@@ -1,15 +1,16 @@
 """The scene's instance memory and how a frame's instances merge into it.
 
-Similarity of a memory instance and a frame instance = cosine of their merge embeddings × 3D IoU
-of their axis-aligned world boxes (× same class when class-aware). Pairs are assigned by the
-Hungarian method; an assigned pair merges only when its similarity exceeds ``threshold`` (ESAM
-merges any pair above 0, which glues unrelated objects whose boxes barely touch). Merged
-instances keep count-weighted running means of embedding and box; their score is the noisy-OR
-of their views' scores (an object confirmed by eight views outranks a fragment seen once, which
-a mean would not); and they keep the score-weighted
-sum of their views' class distributions: the scene decides an object's class from every view,
-and proposes it under its few likeliest classes (``classes_per_instance``), as the frame-level
-pair ranking does.
+Similarity of a memory instance and a frame instance = the larger of their overlap observed in
+this frame (IoU over the coarse cells the frame sees: needs no training, right for partial
+views) and the cosine of their merge embeddings × 3D IoU of their axis-aligned world boxes
+(ESAM's cue: links views that share no surface); × same likeliest class when gated. Pairs are
+assigned by the Hungarian method; an assigned pair merges only when its similarity exceeds
+``threshold`` (ESAM merges any pair above 0, which glues unrelated objects whose boxes barely
+touch). Merged instances keep count-weighted running means of embedding and box; their score is
+the noisy-OR of their views' scores (an object confirmed by eight views outranks a fragment seen
+once, which a mean would not); and they keep the score-weighted sum of their views' class
+distributions: the scene decides an object's class from every view, and proposes it under its
+few likeliest classes (``classes_per_instance``), as the frame-level pair ranking does.
 
 Membership is a small vote per (instance, accumulated point): +1 when a frame that observes the
 point puts it in the instance's mask, −1 when it observes the point outside the mask. A point
