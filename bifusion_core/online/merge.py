@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
 from scipy.optimize import linear_sum_assignment
 
 VOTE_LIMIT = 100  # int8 votes saturate here
@@ -199,12 +198,14 @@ class InstanceMemory:
             return np.zeros((0, len(frame)))
         cols = min(self.votes.shape[1], len(row_cells))
         rows = np.flatnonzero(np.isin(row_cells[:cols], cells))
-        where = sparse.csr_matrix(
-            (np.ones(len(rows), np.float32), (np.arange(len(rows)), np.searchsorted(cells, row_cells[rows]))),
-            shape=(len(rows), len(cells)),
-        )
-        members = (self.votes[:n, rows] > 0).astype(np.float32)
-        covered = (sparse.csr_matrix(members) @ where).toarray() > 0  # (M, cells)
+        cell_of = np.searchsorted(cells, row_cells[rows])
+        order = np.argsort(cell_of, kind="stable")
+        rows, cell_of = rows[order], cell_of[order]
+        covered = np.zeros((n, len(cells)), bool)  # (M, cells)
+        if len(rows):
+            present = np.unique(cell_of)
+            starts = np.searchsorted(cell_of, present)
+            covered[:, present] = np.maximum.reduceat(self.votes[:n, rows] > 0, starts, axis=1)
         return visible_iou(covered, inside)
 
     def update(self, frame: FrameInstances, point_rows: np.ndarray, num_points: int, row_cells: np.ndarray | None = None) -> MergeStats:

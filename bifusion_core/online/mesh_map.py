@@ -16,6 +16,7 @@ when most of its vertices are in it.
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 from scipy.spatial import cKDTree
 
 
@@ -23,8 +24,10 @@ def nearest_point(points: np.ndarray, vertices: np.ndarray, radius: float | None
     """(V,) index of each vertex's nearest point and (V,) whether it lies within ``radius`` (None: all)."""
     if len(points) == 0:
         raise ValueError("no accumulated points to map from")
-    # the vertices' queries are independent: spread them over every core (same answers)
-    distance, index = cKDTree(np.asarray(points, np.float64)).query(np.asarray(vertices, np.float64), k=1, workers=-1)
+    # built once and queried once: the quicker unbalanced build wins; the vertices' queries are
+    # independent, so they spread over every core (the same exact answers either way)
+    tree = cKDTree(np.asarray(points, np.float64), balanced_tree=False, compact_nodes=False)
+    distance, index = tree.query(np.asarray(vertices, np.float64), k=1, workers=-1)
     near = np.ones(len(index), bool) if radius is None else distance <= radius
     return index.astype(np.int64), near
 
@@ -44,17 +47,25 @@ def segment_majority(values: np.ndarray, segments: np.ndarray) -> np.ndarray:
     return vals[winner[seg_of.reshape(-1)]]
 
 
-def smooth_masks(masks: np.ndarray, segments: np.ndarray) -> np.ndarray:
-    """(K,V) bool: a segment is in a mask when more than half of its vertices are."""
+def smooth_masks(masks: np.ndarray, segments: np.ndarray, index: np.ndarray | None = None,
+                 counted: np.ndarray | None = None) -> np.ndarray:
+    """(K,V) bool: a segment is in a mask when more than half of its vertices are.
+
+    ``masks`` are (K,V) over the vertices, or (K,P) over points with ``index`` (V,) naming each
+    vertex's point; ``counted`` (V,) limits which vertices can count as inside. The counts per
+    (mask, segment) are one sparse product, never a (K,V) intermediate before the result."""
     seg_ids, seg_of = np.unique(np.asarray(segments, np.int64), return_inverse=True)
     seg_of = seg_of.reshape(-1)
     if masks.size == 0:
-        return np.zeros(masks.shape, bool)
+        return np.zeros((len(masks), len(seg_of)), bool)
+    index = np.arange(len(seg_of)) if index is None else np.asarray(index)
+    counted = np.ones(len(seg_of), bool) if counted is None else np.asarray(counted, bool)
+    # vertices[p, s]: how many (counted) vertices of segment s have point p as their source
+    vertices = sparse.csr_matrix(
+        (np.ones(int(counted.sum()), np.float32), (index[counted], seg_of[counted])), shape=(masks.shape[1], len(seg_ids))
+    )
+    inside = np.asarray((vertices.T @ masks.T.astype(np.float32)).T)  # (K, segments)
     size = np.bincount(seg_of, minlength=len(seg_ids))
-    # vertices grouped by segment, then every mask's count per segment in one reduceat (no loop over masks)
-    order = np.argsort(seg_of, kind="stable")
-    starts = np.searchsorted(seg_of[order], np.arange(len(seg_ids)))
-    inside = np.add.reduceat(masks[:, order], starts, axis=1, dtype=np.int64)
     return (inside * 2 > size)[:, seg_of]
 
 
@@ -64,11 +75,10 @@ def to_vertices(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Point-level masks (K,P) and semantic (P,) → vertex-level (K,V), (V,), optionally segment-smoothed;
     vertices not ``near`` (V,) any point stay outside every mask."""
+    vertex_semantic = semantic[index]
+    if segments is not None:
+        return smooth_masks(masks, segments, index, near), segment_majority(vertex_semantic, segments)
     vertex_masks = masks[:, index]
     if near is not None:
         vertex_masks &= near[None, :]
-    vertex_semantic = semantic[index]
-    if segments is not None:
-        vertex_masks = smooth_masks(vertex_masks, segments)
-        vertex_semantic = segment_majority(vertex_semantic, segments)
     return vertex_masks, vertex_semantic
