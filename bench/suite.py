@@ -74,13 +74,30 @@ def render(rows: list[dict], title: str) -> Table:
     return table
 
 
+def markdown(result: dict) -> str:
+    """The table of a results.json for the README, with the machine it ran on."""
+    m = result["machine"]
+    lines = [f"Measured {result['date'][:10]} on {m.get('gpu') or m['cpu']} ({m['cpus']} CPUs, torch {m['torch']}, "
+             f"device {result['device']}); the whole suite took {result['seconds'] / 60:.1f} min.", "",
+             "| # | figure | measured | ratio | target | verdict |", "|---|---|---|---|---|---|"]
+    for r in result["figures"]:
+        verdict = "report" if r["passed"] is None else ("pass" if r["passed"] else "**fail**")
+        ratio = "" if r["ratio"] is None else f"{r['ratio']:.3g}"
+        lines.append(f"| {r['id']} | {r['figure']} | {r['measured']} | {ratio} | {r['target']} | {verdict} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--only", nargs="+", help="figure ids to run (P1 … P8)")
     p.add_argument("--quick", action="store_true", help="smallest sizes: checks every path, figures not meaningful")
     p.add_argument("--out", type=Path, default=BENCH / "results.json")
+    p.add_argument("--markdown", action="store_true", help="print the table of --out as Markdown (runs nothing)")
     args = p.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.out.read_text())))
+        return
     console = Console()
     rows, errors, timings = [], {}, {}
     start = time.perf_counter()
