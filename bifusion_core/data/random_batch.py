@@ -11,7 +11,7 @@ from .batch import Batch, collate, voxelize
 
 def random_batch(cfg, labels, num_points: int = 600, seed: int = 0) -> Batch:
     """A random two-frame batch with the preset's shapes: exercises the model without any data
-    (``bifusion validate``'s model check, ``bench/step_time.py``, model tests)."""
+    (``bifusion validate``'s model check and the model tests)."""
     rng = np.random.default_rng(seed)
     w, h = cfg.data.image_size
     fx = fy = 0.9 * w
