@@ -28,5 +28,5 @@ MV_RUN=$(ls -td "$OUT"/demo-mv/*/ | head -1)
 
 echo "[demo] frame-level evaluation (protocol: frame), untrained vs trained"
 "$BIN/bifusion" eval "$SV_RUN/checkpoints/init.pt" "$SV_RUN" --data "$DATA" --export "$SV_RUN/benchmark"
-echo "[demo] online scene-level evaluation (protocol: mesh-vertex), untrained vs trained"
-"$BIN/bifusion" eval "$SV_RUN/checkpoints/init.pt" "$MV_RUN" --online --data "$DATA" --export "$MV_RUN/benchmark-online"
+echo "[demo] online scene-level evaluation (protocol: mesh-vertex), untrained vs trained single-view vs multi-view"
+"$BIN/bifusion" eval "$SV_RUN/checkpoints/init.pt" "$SV_RUN" "$MV_RUN" --online --data "$DATA" --export "$MV_RUN/benchmark-online"
