@@ -337,20 +337,26 @@ def eval_cmd(
     show_dir: Optional[Path] = typer.Option(None, "--show-dir", help="write colored PLY point clouds of predictions and GT"),
     online: bool = typer.Option(False, "--online", help="stream every scan of the split frame by frame, merge, score on the mesh vertices and the observed points"),
     segment_smoothing: bool = typer.Option(False, "--segment-smoothing", help="--online: a mesh vertex takes the majority of its segs.json segment"),
+    overrides: Optional[List[str]] = typer.Option(
+        None, "--set", "-s", help="override an eval.* key for this evaluation, e.g. --set eval.online.merge_threshold=0.2 (repeatable)"
+    ),
 ) -> None:
     """Instance AP/AP50/AP25 per class (the benchmark's) and class-agnostic, semantic mIoU (official rule)."""
+    from bifusion_core.config.loader import evaluation_overrides
     from bifusion_core.engine.inference import evaluate_checkpoint, target_folder_names
 
     if segment_smoothing and not online:
         raise BifusionError("--segment-smoothing", "only applies to --online evaluation")
+    settings = evaluation_overrides(overrides or [])
     if online:
-        return _eval_online(targets, split, data, export, show_dir, segment_smoothing)
+        return _eval_online(targets, split, data, export, show_dir, segment_smoothing, settings)
     folders = target_folder_names(targets) if export is not None else [None] * len(targets)
     results = []
     with render.RichReporter("eval") as reporter:
         for target, folder in zip(targets, folders):
             export_dir = export / folder if folder is not None else None
-            results.append(evaluate_checkpoint(target, split=split, data_root=data, export_dir=export_dir, show_dir=show_dir, reporter=reporter))
+            results.append(evaluate_checkpoint(target, split=split, data_root=data, export_dir=export_dir, show_dir=show_dir,
+                                               overrides=settings, reporter=reporter))
     render.console.print(render.metrics_table(f"evaluation · {split}", {r.name: {**r.stamps, **r.summary} for r in results}))
 
     def per_target(label: str, values) -> dict:
@@ -367,19 +373,22 @@ def eval_cmd(
     render.console.print(f"metrics written to {', '.join(str(r.metrics_path) for r in results)}")
 
 
-def _eval_online(targets: List[Path], split: str, data: Optional[Path], export: Optional[Path], show_dir: Optional[Path], smoothing: bool) -> None:
+def _eval_online(targets: List[Path], split: str, data: Optional[Path], export: Optional[Path], show_dir: Optional[Path], smoothing: bool,
+                 settings: dict) -> None:
     from bifusion_core.engine.inference import target_folder_names
     from bifusion_core.online.evaluate import evaluate_online
 
     folders = target_folder_names(targets) if export is not None else [None] * len(targets)
     tables: dict[str, dict] = {}
     speed: dict[str, dict] = {}
+    paths: list[str] = []
     with render.RichReporter("eval --online") as reporter:
         for target, folder in zip(targets, folders):
             result = evaluate_online(
                 target, split=split, data_root=data, export_dir=export / folder if folder else None,
-                segment_smoothing=smoothing, show_dir=show_dir, reporter=reporter,
+                segment_smoothing=smoothing, show_dir=show_dir, overrides=settings, reporter=reporter,
             )
+            paths.append(str(result.metrics_path))
             for protocol, values in result.tables.items():
                 tables.setdefault(protocol, {})[result.name] = values
             speed[result.name] = {
@@ -391,7 +400,7 @@ def _eval_online(targets: List[Path], split: str, data: Optional[Path], export: 
     render.console.print(render.metrics_table("online speed", speed))
     if export is not None:
         render.console.print(f"benchmark files written to {', '.join(str(export / f) for f in folders)}")
-    render.console.print(f"metrics written to {result.metrics_path}")
+    render.console.print(f"metrics written to {', '.join(paths)}")
 
 
 @cli_command("infer")

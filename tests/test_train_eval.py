@@ -137,3 +137,19 @@ def test_init_from_loads_the_3d_branch_and_reports_it(tiny_run, synthetic_data, 
     source = torch.load(run_dir / "checkpoints/best.pt", weights_only=False)["model"]
     assert all(torch.equal(init[k], v) for k, v in source.items() if k.startswith("backbone3d."))
     assert not torch.equal(init["decoder.cls_head.weight"], source["decoder.cls_head.weight"])
+
+
+def test_eval_set_overrides_eval_keys_only(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    export = tmp_path / "bench"
+    run_cli("eval", run_dir, "--export", export, "--set", "eval.topk=1", "--set", "eval.score_threshold=0.0")
+    metrics = json.loads((run_dir / "metrics_val_best.json").read_text())
+    assert metrics["eval_overrides"] == {"eval.topk": 1, "eval.score_threshold": 0.0}
+    # every exported frame lists at most one predicted instance
+    listings = list((export / f"{run_dir.name}-best" / "instance" / "pred").glob("*.txt"))
+    assert len(listings) == 6 and all(len(p.read_text().split()) <= 3 for p in listings)
+    # the model is fixed by the checkpoint: other keys are refused in one line, nothing written
+    before = sorted(p.name for p in run_dir.iterdir())
+    bad = run_cli("eval", run_dir, "--set", "model.feat_dim=8", check=False)
+    assert bad.returncode == 2 and "eval.* keys only" in bad.stdout + bad.stderr and "Traceback" not in bad.stderr
+    assert sorted(p.name for p in run_dir.iterdir()) == before

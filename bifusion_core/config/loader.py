@@ -93,6 +93,18 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+def evaluation_overrides(items: list[str]) -> dict[str, Any]:
+    """``--set`` items of an evaluation → {dotted key: typed value}. Only ``eval.*`` keys: the
+    model, its data settings and its training are fixed by the checkpoint being scored."""
+    out = {}
+    for item in items:
+        keys, value = parse_override(item)
+        if keys[0] != "eval" or len(keys) < 2:
+            raise ConfigError(f"--set {item}", "evaluation takes eval.* keys only (e.g. eval.online.merge_threshold=0.2)")
+        out[".".join(keys)] = value
+    return out
+
+
 def set_dotted(data: dict[str, Any], keys: list[str], value: Any, where: str) -> dict[str, Any]:
     """A copy of ``data`` with ``keys`` (a dotted path) set to ``value`` as given, never re-parsed."""
     data = dict(data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..atomic_io import atomic_dir, write_json
 from ..reporting import NULL_REPORTER, Reporter
@@ -42,13 +43,15 @@ def evaluate_checkpoint(
     data_root: Path | None = None,
     export_dir: Path | None = None,
     show_dir: Path | None = None,
+    overrides: dict[str, Any] | None = None,
     reporter: Reporter = NULL_REPORTER,
 ) -> CheckpointEvaluation:
-    """Score one checkpoint; ``export_dir`` (this target's own folder) is replaced as a whole."""
+    """Score one checkpoint; ``export_dir`` (this target's own folder) is replaced as a whole;
+    ``overrides``: dotted ``eval.*`` keys for this evaluation only."""
     from ..data.manifest import load_manifest
     from ..evaluation.evaluate import evaluate_model, frame_protocol
 
-    restored = restore_model(target, data_root)
+    restored = restore_model(target, data_root, **(overrides or {}))
     cfg, labels, model, device = restored.cfg, restored.labels, restored.model, restored.device
     ckpt_path, run_dir = restored.checkpoint, restored.run_dir
     root = Path(cfg.data.root)
@@ -73,6 +76,7 @@ def evaluate_checkpoint(
         **stamps,
         "checkpoint": str(ckpt_path),
         "split": split,
+        "eval_overrides": dict(overrides or {}),
         "summary": summary,
         "per_class_ap": {k: list(v) for k, v in result.per_class.get("ap", {}).items()},
         "per_class_ap50": result.per_class_ap50(),

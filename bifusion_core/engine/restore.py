@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..config.loader import validate_preset
+from ..config.loader import set_dotted, validate_preset
 from ..config.schema import Preset
 from ..data.labels import LabelSet
 from ..models.bifusion import build_model
@@ -33,11 +33,7 @@ def restore_model(target: str | Path, data_root: Path | None = None, device: str
     payload = load_checkpoint(ckpt_path)
     raw = payload["config"]
     for key, value in overrides.items():
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        raw = set_dotted(raw, key.split("."), value, key)
     cfg = validate_preset(raw)
     if data_root is not None:
         cfg.data.root = Path(data_root)

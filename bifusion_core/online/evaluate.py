@@ -104,6 +104,7 @@ def evaluate_online(
         write_json(metrics_path, _jsonable({
             "checkpoint": str(restored.checkpoint), "split": split, "iteration": restored.iteration,
             "online": json.loads(cfg.eval.online.model_dump_json()), "segment_smoothing": segment_smoothing,
+            "eval_overrides": dict(overrides or {}),
             "speed": speed, "metrics": tables, "per_class_ap50": ap50,
         }))
     name = f"{restored.checkpoint.stem} @ {restored.iteration}"
