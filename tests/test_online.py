@@ -245,7 +245,7 @@ def test_memory_masks_cover_every_accumulated_point():
     rng = np.random.default_rng(0)
     _, frame = frame_of([cube((0, 0, 0), 0.5, 50, rng)], rng, [[1, 0, 0]])
     rows = np.arange(50)
-    memory.update(frame, rows, 50)
+    memory.update(frame, rows, 50, row_cells=rows)  # each point its own cell
     masks = memory.masks(5000)  # 4950 points arrived later, in frames without instances
     assert masks.shape == (1, 5000) and masks[0, :50].all() and not masks[0, 50:].any()
 

@@ -25,6 +25,7 @@ from bifusion_core.online.merge import FrameInstances, InstanceMemory
 from bifusion_core.online.mesh_map import nearest_point, to_vertices
 from bifusion_core.online.point_map import PointMap
 from bifusion_core.online.stream import ScanStream, mesh_truth_path, stream_manifest
+from bifusion_core.online.segmenter import merge_frame
 
 VAL_SCENE_FRAMES = 6
 
@@ -80,8 +81,7 @@ def test_oracle_stream_merges_into_the_mesh_objects(mv_data):
             masks, np.array([batch.instance_class.numpy()[m][0] for m in masks]), np.ones(len(ids), np.float32),
             np.tile(np.eye(1, 8, dtype=np.float32), (len(ids), 1)), boxes.astype(np.float32),
         )
-        rows = point_map.add(points, batch.semantic.numpy().clip(min=0), np.ones(len(points), np.float32))
-        memory.update(frame, rows, point_map.size)
+        merge_frame(point_map, memory, frame, points, batch.semantic.numpy().clip(min=0), np.ones(len(points), np.float32))
     truth, mesh = load_mesh_truth(mesh_truth_path(mv_data, manifest, scene), labels)
     view = point_map.view()
     # prepared points sit on the mesh: same (unaligned world) frame

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -38,6 +39,11 @@ def parser(doc: str) -> argparse.ArgumentParser:
     p.add_argument("--work", type=Path, help="scratch folder (default: a fresh temporary one)")
     p.add_argument("--quick", action="store_true", help="smallest sizes: checks the code path, not the figure")
     return p
+
+
+def work_folder(args: argparse.Namespace, figure: str) -> Path:
+    """``--work`` (the suite's shared scratch folder, so modules reuse each other's data), else a fresh one."""
+    return args.work or Path(tempfile.mkdtemp(prefix=f"bifusion-{figure}-"))
 
 
 def emit(figures: list[Figure], path: Optional[Path]) -> None:

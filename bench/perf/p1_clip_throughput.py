@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Figure, emit, parser, synthetic_root  # noqa: E402
+from common import Figure, emit, parser, synthetic_root, work_folder  # noqa: E402
 
 from bifusion_core.data.manifest import prepared_images  # noqa: E402
 from bifusion_core.engine.builders import RANDOM_CLIP_SEED  # noqa: E402
@@ -67,7 +67,7 @@ def precompute_seconds(root: Path, num_layers: int, weights: Path, size: tuple[i
 
 def main() -> None:
     args = parser(__doc__).parse_args()
-    work = args.work or Path(__import__("tempfile").mkdtemp(prefix="bifusion-p1-"))
+    work = work_folder(args, "p1")
     if args.quick:
         scenes, frames, layers, batch, repeats = 1, 4, 1, 2, 1
     else:  # about 2 min on 2 idle cores: 80 frames, 6 passes of ~10 s plus the synthetic root (~45 s)

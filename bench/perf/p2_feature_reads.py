@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Figure, emit, parser, synthetic_root  # noqa: E402
+from common import Figure, emit, parser, synthetic_root, work_folder  # noqa: E402
 
 from bifusion_core.data.manifest import prepared_images  # noqa: E402
 from bifusion_core.features.clip_precompute import precompute_clip_features  # noqa: E402
@@ -76,7 +76,7 @@ def pt_pass(paths: dict[str, Path], order: list[str]) -> float:
 def main() -> None:
     args = parser(__doc__).parse_args()
     torch.set_num_threads(1)  # as in a DataLoader worker (and fp16 -> fp32 on 2 threads is pure overhead)
-    work = args.work or Path(__import__("tempfile").mkdtemp(prefix="bifusion-p2-"))
+    work = work_folder(args, "p2")
     if args.quick:
         scenes, frames, warm_passes, cold_passes = 1, 4, 2, 1
     else:  # the root P1 uses (shared through --work); about 30 s of reads

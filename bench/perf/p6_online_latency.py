@@ -12,10 +12,8 @@ sub-target is merge + mesh_map ≤ 10 % of the frame. ESAM reports ~80 ms per fr
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
-from common import Figure, emit, parser
+from common import Figure, emit, parser, work_folder
 
 from bench.online_latency import latency, load_model, prepare
 
@@ -26,7 +24,7 @@ GROUPS = {"2D": ("2d_features",), "3D": ("backbone3d",), "decoder": ("decoder",)
 def main() -> None:
     args = parser(__doc__).parse_args()
     points, frames = (2000, 2) if args.quick else (20_000, 8)
-    work = args.work or Path(tempfile.mkdtemp(prefix="p6-"))
+    work = work_folder(args, "p6")
     root = work / f"p6-online-{points}x{frames}"
     options = argparse.Namespace(checkpoint=None, preset="demo-mv", device=args.device)
     cfg, model, labels, device = load_model(options, root)

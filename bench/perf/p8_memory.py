@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Figure, emit, parser  # noqa: E402
+from common import Figure, emit, parser, work_folder  # noqa: E402
 
 
 def peak_rss_bytes() -> int:
@@ -78,7 +78,7 @@ def measure(job: str, params: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     args = parser(__doc__).parse_args()
-    work = args.work or Path(__import__("tempfile").mkdtemp(prefix="bifusion-p8-"))
+    work = work_folder(args, "p8")
     from bifusion_core.data.synthetic import SyntheticOptions, write_synthetic_scannet
     from bifusion_core.engine.builders import RANDOM_CLIP_SEED
     from bifusion_core.features.clip_encoder import cached_random_clip_weights

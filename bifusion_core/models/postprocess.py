@@ -211,6 +211,5 @@ def predict_objects(
         kept = mask_nms(q.binary[candidates], q.sp_size, quality[candidates], cfg.nms_iou)[: cfg.topk]
         queries = candidates[kept]
         class_prob = q.class_prob[queries]
-        classes = class_prob.argmax(-1) if len(queries) else torch.zeros(0, dtype=torch.long, device=quality.device)
-        results.append(_prediction(out, batch, b, q, queries, classes, quality[queries], semantic, class_prob))
+        results.append(_prediction(out, batch, b, q, queries, class_prob.argmax(-1), quality[queries], semantic, class_prob))
     return results

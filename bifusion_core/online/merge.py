@@ -77,6 +77,16 @@ def box_iou(a: np.ndarray, b: np.ndarray, min_extent: float = 0.0) -> np.ndarray
     return inter / np.maximum(vol_a + vol_b - inter, 1e-12)
 
 
+def majority_inside(masks: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A frame's (K,N) point masks → the distinct ``groups`` (N,) of its points (voxel rows or
+    cells) and (K,G) whether each group is in each mask: when most of its frame points are."""
+    ids, inverse = np.unique(groups, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    hits = np.bincount(inverse, minlength=len(ids))
+    inside = np.stack([np.bincount(inverse, weights=m.astype(np.float64), minlength=len(ids)) * 2 > hits for m in masks])
+    return ids, inside.reshape(len(masks), len(ids))
+
+
 def visible_iou(mem_visible: np.ndarray, frame_inside: np.ndarray) -> np.ndarray:
     """(M,V) × (K,V) bool over the cells this frame observes → (M,K) IoU.
 
@@ -190,12 +200,9 @@ class InstanceMemory:
         A frame instance covers a cell when most of the frame's points in it are in its mask; a
         memory instance covers a cell when any of its member points lies in it."""
         n = self.num
-        cells, inverse = np.unique(row_cells[point_rows], return_inverse=True)
-        inverse = inverse.reshape(-1)
-        hits = np.bincount(inverse, minlength=len(cells))
-        inside = np.stack([np.bincount(inverse, weights=m.astype(np.float64), minlength=len(cells)) * 2 > hits for m in frame.masks])
         if n == 0:
             return np.zeros((0, len(frame)))
+        cells, inside = majority_inside(frame.masks, row_cells[point_rows])
         cols = min(self.votes.shape[1], len(row_cells))
         rows = np.flatnonzero(np.isin(row_cells[:cols], cells))
         cell_of = np.searchsorted(cells, row_cells[rows])
@@ -208,9 +215,9 @@ class InstanceMemory:
             covered[:, present] = np.maximum.reduceat(self.votes[:n, rows] > 0, starts, axis=1)
         return visible_iou(covered, inside)
 
-    def update(self, frame: FrameInstances, point_rows: np.ndarray, num_points: int, row_cells: np.ndarray | None = None) -> MergeStats:
+    def update(self, frame: FrameInstances, point_rows: np.ndarray, num_points: int, row_cells: np.ndarray) -> MergeStats:
         """Merge one frame. ``point_rows`` (N,): each frame point's row among the accumulated points;
-        ``row_cells`` (P,): each accumulated point's coarse cell (None: its own row is its cell)."""
+        ``row_cells`` (P,): each accumulated point's coarse cell (``PointMap.cells``)."""
         stats = MergeStats()
         if len(frame) == 0:
             return stats
@@ -220,15 +227,8 @@ class InstanceMemory:
             class_prob[np.arange(len(frame)), frame.labels] = 1
         self._ensure(self.num + len(frame), num_points, frame.embed.shape[1], class_prob.shape[1])
         n = self.num
-        seen, inverse = np.unique(point_rows, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        hits = np.bincount(inverse, minlength=len(seen))
-        # a voxel is in a frame instance's mask when most of its frame points are
-        inside = np.stack([
-            np.bincount(inverse, weights=frame.masks[k].astype(np.float64), minlength=len(seen)) * 2 > hits
-            for k in range(len(frame))
-        ])
-        overlap = self.cell_overlap(frame, point_rows, np.arange(num_points) if row_cells is None else row_cells)
+        seen, inside = majority_inside(frame.masks, point_rows)
+        overlap = self.cell_overlap(frame, point_rows, row_cells)
         sim = similarity(self.embed[:n], self.boxes[:n], self.labels[:n], frame, self.label_gate, overlap)
         rows, cols = assign(sim, self.threshold)
         target = np.full(len(frame), -1, np.int64)
