@@ -65,7 +65,7 @@ def merge_case():
         for g in (0, 1, 2, 0, 1, 2, -1):
             sp_frame.append(f)
             gt_of_sp.append(g)
-    sp_frame, gt_of_sp = torch.tensor(sp_frame) * 10 + 4, torch.tensor(gt_of_sp)  # frame ids need not start at 0
+    sp_frame, gt_of_sp = torch.tensor(sp_frame), torch.tensor(gt_of_sp)
     masks = torch.zeros(3, len(gt_of_sp))
     for s, g in enumerate(gt_of_sp.tolist()):
         if g >= 0:
@@ -76,29 +76,53 @@ def merge_case():
 def test_merge_assignment_and_loss_prefers_agreeing_embeddings():
     sp_frame, gt_of_sp, masks = merge_case()
     query_index = torch.arange(len(sp_frame))
-    frames, gts, num_frames = query_assignment(query_index, sp_frame, masks)
-    assert num_frames == 3 and frames.tolist()[:8] == [0] * 7 + [1]
+    frames, gts = query_assignment(query_index, sp_frame, masks)
+    assert frames.tolist()[:8] == [0] * 7 + [1]
     assert gts.tolist() == gt_of_sp.tolist()
     torch.manual_seed(0)
     protos = torch.nn.functional.normalize(torch.randn(3, 16), dim=-1)
     noise = 0.05 * torch.randn(len(sp_frame), 16)
     agree = torch.nn.functional.normalize(protos[gt_of_sp.clamp(min=0)] + noise, dim=-1)
-    loss_agree, n = merge_loss(agree, query_index, sp_frame, masks)
+    loss_agree, n = merge_loss(agree, frames, gts, 3, 3)
     assert n == 4  # pairs (0,1), (1,2), both directions
     # the same embeddings, instance identities shuffled in frame 1 only
     shuffled = agree.clone()
     perm = torch.tensor([1, 2, 0])
     in_f1 = (frames == 1) & (gts >= 0)
     shuffled[in_f1] = torch.nn.functional.normalize(protos[perm[gts[in_f1]]] + noise[in_f1], dim=-1)
-    loss_shuffled, _ = merge_loss(shuffled, query_index, sp_frame, masks)
+    loss_shuffled, _ = merge_loss(shuffled, frames, gts, 3, 3)
     assert loss_agree / n < 0.01 and loss_shuffled / n > 5.0
     # one frame or no instance: nothing to contrast
-    single = sp_frame == 4
-    assert merge_loss(agree[single], torch.arange(int(single.sum())), sp_frame[single], masks[:, single])[1] == 0
-    assert merge_loss(agree, query_index, sp_frame, masks[:0])[1] == 0
+    single = sp_frame == 0
+    assert merge_loss(agree[single], frames[single], gts[single], 3, 3)[1] == 0
+    assert merge_loss(agree, frames, torch.full_like(gts, -1), 3, 0)[1] == 0
     # queries whose superpoint is mostly outside every instance are ignored
-    half = masks * 0.5
-    assert merge_loss(agree, query_index, sp_frame, half)[1] == 0
+    assert (query_assignment(query_index, sp_frame, masks * 0.5)[1] == -1).all()
+    # two windows of the same scene: instance 0 of window A and instance 0 of window B are distinct
+    # objects for the loss (different indices), and the last frame of A never pairs with B's first
+    two_windows = torch.cat([gts, torch.where(gts >= 0, gts + 3, -1)])
+    _, n2 = merge_loss(torch.cat([agree, agree]), torch.cat([frames, frames + 3]), two_windows, 6, 6)
+    assert n2 == 8
+
+
+def test_window_merge_loss_keys_instances_by_window():
+    from bifusion_core.losses.criterion import INSTANCE_KEY_SPAN, window_merge_loss
+
+    sp_frame, gt_of_sp, masks = merge_case()
+    frames, gts = query_assignment(torch.arange(len(sp_frame)), sp_frame, masks)
+    torch.manual_seed(0)
+    protos = torch.nn.functional.normalize(torch.randn(3, 16), dim=-1)
+    embed = torch.nn.functional.normalize(protos[gt_of_sp.clamp(min=0)] + 0.05 * torch.randn(len(sp_frame), 16), dim=-1)
+    ids = torch.tensor([7, 9, 12])  # scene instance ids of the mask rows
+    key_a = torch.where(gts >= 0, 0 * INSTANCE_KEY_SPAN + ids[gts.clamp(min=0)], -1)
+    key_b = torch.where(gts >= 0, 1 * INSTANCE_KEY_SPAN + ids[gts.clamp(min=0)], -1)
+    # window B's embeddings are window A's with identities rotated: its own frames still agree
+    # with each other, and it must not be compared with window A's (same scene ids, other window)
+    rotated = torch.nn.functional.normalize(protos[(gt_of_sp.clamp(min=0) + 1) % 3], dim=-1)
+    zero = torch.zeros(())
+    loss = window_merge_loss([(embed, frames, key_a), (rotated, frames + 3, key_b)], 6, 0.07, zero)
+    assert loss < 0.01
+    assert window_merge_loss([], 6, 0.07, zero) is zero
 
 
 def test_mv_presets_weight_merge_and_box():

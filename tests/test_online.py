@@ -256,3 +256,27 @@ def test_flat_objects_merge_although_their_boxes_are_thin():
     poster_b = np.array([[0.02, 0.01, 1.0, 0.95, 0.005, 1.15]], np.float32)
     assert box_iou(poster_a, poster_b)[0, 0] < 0.1
     assert box_iou(poster_a, poster_b, 0.1)[0, 0] > 0.7
+
+
+def test_a_duplicate_part_is_folded_into_its_object_at_the_end_of_a_scan():
+    rng = np.random.default_rng(5)
+    sofa, lamp = cube([0, 0, 0.5], 1.0, 800, rng), cube([3, 0, 0.5], 0.4, 300, rng)
+    left = sofa[sofa[:, 0] < 0]  # a frame proposes the sofa twice: whole, and its left half
+    points, inst = frame_of([sofa, lamp], rng, [[1, 0, 0], [0, 1, 0]], [0.9, 0.7], labels=[3, 5])
+    part = np.isin(points, left).all(1)
+    inst = FrameInstances(
+        masks=np.concatenate([inst.masks, part[None]]), labels=np.array([3, 5, 4]), scores=np.array([0.9, 0.7, 0.4], np.float32),
+        embed=np.concatenate([inst.embed, unit([0, 0, 1])[None]]), boxes=np.concatenate([inst.boxes, box_of(left)[None]]),
+    )
+    memory, point_map = InstanceMemory(50, threshold=0.3), PointMap(0.02)
+    stream(memory, point_map, [(points, inst)])
+    assert memory.num == 3  # one frame: nothing to merge with yet
+    kept_mask = memory.masks(point_map.size)[0].copy()
+    assert memory.fold_duplicates(point_map.size, overlap=0.5) == 1
+    assert memory.num == 2 and memory.counts[:2].tolist() == [2, 1]
+    assert memory.scores[0] == pytest.approx(1 - 0.1 * 0.6)  # the part's view counts for the sofa
+    assert memory.class_mass[0, 4] > 0 and memory.labels[0] == 3  # its class votes too, without taking over
+    np.testing.assert_array_equal(memory.masks(point_map.size)[0], kept_mask)  # the part adds no point outside the sofa
+    # the lamp, disjoint from both, and a threshold of 1 (never) leave everything as it is
+    assert memory.fold_duplicates(point_map.size, overlap=0.5) == 0
+    assert memory.fold_duplicates(point_map.size, overlap=1.0) == 0 and memory.num == 2

@@ -150,3 +150,32 @@ def test_items_of_different_lengths_collate_into_one_batch(mv_data: Path) -> Non
     assert batch.frame_batch.tolist() == [0, 0, 0, 1, 1]
     assert torch.equal(torch.unique(batch.point_frame[batch.point_batch == 1]), torch.tensor([3, 4]))
     assert int(batch.superpoints.max()) + 1 == len(batch.sp_batch)
+
+
+def test_a_window_decoded_per_frame_gives_each_frame_exactly_as_streaming_reads_it(mv_data: Path) -> None:
+    from bifusion_core.data.batch import collate
+    from bifusion_core.online.stream import ScanStream
+
+    frames = PreparedSequences(mv_data, "val", LABELS, 0.05, num_frames=4, per_frame=True)[1]
+    stream = ScanStream.open(mv_data, "scene0001_00", LABELS, 0.05)
+    streamed = [stream.item(r) for r in stream.records[4:8]]
+    assert [f["key"] for f in frames] == [s["key"] for s in streamed]
+    for mine, theirs in zip(frames, streamed):
+        for key in ("points", "voxel_coords", "voxel_inverse", "superpoints", "point_frame", "pixels", "valid",
+                    "semantic", "instance", "world_to_depth", "world_to_color", "depth"):
+            assert np.array_equal(mine[key], theirs[key]), key
+        np.testing.assert_allclose(mine["points_aug"], theirs["points_aug"], atol=1e-5)
+        np.testing.assert_allclose(mine["voxel_feats"], theirs["voxel_feats"], atol=1e-6)
+    # under augmentation the frames keep one shared rigid map, each re-centred on itself
+    augment = AugmentConfig(rotate_z=True, flip_xy=True, scale=(0.8, 1.2), jitter_std=0.0, color_jitter=0.0)
+    torch.manual_seed(3)
+    window = PreparedSequences(mv_data, "train", LABELS, 0.05, augment=augment, num_frames=3, per_frame=True)[0]
+    maps = []
+    for frame in window:
+        assert np.abs(frame["points_aug"].mean(axis=0)).max() < 1e-4
+        homogeneous = np.column_stack([frame["points"].astype(np.float64), np.ones(len(frame["points"]))])
+        transform, *_ = np.linalg.lstsq(homogeneous, frame["points_aug"].astype(np.float64), rcond=None)
+        maps.append(transform[:3])
+    assert np.allclose(maps[0], maps[1], atol=1e-4) and np.allclose(maps[0], maps[2], atol=1e-4)
+    batch = collate([window])
+    assert batch.num_samples == 3 and batch.sample_window == (0, 0, 0) and batch.num_windows == 1

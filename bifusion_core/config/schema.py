@@ -33,6 +33,12 @@ class DataConfig(Section):
     benchmark: Literal["scannet200", "scannet"] = "scannet200"
     mode: Literal["sv", "mv"] = "sv"
     num_frames: int = Field(8, ge=1, description="mv: consecutive frames per sample, one shared augmentation")
+    mv_decode: Literal["frame", "window"] = Field(
+        "frame",
+        description="mv: 'frame' runs the 3D network and decoder on each frame of a window alone, as streaming "
+        "feeds it (the window lends multi-view 2D features, memory and merge-loss pairs); 'window' runs them once "
+        "over the window's points",
+    )
     image_size: tuple[int, int] = (320, 240)
     num_points: int = Field(20000, gt=0)
     frame_step: int = Field(200, gt=0)
@@ -298,6 +304,11 @@ class OnlineConfig(Section):
         False, description="merge only instances whose likeliest classes agree (off: the class is decided from every view)"
     )
     classes_per_instance: int = Field(3, ge=1, description="a scene instance is proposed under its k likeliest classes")
+    duplicate_overlap: float = Field(
+        0.5, ge=0, le=1,
+        description="at the end of a scan, an instance with more than this share of its points inside a better-scored one "
+        "is folded into it (1: never)",
+    )
     cues: Literal["auto", "heads", "masks"] = Field(
         "auto", description="merge embedding and box: the model's merge/box heads, or derived from the mask (auto: heads when present)"
     )

@@ -56,6 +56,8 @@ class Batch:
     clip_patch: torch.Tensor | None = None  # (F,768,h,w)
     clip_global: torch.Tensor | None = None  # (F,768)
     sp_counts: tuple[int, ...] = ()  # superpoints per sample, on the host: the model splits per sample without reading sp_batch
+    # multi-view decoded per frame: the window each sample (frame) belongs to, on the host; () = each sample is its own window
+    sample_window: tuple[int, ...] = ()
 
     @property
     def num_samples(self) -> int:
@@ -64,6 +66,18 @@ class Batch:
     @property
     def num_frames(self) -> int:
         return int(self.frame_batch.shape[0])
+
+    @property
+    def num_windows(self) -> int:
+        """Groups of frames that lend each other 2D features, memory and merge pairs."""
+        return max(self.sample_window) + 1 if self.sample_window else self.num_samples
+
+    @property
+    def frame_window(self) -> torch.Tensor:
+        """(F,) window of each frame; a window's frames are contiguous and in time order."""
+        if not self.sample_window:
+            return self.frame_batch
+        return torch.tensor(self.sample_window, device=self.frame_batch.device)[self.frame_batch]
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -77,8 +91,15 @@ class Batch:
         return Batch(**moved)
 
 
-def collate(samples: list[dict[str, Any]]) -> Batch:
-    """Samples (``PreparedFrames`` / multi-view sequences) → one ``Batch`` with globally offset indices."""
+def collate(items: list[dict[str, Any] | list[dict[str, Any]]]) -> Batch:
+    """Samples (``PreparedFrames`` / multi-view sequences) → one ``Batch`` with globally offset indices.
+
+    An item that is a list (a window decoded per frame) adds each of its frames as a sample and
+    records which window they came from (``Batch.sample_window``).
+    """
+    windowed = any(isinstance(item, list) for item in items)
+    samples = [s for item in items for s in (item if isinstance(item, list) else [item])]
+    sample_window = tuple(w for w, item in enumerate(items) for _ in (item if isinstance(item, list) else [item]))
     vox_coords, point_voxel, superpoints, sp_batch, point_batch = [], [], [], [], []
     point_frame, frame_batch = [], []
     vox_offset = sp_offset = frame_offset = 0
@@ -114,6 +135,7 @@ def collate(samples: list[dict[str, Any]]) -> Batch:
         superpoints=torch.from_numpy(np.concatenate(superpoints)).long(),
         sp_batch=torch.from_numpy(np.concatenate(sp_batch)).long(),
         sp_counts=tuple(len(b) for b in sp_batch),
+        sample_window=sample_window if windowed else (),
         semantic=cat("semantic", torch.long),
         instance=cat("instance", torch.long),
         instance_class=cat("instance_class", torch.long),

@@ -80,6 +80,7 @@ def build_item(
         "frame_keys": [r["key"] for r in records],
         "points": points,
         "points_aug": points_aug,
+        "colors": colors.astype(np.float32),
         "voxel_coords": coords,
         "voxel_inverse": inverse,
         "voxel_feats": voxel_feats,

@@ -62,7 +62,7 @@ def evaluate_checkpoint(
     def run(export_to: Path | None):
         return evaluate_model(
             model, builders.build_loader(cfg, ds, train=False), labels, cfg.eval, device, export_to, show_dir, reporter,
-            protocol=frame_protocol(cfg.data.mode), frame_step=frame_step,
+            protocol=frame_protocol(cfg.data), frame_step=frame_step,
         )
 
     if export_dir is None:

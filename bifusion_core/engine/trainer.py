@@ -243,7 +243,7 @@ class Trainer:
         results = None
         if self.dist.is_main:
             results = evaluate_model(
-                self.model, self.val_loader, self.labels, self.cfg.eval, self.device, protocol=frame_protocol(self.cfg.data.mode)
+                self.model, self.val_loader, self.labels, self.cfg.eval, self.device, protocol=frame_protocol(self.cfg.data)
             ).summary()
             self.model.train()
         if self.dist.enabled:

@@ -1,8 +1,9 @@
 """Run a model over a split and score it with the benchmark's rules (``scene_eval.SceneScorer``).
 
-Single-view evaluation (protocol ``frame``) is per frame on the frame's own points, each frame
+Frame-level evaluation (protocol ``frame``) is per frame on the frame's own points, each frame
 one benchmark "scene" named ``<scene>_<frame>``, the way single-view ESAM is scored; multi-view
-evaluation (protocol ``window``) scores each window of consecutive frames on its points.
+models decoded per frame (``data.mv_decode: frame``) are scored the same way, their 2D features
+gathered over the window. Models decoded per window (protocol ``window``) are scored per window.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config.schema import EvalConfig
+from ..config.schema import DataConfig, EvalConfig
 from ..data.labels import LabelSet
 from ..models.postprocess import predict_frames
 from ..reporting import NULL_REPORTER, Reporter
@@ -25,9 +26,10 @@ def frame_name(key: str) -> str:
     return key.replace("/", "_")
 
 
-def frame_protocol(mode: str) -> str:
-    """The protocol of frame-level evaluation for a data mode: ``sv`` frames, ``mv`` windows."""
-    return "window" if mode == "mv" else "frame"
+def frame_protocol(data: DataConfig) -> str:
+    """The protocol of frame-level evaluation: ``window`` only where the decoder runs on whole
+    multi-view windows; a multi-view model decoded per frame is scored per frame like ``sv``."""
+    return "window" if data.mode == "mv" and data.mv_decode == "window" else "frame"
 
 
 @dataclass
@@ -99,7 +101,7 @@ def evaluate_model(
                 from .visualize import write_frame_clouds
 
                 write_frame_clouds(show_dir, name, batch.points.cpu().numpy()[sel], pred, truth.gt_ids(), pred_raw)
-        reporter.advance("evaluate", batch.num_samples)
+        reporter.advance("evaluate", batch.num_windows)  # dataset items: frames, or windows
     scorer.update_context(num_scans=len(scans), num_frames=num_frames)
     gate_alpha = {labels.names[c]: float(alpha_sum[c] / alpha_count[c]) for c in np.flatnonzero(alpha_count)}
     return Evaluation(scorer.result(), scorer.per_class(), gate_alpha)

@@ -12,9 +12,24 @@ from .box import box_loss, instance_boxes
 from .clip_align import clip_alignment_loss
 from .instance import instance_loss, match_costs, superpoint_targets, weighted_instance_loss
 from .matching import assign
-from .merge import merge_loss
+from .merge import merge_loss, query_assignment
 from .no_view import no_view_loss
 from .spatial import spatial_consistency_loss
+
+
+INSTANCE_KEY_SPAN = 1 << 32  # instance key = window · span + scene instance id: unique across windows
+
+
+def window_merge_loss(
+    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], num_frames: int, temperature: float, zero: torch.Tensor
+) -> torch.Tensor:
+    """The mean merge term over every decoder run of the batch (frames of one window pair up)."""
+    if not parts:
+        return zero
+    embed, frame, key = (torch.cat(p) for p in zip(*parts))
+    keys, instance = torch.unique(key, return_inverse=True)  # the -1 key, if any, is a slot no query fills
+    total, count = merge_loss(embed, frame, torch.where(key >= 0, instance, -1), num_frames, keys.numel(), temperature)
+    return total / max(count, 1)
 
 
 class Criterion:
@@ -35,18 +50,19 @@ class Criterion:
         inst: dict[str, torch.Tensor] = {}
         use_merge = cfg.merge > 0
         sp_frame = torch.zeros_like(batch.sp_batch).scatter_(0, batch.superpoints, batch.point_frame) if use_merge else None
-        merge_sum, merge_count = out.f3d.new_zeros(()), 0
+        merge_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (embed, frame, instance key) per run
+        sample_window = batch.sample_window or range(batch.num_samples)
         targets, costs = [], []
         for b, sp in enumerate(out.sp_slices):
             sel = batch.point_batch == b
-            classes, masks = superpoint_targets(
+            classes, masks, ids = superpoint_targets(
                 batch.instance[sel], batch.instance_class[sel], batch.superpoints[sel] - sp.start, sp.stop - sp.start
             )
-            targets.append((sel, classes, masks))
+            targets.append((sel, classes, masks, ids))
             costs.append(match_costs(out.decoder[b], classes, masks, cfg))
         flat = assign([c for per_sample in costs for c in per_sample])  # every sample and layer: one host transfer
         for b, sp in enumerate(out.sp_slices):
-            (sel, classes, masks), dec = targets[b], out.decoder[b]
+            (sel, classes, masks, ids), dec = targets[b], out.decoder[b]
             matches, flat = flat[:len(costs[b])], flat[len(costs[b]):]
             per, (rows, cols) = instance_loss(dec, classes, masks, self.num_instance_classes, cfg, matches)
             if dec.boxes is not None:
@@ -54,14 +70,15 @@ class Criterion:
             for k, v in per.items():
                 inst[k] = inst.get(k, 0.0) + v / batch.num_samples
             if use_merge and dec.merge_embed is not None:
-                s, n = merge_loss(dec.merge_embed, dec.query_index, sp_frame[sp], masks, cfg.merge_temperature)
-                merge_sum, merge_count = merge_sum + s, merge_count + n
+                query_frame, query_gt = query_assignment(dec.query_index, sp_frame[sp], masks)
+                key = torch.where(query_gt >= 0, sample_window[b] * INSTANCE_KEY_SPAN + ids[query_gt.clamp(min=0)], -1)
+                merge_parts.append((dec.merge_embed, query_frame, key))
         box = inst.pop("box", None)
         terms.update({f"instance_{k}": v for k, v in inst.items()})
         if box is not None:
             terms["box"] = inst["box"] = box
         if use_merge:
-            terms["merge"] = inst["merge"] = merge_sum / max(merge_count, 1)
+            terms["merge"] = inst["merge"] = window_merge_loss(merge_parts, batch.num_frames, cfg.merge_temperature, out.f3d.new_zeros(()))
         total = w.semantic * terms["semantic"] + w.instance * weighted_instance_loss(inst, cfg)
         if out.f2d is not None and w.clip > 0:
             terms["clip_align"] = clip_alignment_loss(out.f2d, out.f3d, out.valid, cfg.temperature, cfg.clip_gradient_flow)

@@ -25,8 +25,9 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def superpoint_targets(
     instance: torch.Tensor, instance_class: torch.Tensor, sp_index: torch.Tensor, num_sp: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """GT instances of one sample as soft superpoint masks (fraction of the superpoint's points).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GT instances of one sample as soft superpoint masks (fraction of the superpoint's points),
+    with their classes and instance ids (row order).
 
     Soft targets keep the supervision honest where a superpoint straddles two objects. One pass
     over the points (no per-instance loop), so rebuilding them every step costs little.
@@ -34,14 +35,14 @@ def superpoint_targets(
     thing = (instance > 0).nonzero().squeeze(1)
     ids, row = torch.unique(instance[thing], return_inverse=True)
     if ids.numel() == 0:
-        return instance.new_zeros(0), torch.zeros(0, num_sp, device=instance.device)
+        return instance.new_zeros(0), torch.zeros(0, num_sp, device=instance.device), ids
     sums = torch.zeros(ids.numel(), num_sp, device=instance.device)
     sums.index_put_((row, sp_index[thing]), torch.ones_like(row, dtype=sums.dtype), accumulate=True)
     counts = torch.bincount(sp_index, minlength=num_sp).clamp(min=1).float()
     first = torch.full((ids.numel(),), thing.numel(), device=instance.device).scatter_reduce(
         0, row, torch.arange(thing.numel(), device=instance.device), "amin"
     )  # each instance's first point, whose class it takes
-    return instance_class[thing[first]], sums / counts
+    return instance_class[thing[first]], sums / counts, ids
 
 
 def supervised_layers(out: DecoderOutput, cfg: LossConfig) -> list[int]:

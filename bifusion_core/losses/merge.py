@@ -1,10 +1,11 @@
 """Merge loss: queries of one object in neighbouring frames of a window get the same embedding.
 
-The decoder runs once per sample over the superpoints of all T frames, and every query is seeded
-by one superpoint, which belongs to exactly one frame; that frame is the query's frame. Hungarian
-matching gives a ground-truth instance one query for the whole window, so it cannot pair frames;
-instead a query counts for an instance when its seed superpoint lies mostly (> 50 % of its
-points) inside it, ESAM's own restriction on which queries may match. Per frame and instance the
+Every query is seeded by one superpoint, which belongs to exactly one frame: that frame is the
+query's frame, whether the decoder ran on one frame of the window (``data.mv_decode: frame``, as
+streaming runs it) or on the whole window at once. Hungarian matching cannot pair frames in the
+second case (it gives an instance one query per window), so in both a query counts for an instance
+when its seed superpoint lies mostly (> 50 % of its points) inside it, ESAM's own restriction on
+which queries may match. Per frame and instance the
 embeddings of those queries are averaged; for consecutive frames t, t+1 each instance seen in
 both must pick itself among the instances of the other frame (InfoNCE, temperature τ, both
 directions). At inference the online merge compares exactly these embeddings across frames.
@@ -53,24 +54,32 @@ def merge_infonce(means: torch.Tensor, present: torch.Tensor, temperature: float
 
 def query_assignment(
     query_index: torch.Tensor, sp_frame: torch.Tensor, gt_masks: torch.Tensor, threshold: float = 0.5
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Per query: its frame (0..T-1, the seed superpoint's) and its instance (-1 none); returns T too.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per query of one decoder run: its frame (the seed superpoint's, as ``sp_frame`` numbers it)
+    and its instance (row of ``gt_masks``, -1 none).
 
-    ``sp_frame`` (S,) the frame of each of the sample's superpoints, any integer ids; ``gt_masks``
-    (G,S) the share of each superpoint's points inside each instance.
+    ``sp_frame`` (S,) the frame of each superpoint; ``gt_masks`` (G,S) the share of each
+    superpoint's points inside each instance.
     """
-    frames, local = torch.unique(sp_frame, return_inverse=True)
-    query_frame = local[query_index]
+    query_frame = sp_frame[query_index]
     if gt_masks.shape[0] == 0:
-        return query_frame, torch.full_like(query_index, -1), frames.numel()
+        return query_frame, torch.full_like(query_index, -1)
     share, gt = gt_masks[:, query_index].max(0)
-    return query_frame, torch.where(share > threshold, gt, torch.full_like(gt, -1)), frames.numel()
+    return query_frame, torch.where(share > threshold, gt, torch.full_like(gt, -1))
 
 
 def merge_loss(
-    embed: torch.Tensor, query_index: torch.Tensor, sp_frame: torch.Tensor, gt_masks: torch.Tensor, temperature: float = 0.07
+    embed: torch.Tensor, query_frame: torch.Tensor, query_instance: torch.Tensor, num_frames: int, num_instances: int,
+    temperature: float = 0.07,
 ) -> tuple[torch.Tensor, int]:
-    """One sample's summed InfoNCE terms and their number (0 for a single frame or no shared instance)."""
-    query_frame, query_gt, num_frames = query_assignment(query_index, sp_frame, gt_masks)
-    means, present = frame_instance_embeddings(embed, query_frame, query_gt, num_frames, gt_masks.shape[0])
+    """Summed InfoNCE terms over consecutive frames and their number (0 when no instance spans two).
+
+    Queries of every decoder run of a batch at once: ``query_frame`` in 0..num_frames-1 (the
+    batch's frames, a window's frames consecutive), ``query_instance`` an instance index unique
+    in 0..num_instances-1, unique in the batch (the same object in two windows gets two indices, so
+    windows never pair), or -1.
+    """
+    if num_instances == 0:
+        return embed.new_zeros(()), 0
+    means, present = frame_instance_embeddings(embed, query_frame, query_instance, num_frames, num_instances)
     return merge_infonce(means, present, temperature)

@@ -5,7 +5,8 @@ speed and checkpoints are exactly those of the baseline.
 
 Per point, BiFusion computes unit features f2D (stored CLIP tokens → projection head, sampled at
 the point's stored colour-image pixel in its own frame, ``batch.pixels`` / ``batch.valid`` from
-preparation; multi-view presets average it over every frame of the window that sees the point)
+preparation; multi-view presets average it over every frame of the window that sees the point,
+whether the window's frames are decoded together or, as streaming does, one by one)
 and f3D (sparse U-Net → 1×1 head, optionally refined by
 Tiny-SA), modulates both with the same geometry FiLM, and fuses them with the gate. The
 alignment and spatial losses read the un-modulated f2D / f3D: FiLM applies one shift β to both,
@@ -100,7 +101,7 @@ class BiFusionSegmentor(nn.Module):
         return self.head2d(tokens)
 
     def multiview_features(self, batch: Batch, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each point's 2D feature averaged over every frame of its sample that sees it; views per point.
+        """Each point's 2D feature averaged over every frame of its window that sees it; views per point.
 
         A frame sees a point when the point lands inside its colour image and passes the relative
         depth test (``clip.depth_tolerance``) in its depth camera. The point's own frame uses the
@@ -110,9 +111,11 @@ class BiFusionSegmentor(nn.Module):
         n = batch.points.shape[0]
         f2d = fmap.new_zeros(n, fmap.shape[1])
         views = torch.zeros(n, dtype=torch.long, device=fmap.device)
-        for b in range(batch.num_samples):
-            frames = (batch.frame_batch == b).nonzero().squeeze(1)  # contiguous (collate)
-            pts = (batch.point_batch == b).nonzero().squeeze(1)
+        frame_window = batch.frame_window
+        point_window = frame_window[batch.point_frame]
+        for w in range(batch.num_windows):
+            frames = (frame_window == w).nonzero().squeeze(1)  # contiguous (collate)
+            pts = (point_window == w).nonzero().squeeze(1)
             uv, seen = multiview_visibility(
                 batch.points[pts], batch.world_to_color[frames], batch.color_intrinsic[frames], batch.world_to_depth[frames],
                 batch.intrinsic[frames], batch.depth[frames], batch.image_size, self.depth_tolerance,
@@ -139,7 +142,7 @@ class BiFusionSegmentor(nn.Module):
             f3d = self.tiny_sa(f3d, batch.points_aug, batch.point_batch, batch.num_samples, batch.superpoints, batch.sp_batch)
         stats: dict[str, torch.Tensor] = {}
         if self.memory is not None:
-            f3d, hit = self.memory(f3d, batch.points, batch.point_frame, batch.frame_batch)
+            f3d, hit = self.memory(f3d, batch.points, batch.point_frame, batch.frame_window)
             stats["memory/hit_rate"] = hit.float().mean().detach()
         out_2d: dict[str, torch.Tensor] = {}
         fused = f3d

@@ -95,7 +95,7 @@ class VoxelMemory(nn.Module):
         return out, hit
 
     def forward(
-        self, feats: torch.Tensor, points_world: torch.Tensor, point_frame: torch.Tensor, frame_batch: torch.Tensor
+        self, feats: torch.Tensor, points_world: torch.Tensor, point_frame: torch.Tensor, frame_window: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All frames of a batch in order; per sample from an empty memory unless ``persistent``.
 
@@ -103,7 +103,7 @@ class VoxelMemory(nn.Module):
         """
         out = torch.empty_like(feats)
         hit = torch.zeros(feats.shape[0], dtype=torch.bool, device=feats.device)
-        owners = frame_batch.tolist()
+        owners = frame_window.tolist()
         for f, owner in enumerate(owners):
             if not self.persistent and (f == 0 or owner != owners[f - 1]):
                 self.reset()

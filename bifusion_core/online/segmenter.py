@@ -124,9 +124,10 @@ class OnlineSegmenter:
         return result
 
     def finish(self, stream: ScanStream, point_map: PointMap, memory: InstanceMemory, merges: MergeStats, source: str, seconds: float) -> SceneResult:
-        """The scene's top ``eval.topk`` proposals by score: each non-empty instance under its
-        ``classes_per_instance`` likeliest classes."""
+        """The scene's top ``eval.topk`` proposals by score, duplicates folded first: each non-empty
+        instance under its ``classes_per_instance`` likeliest classes."""
         view = point_map.view()
+        memory.fold_duplicates(point_map.size, self.online.duplicate_overlap)
         masks = memory.masks(point_map.size)
         rows, classes, scores = memory.proposals(self.online.classes_per_instance)
         order = np.argsort(-scores, kind="stable")
