@@ -114,3 +114,23 @@ def test_only_a_share_of_the_alignment_gradient_reaches_the_2d_side():
     g2d, g3d = torch.autograd.grad(part, (f2d, f3d))
     torch.testing.assert_close(g2d, 0.05 * g2d_full)
     torch.testing.assert_close(g3d, g3d_full)
+
+
+def test_objectness_learns_mask_quality_not_which_copy_was_matched():
+    from bifusion_core.losses.instance import mask_iou_target
+
+    gt_masks = torch.tensor([[1.0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 1, 0.5]])
+    # query 0 and 1: the same good mask (only one can be matched); query 2: half of instance 0; query 3: empty
+    mask = torch.tensor([[8.0, 8, 8, 8, -8, -8], [8.0, 8, 8, 8, -8, -8], [8.0, 8, -8, -8, -8, -8], [-8.0] * 6])
+    target = mask_iou_target(mask, gt_masks)
+    torch.testing.assert_close(target, torch.tensor([1.0, 1.0, 0.5, 0.0]))
+    assert mask_iou_target(mask, gt_masks[:0]).tolist() == [0.0] * 4
+    cls = torch.zeros(4, 3)
+    obj = torch.tensor([6.0, 6.0, 0.0, -6.0])  # what an IoU-aware head should say
+    out = DecoderOutput([cls], [mask], [obj], torch.arange(4), torch.zeros(6, 2))
+    iou_terms, (rows, _) = instance_loss(out, torch.tensor([0, 1]), gt_masks, num_classes=2, cfg=LossConfig(aux_layers=False))
+    matched_terms, _ = instance_loss(
+        out, torch.tensor([0, 1]), gt_masks, num_classes=2, cfg=LossConfig(aux_layers=False, objectness_target="matched")
+    )
+    assert 1 not in rows.tolist() or 0 not in rows.tolist()  # one copy unmatched
+    assert float(iou_terms["objectness"]) < 0.25 < float(matched_terms["objectness"])

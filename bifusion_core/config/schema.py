@@ -170,6 +170,11 @@ class LossConfig(Section):
     cls: float = Field(1.0, ge=0)
     mask: float = Field(0.8, ge=0)
     objectness: float = Field(0.2, ge=0)
+    objectness_target: Literal["iou", "matched"] = Field(
+        "iou",
+        description="what the objectness head learns for every query: its mask's IoU with the best-overlapping instance "
+        "('iou'), or 1 for the Hungarian-matched query and 0 for the rest ('matched': a near-copy of the matched mask is taught 0)",
+    )
     box: float = Field(0.5, ge=0, description="box head: L1 + (1 − 3D IoU) against the matched instance's box")
     merge: float = Field(0.0, ge=0, description="merge InfoNCE across frames t, t±1 (multi-view presets; 0 = off)")
     merge_temperature: float = Field(0.07, gt=0)
@@ -304,6 +309,9 @@ class OnlineConfig(Section):
         False, description="merge only instances whose likeliest classes agree (off: the class is decided from every view)"
     )
     classes_per_instance: int = Field(3, ge=1, description="a scene instance is proposed under its k likeliest classes")
+    objectness_weight: float = Field(
+        0.5, ge=0, description="``eval.objectness_weight`` for the frame objects that are merged (they are ranked before merging)"
+    )
     duplicate_overlap: float = Field(
         0.5, ge=0, le=1,
         description="at the end of a scan, an instance with more than this share of its points inside a better-scored one "
@@ -325,6 +333,10 @@ class EvalConfig(Section):
         0.5, ge=0, le=1, description="share of the mask-averaged semantic-head probabilities in an instance's class score"
     )
     score_threshold: float = Field(0.0, ge=0, le=1)
+    objectness_weight: float = Field(
+        0.0, ge=0,
+        description="exponent of the objectness probability in an instance's score, next to its mask quality (0: mask quality alone)",
+    )
     mask_threshold: float = Field(0.5, gt=0, lt=1)
     nms_iou: float = Field(0.5, gt=0, le=1, description="class-aware: only a better pair of the same class suppresses")
     online: OnlineConfig = OnlineConfig()

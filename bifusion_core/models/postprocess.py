@@ -1,7 +1,7 @@
 """Decoder output → instance and semantic predictions per point (what evaluation scores).
 
 Instances are proposed as (query, class) pairs, the way Mask3D and OneFormer3D rank them: every
-pair gets ``score = p(class | query) · mask quality · objectness``, the best ``eval.pair_topk``
+pair gets ``score = p(class | query) · mask quality · objectness^v`` (v = ``eval.objectness_weight``), the best ``eval.pair_topk``
 pairs are kept, and NMS only suppresses a pair by a better one of the *same* class. A mask the
 model is unsure about is thus proposed under its two or three likeliest classes, which the
 benchmark's per-class AP rewards (each class's ranking is separate) and the argmax rule throws
@@ -138,7 +138,7 @@ class QueryScores:
     binary: torch.Tensor  # (Q,S) bool superpoint masks
     sp_size: torch.Tensor  # (S,) points per superpoint
     sp_of_point: torch.Tensor  # (N,) superpoint of each point
-    quality: torch.Tensor  # (Q,) mask quality · objectness
+    quality: torch.Tensor  # (Q,) mask quality · objectness^v
     class_prob: torch.Tensor  # (Q,C) p(class | query)
 
 
@@ -150,7 +150,7 @@ def query_scores(out: ModelOutput, batch: Batch, b: int, cfg: EvalConfig, thing_
     mask_prob = dec.mask_logits[-1].sigmoid()
     binary = mask_prob > cfg.mask_threshold
     inside = (mask_prob * binary * sp_size).sum(-1) / (binary.float() * sp_size).sum(-1).clamp(min=1)
-    quality = inside * dec.objectness[-1].sigmoid()
+    quality = inside if cfg.objectness_weight <= 0 else inside * dec.objectness[-1].sigmoid() ** cfg.objectness_weight
     class_prob = class_probabilities(dec.cls_logits[-1], dec.semantic_logits, binary, sp_size, thing_columns, cfg.semantic_weight)
     return QueryScores(binary, sp_size, sp_of_point, quality, class_prob)
 

@@ -72,7 +72,7 @@ class OnlineSegmenter:
     def __init__(self, model: torch.nn.Module, cfg: Preset, labels: LabelSet, device: torch.device | str):
         self.model, self.cfg, self.labels, self.device = model, cfg, labels, torch.device(device)
         self.online = cfg.eval.online
-        self.frame_cfg = cfg.eval.model_copy(update={"topk": self.online.frame_topk})
+        self.frame_cfg = cfg.eval.model_copy(update={"topk": self.online.frame_topk, "objectness_weight": self.online.objectness_weight})
 
     def start(self) -> tuple[PointMap, InstanceMemory]:
         return start_scan(self.online)
