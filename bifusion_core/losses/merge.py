@@ -75,8 +75,8 @@ def merge_loss(
     """Summed InfoNCE terms over consecutive frames and their number (0 when no instance spans two).
 
     Queries of every decoder run of a batch at once: ``query_frame`` in 0..num_frames-1 (the
-    batch's frames, a window's frames consecutive), ``query_instance`` an instance index unique
-    in 0..num_instances-1, unique in the batch (the same object in two windows gets two indices, so
+    batch's frames, a window's frames consecutive), ``query_instance`` an instance index in
+    0..num_instances-1, unique in the batch (the same object in two windows gets two indices, so
     windows never pair), or -1.
     """
     if num_instances == 0:
