@@ -68,9 +68,14 @@ class Batch:
         return int(self.frame_batch.shape[0])
 
     @property
+    def window_of_sample(self) -> tuple[int, ...]:
+        """Each sample's window (host ints): a window groups the frames that lend each other 2D
+        features, memory and merge pairs; without windows each sample is its own."""
+        return self.sample_window or tuple(range(self.num_samples))
+
+    @property
     def num_windows(self) -> int:
-        """Groups of frames that lend each other 2D features, memory and merge pairs."""
-        return max(self.sample_window) + 1 if self.sample_window else self.num_samples
+        return self.window_of_sample[-1] + 1  # windows are numbered in sample order
 
     @property
     def frame_window(self) -> torch.Tensor:
@@ -98,8 +103,9 @@ def collate(items: list[dict[str, Any] | list[dict[str, Any]]]) -> Batch:
     records which window they came from (``Batch.sample_window``).
     """
     windowed = any(isinstance(item, list) for item in items)
-    samples = [s for item in items for s in (item if isinstance(item, list) else [item])]
-    sample_window = tuple(w for w, item in enumerate(items) for _ in (item if isinstance(item, list) else [item]))
+    groups = [item if isinstance(item, list) else [item] for item in items]
+    samples = [s for group in groups for s in group]
+    sample_window = tuple(w for w, group in enumerate(groups) for _ in group)
     vox_coords, point_voxel, superpoints, sp_batch, point_batch = [], [], [], [], []
     point_frame, frame_batch = [], []
     vox_offset = sp_offset = frame_offset = 0

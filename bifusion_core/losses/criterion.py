@@ -51,7 +51,7 @@ class Criterion:
         use_merge = cfg.merge > 0
         sp_frame = torch.zeros_like(batch.sp_batch).scatter_(0, batch.superpoints, batch.point_frame) if use_merge else None
         merge_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (embed, frame, instance key) per run
-        sample_window = batch.sample_window or range(batch.num_samples)
+        windows = batch.window_of_sample
         targets, costs = [], []
         for b, sp in enumerate(out.sp_slices):
             sel = batch.point_batch == b
@@ -71,7 +71,7 @@ class Criterion:
                 inst[k] = inst.get(k, 0.0) + v / batch.num_samples
             if use_merge and dec.merge_embed is not None:
                 query_frame, query_gt = query_assignment(dec.query_index, sp_frame[sp], masks)
-                key = torch.where(query_gt >= 0, sample_window[b] * INSTANCE_KEY_SPAN + ids[query_gt.clamp(min=0)], -1)
+                key = torch.where(query_gt >= 0, windows[b] * INSTANCE_KEY_SPAN + ids[query_gt.clamp(min=0)], -1)
                 merge_parts.append((dec.merge_embed, query_frame, key))
         box = inst.pop("box", None)
         terms.update({f"instance_{k}": v for k, v in inst.items()})

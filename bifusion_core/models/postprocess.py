@@ -150,7 +150,7 @@ def query_scores(out: ModelOutput, batch: Batch, b: int, cfg: EvalConfig, thing_
     mask_prob = dec.mask_logits[-1].sigmoid()
     binary = mask_prob > cfg.mask_threshold
     inside = (mask_prob * binary * sp_size).sum(-1) / (binary.float() * sp_size).sum(-1).clamp(min=1)
-    quality = inside if cfg.objectness_weight <= 0 else inside * dec.objectness[-1].sigmoid() ** cfg.objectness_weight
+    quality = inside * dec.objectness[-1].sigmoid() ** cfg.objectness_weight  # weight 0: exactly 1
     class_prob = class_probabilities(dec.cls_logits[-1], dec.semantic_logits, binary, sp_size, thing_columns, cfg.semantic_weight)
     return QueryScores(binary, sp_size, sp_of_point, quality, class_prob)
 

@@ -245,18 +245,23 @@ class InstanceMemory:
                 self.votes[m] = 0
                 stats.added += 1
             else:
-                c = self.counts[m]
-                embed = (self.embed[m] * c + frame.embed[k]) / (c + 1)
-                self.embed[m] = embed / max(float(np.linalg.norm(embed)), 1e-12)
-                self.boxes[m] = (self.boxes[m] * c + frame.boxes[k]) / (c + 1)
-                self.scores[m] = 1 - (1 - self.scores[m]) * (1 - frame.scores[k])  # noisy-OR: every view is evidence
-                self.counts[m] = c + 1
+                self._join(m, frame.embed[k], frame.boxes[k], frame.scores[k], 1)
                 stats.merged += 1
             self.class_mass[m, : class_prob.shape[1]] += max(float(frame.scores[k]), 1e-6) * class_prob[k]
             votes = self.votes[m, seen].astype(np.int16) + np.where(inside[k], 1, -1)
             self.votes[m, seen] = np.clip(votes, -VOTE_LIMIT, VOTE_LIMIT).astype(np.int8)
         stats.evicted = self._evict()
         return stats
+
+    def _join(self, m: int, embed: np.ndarray, box: np.ndarray, score: float, count: int) -> None:
+        """Instance ``m`` absorbs ``count`` views: count-weighted means of embedding (re-normalised)
+        and box, noisy-OR of the scores (every view is evidence)."""
+        c = self.counts[m]
+        mean = (self.embed[m] * c + embed * count) / (c + count)
+        self.embed[m] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        self.boxes[m] = (self.boxes[m] * c + box * count) / (c + count)
+        self.scores[m] = 1 - (1 - self.scores[m]) * (1 - score)
+        self.counts[m] = c + count
 
     def fold_duplicates(self, num_points: int, overlap: float) -> int:
         """Fold every instance whose member points lie more than ``overlap`` inside a better-scored
@@ -286,12 +291,7 @@ class InstanceMemory:
                 continue
             for j in np.flatnonzero((inside[i] > overlap) & (keeper == np.arange(n))):
                 keeper[j] = i
-                c_i, c_j = self.counts[i], self.counts[j]
-                embed = self.embed[i] * c_i + self.embed[j] * c_j
-                self.embed[i] = embed / max(float(np.linalg.norm(embed)), 1e-12)
-                self.boxes[i] = (self.boxes[i] * c_i + self.boxes[j] * c_j) / (c_i + c_j)
-                self.scores[i] = 1 - (1 - self.scores[i]) * (1 - self.scores[j])
-                self.counts[i] = c_i + c_j
+                self._join(i, self.embed[j], self.boxes[j], self.scores[j], self.counts[j])
                 self.class_mass[i] += self.class_mass[j]
                 np.maximum(self.votes[i], self.votes[j], out=self.votes[i])
         self._keep(np.flatnonzero(keeper == np.arange(n)))
