@@ -72,6 +72,20 @@ def test_gate_warmup_and_valid_mask(kind):
         torch.testing.assert_close(fused, F.normalize(a * f2d + (1 - a) * f3d, dim=-1))
 
 
+def test_residual_fusion_starts_as_3d_only_and_learns_the_2d_injection():
+    gate = build_gate(16, FusionConfig(gate="plain", mode="residual", warmup_iters=0, hidden=8)).train()
+    f2d, f3d = unit(10, 16, 2), unit(10, 16, 3)
+    valid, batch = torch.ones(10, dtype=torch.bool), torch.zeros(10, dtype=torch.long)
+    fused, _ = gate(f2d, f3d, valid, batch, 1, iteration=0)
+    torch.testing.assert_close(fused, f3d)  # zero-initialised W: exactly the 3D feature
+    (fused * unit(10, 16, 4)).sum().backward()
+    assert gate.inject.weight.grad.abs().sum() > 0  # the image path is trained from the first step
+    with torch.no_grad():
+        gate.inject.weight.copy_(torch.eye(16))
+    fused, alpha = gate(f2d, f3d, valid, batch, 1, iteration=0)
+    torch.testing.assert_close(fused, F.normalize(f3d + alpha[:, None] * f2d, dim=-1))
+
+
 def test_gate_parameter_counts_at_dim_256():
     counts = {k: count_parameters(build_gate(256, FusionConfig(gate=k))) for k in ("plain", "lite", "enhanced")}
     assert counts["plain"] == 512 * 64 + 64 + 64 + 1

@@ -134,3 +134,24 @@ def test_objectness_learns_mask_quality_not_which_copy_was_matched():
     )
     assert 1 not in rows.tolist() or 0 not in rows.tolist()  # one copy unmatched
     assert float(iou_terms["objectness"]) < 0.25 < float(matched_terms["objectness"])
+
+
+def test_balanced_semantic_weights_favour_rare_classes_and_keep_the_loss_scale():
+    from bifusion_core.data.stats import balanced_class_weights
+
+    counts = torch.tensor([9000, 900, 100, 0]).numpy()
+    w = balanced_class_weights(counts, 0.5)
+    assert w[0] < w[1] < w[2] and w[3] == pytest.approx(w[2])  # no points: the largest weight seen
+    share = counts / counts.sum()
+    assert float((w * share).sum()) == pytest.approx(1.0)  # mean weight over the counted points
+    assert w[2] / w[0] == pytest.approx((9000 / 100) ** 0.5)
+    assert balanced_class_weights(counts, 0.0)[:3] == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_alignment_loss_masked_mean_equals_the_mean_over_seen_points():
+    torch.manual_seed(0)
+    f2d, f3d = F.normalize(torch.randn(50, 8), dim=-1), F.normalize(torch.randn(50, 8), dim=-1)
+    valid = torch.rand(50) > 0.4
+    expected = -F.logsigmoid((f2d[valid] * f3d[valid]).sum(-1) / 0.07).mean()
+    assert float(clip_alignment_loss(f2d, f3d, valid, 0.07)) == pytest.approx(float(expected), rel=1e-5)
+    assert float(clip_alignment_loss(f2d, f3d, torch.zeros(50, dtype=torch.bool), 0.07)) == 0.0

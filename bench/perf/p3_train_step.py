@@ -78,7 +78,8 @@ def step_ratio(root: Path, work: Path, quick: bool, device: str) -> Figure:
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
         criterion = Criterion(cfg.loss, labels.num_instance)
 
-        def step() -> float:
+        def step(seed: int) -> float:
+            torch.manual_seed(seed)  # the decoder draws its query share: both models draw the same one
             sync(dev)
             start = time.perf_counter()
             loss, _ = criterion(model(batch), batch)
@@ -96,7 +97,7 @@ def step_ratio(root: Path, work: Path, quick: bool, device: str) -> Figure:
     for i in range(warmup + steps):  # alternated, so drift of a noisy machine hits both
         pair = [("fused", fused), ("3d", only3d)] if i % 2 == 0 else [("3d", only3d), ("fused", fused)]
         for name, step in pair:
-            seconds = step()
+            seconds = step(i)
             if i >= warmup:
                 times[name].append(seconds)
     # each BiFusion step against the 3D-only step next to it, then the median: a shared machine's

@@ -80,6 +80,9 @@ class FusionConfig(Section):
     """
 
     gate: Literal["plain", "lite", "enhanced"] = "lite"
+    mode: Literal["mix", "residual"] = Field(
+        "mix", description="mix: α·f2D + (1−α)·f3D; residual: f3D + α·W·f2D with W zero-initialised"
+    )
     warmup_iters: int = Field(3000, ge=0, description="α is held at 0.5 for this many iterations")
     no_view_alpha: float = Field(0.1, ge=0, le=1)
     hidden: int = Field(64, gt=0, description="α-MLP hidden width")
@@ -167,6 +170,11 @@ class LossConfig(Section):
     """
 
     stages: list[LossStage] = Field(default_factory=lambda: [s.model_copy() for s in DEFAULT_STAGES])
+    semantic_balance: float = Field(
+        0.0, ge=0, le=1,
+        description="class weights of the semantic loss, ∝ (share of the train split's labelled points)^-p; "
+        "0: plain cross-entropy, where walls and floors outweigh a chair a hundred to one",
+    )
     cls: float = Field(1.0, ge=0)
     mask: float = Field(0.8, ge=0)
     objectness: float = Field(0.2, ge=0)

@@ -48,3 +48,26 @@ def dataset_stats(cfg) -> dict[str, Any]:
         "skipped scenes": float(len(manifest.get("skipped_scenes", []))),
     }
     return {"summary": summary, "classes": {k: float(v) for k, v in classes.most_common(20)}}
+
+
+def semantic_point_counts(root: str | Path, mode: str, records: list[dict[str, Any]], labels, max_samples: int = 2000) -> np.ndarray:
+    """Labelled points per semantic class over ``records`` (at most ``max_samples`` of them, evenly
+    spaced: class shares settle long before a full ScanNet split is read)."""
+    step = max(1, -(-len(records) // max_samples))
+    counts = np.zeros(labels.num_semantic, dtype=np.int64)
+    for rec in records[::step]:
+        with np.load(Path(root) / mode / rec["file"]) as sample:
+            for train_id, n in labels.class_counts(sample[labels.sample_key]).items():
+                counts[train_id] += n
+    return counts
+
+
+def balanced_class_weights(counts: np.ndarray, power: float) -> np.ndarray:
+    """Weights ∝ share^-power, scaled so the mean weight over the counted points is 1 (the loss keeps
+    its scale); classes without points get the largest weight seen."""
+    share = counts / max(counts.sum(), 1)
+    weights = np.zeros(len(counts))
+    seen = counts > 0
+    weights[seen] = share[seen] ** -power
+    weights[~seen] = weights[seen].max() if seen.any() else 1.0
+    return weights / max((weights * share).sum(), 1e-12)

@@ -158,7 +158,7 @@ class Trainer:
         self.model = model.to(self.device)
         if self.dist.enabled:
             D.broadcast_parameters(self.model)
-        self.criterion = Criterion(cfg.loss, self.labels.num_instance)
+        self.criterion = Criterion(cfg.loss, self.labels.num_instance, self._semantic_weights(data_root))
         self.precision = Precision(cfg.train.amp, self.device)
         self.stage = stage_index(cfg.loss.stages, stage_progress(self.start, self.total))
         self.groups = apply_stage(self.model, cfg.train.unfreeze, self.stage)
@@ -183,6 +183,23 @@ class Trainer:
         if self.dist.is_main:
             self.callbacks += [TensorBoardSink(), CsvSink(), self.log_file, PanelSink()]
         self.callbacks += [Evaluation(), Checkpointing()]
+
+    def _semantic_weights(self, data_root: Path) -> torch.Tensor | None:
+        """``loss.semantic_balance``: class weights from the train split's label shares (the same
+        data gives the same weights, so a resumed run recomputes them exactly)."""
+        power = self.cfg.loss.semantic_balance
+        if power <= 0:
+            return None
+        from ..data.manifest import split_samples
+        from ..data.stats import balanced_class_weights, semantic_point_counts
+
+        mode = self.cfg.data.mode
+        counts = semantic_point_counts(data_root, mode, split_samples(data_root, mode, "train")[1], self.labels)
+        weights = balanced_class_weights(counts, power)
+        seen = np.flatnonzero(counts)
+        span = f"{weights[seen].min():.2f}–{weights[seen].max():.2f}" if seen.size else "–"
+        self.note(f"semantic loss balanced by class (power {power}): weights {span} over {seen.size} classes with points")
+        return torch.as_tensor(weights, dtype=torch.float32)
 
     def _open_run_dir(self) -> None:
         """``config.yaml``, ``checkpoints/`` and ``train.log`` (with the notes said so far); a run that

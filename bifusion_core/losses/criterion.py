@@ -33,9 +33,11 @@ def window_merge_loss(
 
 
 class Criterion:
-    def __init__(self, cfg: LossConfig, num_instance_classes: int):
+    def __init__(self, cfg: LossConfig, num_instance_classes: int, semantic_weights: torch.Tensor | None = None):
+        """``semantic_weights``: per semantic class (``loss.semantic_balance``), None for plain CE."""
         self.cfg = cfg
         self.num_instance_classes = num_instance_classes
+        self.semantic_weights = semantic_weights
 
     def __call__(self, out: ModelOutput, batch: Batch, stage: LossStage | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns the total loss and every term (unweighted, detached 0-d tensors) for logging;
@@ -46,7 +48,10 @@ class Criterion:
         terms: dict[str, torch.Tensor] = {}
         # the mean over labelled points, 0 when none is labelled (no host-side test of the labels)
         labelled = (batch.semantic >= 0).sum().clamp(min=1)
-        terms["semantic"] = F.cross_entropy(out.semantic_logits.float(), batch.semantic, ignore_index=-1, reduction="sum") / labelled
+        weights = None if self.semantic_weights is None else self.semantic_weights.to(out.semantic_logits.device)
+        terms["semantic"] = F.cross_entropy(
+            out.semantic_logits.float(), batch.semantic, weight=weights, ignore_index=-1, reduction="sum"
+        ) / labelled
         inst: dict[str, torch.Tensor] = {}
         use_merge = cfg.merge > 0
         sp_frame = torch.zeros_like(batch.sp_batch).scatter_(0, batch.superpoints, batch.point_frame) if use_merge else None

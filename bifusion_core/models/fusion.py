@@ -5,6 +5,11 @@ onto whichever branch is less noisy at initialisation), and points that no view 
 small fixed α so gradients still reach the 2D head without trusting it:
 ``α ← α·valid + no_view_alpha·(1 − valid)``, ``fused = α·f2D + (1 − α)·f3D``.
 
+``model.fusion.mode: residual`` adds the 2D feature to the 3D one instead,
+``fused = f3D + α·W f2D`` with ``W`` zero-initialised: the network starts as the 3D-only one and
+takes from the image only what lowers the loss. The convex ``mix`` halves the 3D feature from the
+first step and, on the seeded ablation, cost the geometric classes' masks.
+
 Three gates, chosen by ``model.fusion.gate``:
 
 - ``plain``: α = σ(MLP[f2D‖f3D]) only.
@@ -42,6 +47,9 @@ class FusionGate(nn.Module):
         self.cfg = cfg
         self.alpha_mlp = self._alpha_mlp(dim, cfg)
         self.se = SqueezeExcite(dim, cfg.se_hidden) if cfg.gate != "plain" else None
+        self.inject = nn.Linear(dim, dim, bias=False) if cfg.mode == "residual" else None
+        if self.inject is not None:
+            nn.init.zeros_(self.inject.weight)
 
     @staticmethod
     def _alpha_mlp(dim: int, cfg: FusionConfig) -> nn.Module:
@@ -66,7 +74,10 @@ class FusionGate(nn.Module):
             alpha = torch.full_like(alpha, 0.5) + 0.0 * alpha  # keep the graph, fix the value
         valid_f = valid.to(alpha.dtype)[:, None]
         alpha = alpha * valid_f + self.cfg.no_view_alpha * (1.0 - valid_f)
-        fused = alpha * f2d + (1.0 - alpha) * f3d
+        if self.inject is not None:
+            fused = f3d + alpha * self.inject(f2d)
+        else:
+            fused = alpha * f2d + (1.0 - alpha) * f3d
         if self.se is not None:
             fused = self.se(fused, batch, num_samples)
         return F.normalize(fused, dim=-1), alpha.mean(dim=-1)
