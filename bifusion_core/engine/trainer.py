@@ -199,7 +199,7 @@ class Trainer:
         seen = np.flatnonzero(counts)
         span = f"{weights[seen].min():.2f}–{weights[seen].max():.2f}" if seen.size else "–"
         self.note(f"semantic loss balanced by class (power {power}): weights {span} over {seen.size} classes with points")
-        return torch.as_tensor(weights, dtype=torch.float32)
+        return torch.as_tensor(weights, dtype=torch.float32, device=self.device)
 
     def _open_run_dir(self) -> None:
         """``config.yaml``, ``checkpoints/`` and ``train.log`` (with the notes said so far); a run that

@@ -34,7 +34,8 @@ def window_merge_loss(
 
 class Criterion:
     def __init__(self, cfg: LossConfig, num_instance_classes: int, semantic_weights: torch.Tensor | None = None):
-        """``semantic_weights``: per semantic class (``loss.semantic_balance``), None for plain CE."""
+        """``semantic_weights``: per semantic class (``loss.semantic_balance``) on the model's device,
+        None for plain CE."""
         self.cfg = cfg
         self.num_instance_classes = num_instance_classes
         self.semantic_weights = semantic_weights
@@ -48,9 +49,8 @@ class Criterion:
         terms: dict[str, torch.Tensor] = {}
         # the mean over labelled points, 0 when none is labelled (no host-side test of the labels)
         labelled = (batch.semantic >= 0).sum().clamp(min=1)
-        weights = None if self.semantic_weights is None else self.semantic_weights.to(out.semantic_logits.device)
         terms["semantic"] = F.cross_entropy(
-            out.semantic_logits.float(), batch.semantic, weight=weights, ignore_index=-1, reduction="sum"
+            out.semantic_logits.float(), batch.semantic, weight=self.semantic_weights, ignore_index=-1, reduction="sum"
         ) / labelled
         inst: dict[str, torch.Tensor] = {}
         use_merge = cfg.merge > 0
