@@ -46,12 +46,12 @@ def test_film_is_identity_at_init_and_learns_frequencies():
     film = GeometryFiLM(256, FilmConfig())
     assert count_parameters(film) == 74_376  # 64→128→512 MLP + 8 log-frequencies
     inputs = geometry_inputs()
-    gamma, beta = film(*inputs)
+    scale, shift = film(*inputs)
     f = unit(40, 256, 1)
-    torch.testing.assert_close(film.modulate(f, gamma, beta), f)
+    torch.testing.assert_close(film.modulate(f, scale, shift), f)
     torch.nn.init.normal_(film.mlp[-1].weight, std=0.1)
-    gamma, beta = film(*inputs)
-    film.modulate(f, gamma, beta).pow(2).sum().backward()
+    scale, shift = film(*inputs)
+    film.modulate(f, scale, shift).pow(2).sum().backward()
     assert film.encoding.log_freqs.grad.abs().sum() > 0
 
 

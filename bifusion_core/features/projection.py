@@ -134,40 +134,67 @@ def gather_multiview(
     """Mean over the frames that see a point of the feature each frame's map holds at its pixel.
 
     ``fmaps`` (F,C,h,w), ``uv`` (F,N,2), ``seen`` (F,N). Returns the mean (N,C) (zeros for a point
-    no frame sees) and the number of views (N,) long. One frame at a time, only at the points it
-    sees, so memory stays at one (N,C) accumulator whatever F is (OpenScene's sum / count).
+    no frame sees) and the number of views (N,) long. The mean is one weighted bag of 4·F map cells
+    per point (bilinear weights / views, 0 where a frame does not see it), so memory stays at one
+    (N,C) output whatever F is (OpenScene's sum / count, without a per-frame accumulator).
     """
-    total = fmaps.new_zeros(uv.shape[1], fmaps.shape[1], dtype=torch.promote_types(fmaps.dtype, torch.float32))
-    for f in range(fmaps.shape[0]):
-        idx = seen[f].nonzero().squeeze(1)
-        if idx.numel():
-            total.index_add_(0, idx, sample_feature_map(fmaps[f], uv[f, idx], image_size))
+    num_frames, _, h, w = fmaps.shape
     views = seen.sum(0)
-    return total / views.clamp(min=1)[:, None].to(total.dtype), views
+    cells, weights = bilinear_taps(uv, image_size, h, w)  # (F,N,4)
+    cells = cells + (torch.arange(num_frames, device=cells.device) * (h * w))[:, None, None]
+    weights = weights * (seen / views.clamp(min=1)).to(weights.dtype)[..., None]
+    cells = cells.permute(1, 0, 2).reshape(uv.shape[1], -1)
+    weights = weights.permute(1, 0, 2).reshape(uv.shape[1], -1)
+    return _weighted_cells(fmaps, cells, weights), views
+
+
+def sample_feature_maps(
+    fmaps: torch.Tensor, uv: torch.Tensor, frame: torch.Tensor, image_size: tuple[int, int]
+) -> torch.Tensor:
+    """Bilinearly read each point's own frame's (C, h, w) map, every frame in one call.
+
+    ``fmaps`` (F,C,h,w) cover a W x H image; ``uv`` (N,2) pixel-index coordinates; ``frame`` (N,)
+    the map of each point. Returns (N, C), at least float32. Same values as ``grid_sample`` with
+    ``align_corners=False, padding_mode="border"``, but as one ``embedding_bag`` of 4 weighted
+    cells per point: its backward accumulates into the small map instead of running
+    ``grid_sample``'s backward once per frame (the CPU's slowest 2D op in a training step).
+    """
+    if fmaps.dim() != 4:
+        raise ValueError(f"feature maps must be (F, C, h, w), got shape {tuple(fmaps.shape)}")
+    _, _, h, w = fmaps.shape
+    cells, weights = bilinear_taps(uv, image_size, h, w)
+    return _weighted_cells(fmaps, cells + (frame.to(cells.device) * (h * w))[:, None], weights)
 
 
 def sample_feature_map(fmap: torch.Tensor, uv: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-    """Bilinearly read a (C, h, w) feature map that covers a W x H image at pixel coordinates.
-
-    The feature grid tiles the whole image, so image pixel-index coordinate u maps to the
-    normalised coordinate (u + 0.5) / W * 2 - 1 of ``grid_sample`` with ``align_corners=False``
-    (whose -1/+1 are the outer edges of the grid), independent of h and w. Points in the outer
-    half-cell ring are clamped to the edge cells (``padding_mode="border"``) instead of being
-    blended with zeros. Returns (N, C), at least float32 (CPU ``grid_sample`` lacks float16).
-    """
+    """``sample_feature_maps`` for one (C, h, w) map."""
     if fmap.dim() != 3:
         raise ValueError(f"feature map must be (C, h, w), got shape {tuple(fmap.shape)}")
-    width, height = float(image_size[0]), float(image_size[1])
-    work_dtype = torch.promote_types(fmap.dtype, torch.float32)
-    uv = torch.as_tensor(uv, device=fmap.device).to(work_dtype)
-    grid = torch.empty_like(uv)
-    grid[:, 0] = (uv[:, 0] + 0.5) / width * 2.0 - 1.0
-    grid[:, 1] = (uv[:, 1] + 0.5) / height * 2.0 - 1.0
-    sampled = F.grid_sample(
-        fmap.to(work_dtype)[None],
-        grid[None, None],
-        mode="bilinear",
-        padding_mode="border",
-        align_corners=False,
-    )  # (1, C, 1, N)
-    return sampled[0, :, 0].T
+    uv = torch.as_tensor(uv, device=fmap.device)
+    return sample_feature_maps(fmap[None], uv, torch.zeros(uv.shape[0], dtype=torch.long, device=fmap.device), image_size)
+
+
+def bilinear_taps(uv: torch.Tensor, image_size: tuple[int, int], h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 4 cells (flat index into one h x w map) and bilinear weights of each pixel, shape (..., 4).
+
+    The feature grid tiles the whole image, so pixel-index coordinate u lies at cell coordinate
+    (u + 0.5) / W * w - 0.5; points in the outer half-cell ring are clamped to the edge cells
+    (``grid_sample``'s border padding) instead of being blended with zeros.
+    """
+    uv = torch.as_tensor(uv).to(torch.float32)
+    x = ((uv[..., 0] + 0.5) * (w / float(image_size[0])) - 0.5).clamp(0, w - 1)
+    y = ((uv[..., 1] + 0.5) * (h / float(image_size[1])) - 0.5).clamp(0, h - 1)
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    cells = torch.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], dim=-1)
+    weights = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=-1)
+    return cells, weights
+
+
+def _weighted_cells(fmaps: torch.Tensor, cells: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """(N,C): per row, the sum of ``weights`` times the map cells ``cells`` (flat over F·h·w)."""
+    work_dtype = torch.promote_types(fmaps.dtype, torch.float32)
+    table = fmaps.to(work_dtype).permute(0, 2, 3, 1).reshape(-1, fmaps.shape[1])
+    return F.embedding_bag(cells, table, per_sample_weights=weights.to(work_dtype), mode="sum")

@@ -150,10 +150,10 @@ class BiFusionSegmentor(nn.Module):
             f2d, valid, views = self.features_2d(batch)
             m2d, m3d = f2d, f3d
             if self.film is not None:
-                gamma, beta = self.film(
+                scale, shift = self.film(
                     batch.points_aug, batch.point_batch, batch.num_samples, batch.points, batch.world_to_depth, batch.point_frame
                 )
-                m2d, m3d = self.film.modulate(f2d, gamma, beta), self.film.modulate(f3d, gamma, beta)
+                m2d, m3d = self.film.modulate(f2d, scale, shift), self.film.modulate(f3d, scale, shift)
             fused, alpha = self.gate(m2d, m3d, valid, batch.point_batch, batch.num_samples, getattr(self, "current_iteration", 0))
             out_2d = {"f2d": f2d, "valid": valid, "alpha": alpha}
             stats.update(gate_statistics(alpha, valid, views))

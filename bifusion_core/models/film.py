@@ -79,10 +79,12 @@ class GeometryFiLM(nn.Module):
         nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, *geometry: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Arguments as ``GeometryEncoding.forward``; returns (γ, β), each (N, dim)."""
+        """Arguments as ``GeometryEncoding.forward``; returns the scale 1 + γ and the shift β, each (N, dim)
+        (the scale once, as both branches are modulated with it)."""
         gamma, beta = self.mlp(self.encoding(*geometry)).chunk(2, dim=-1)
-        return gamma, beta
+        return 1.0 + gamma, beta
 
     @staticmethod
-    def modulate(feats: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-        return (1.0 + gamma) * feats + beta
+    def modulate(feats: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """``scale · feats + shift`` in one fused op."""
+        return torch.addcmul(shift, scale, feats)

@@ -56,8 +56,14 @@ class FusionGate(nn.Module):
         return nn.Sequential(nn.Linear(2 * dim, cfg.hidden), nn.ReLU(inplace=True), nn.Linear(cfg.hidden, 1))
 
     def raw_alpha(self, f2d: torch.Tensor, f3d: torch.Tensor) -> torch.Tensor:
-        """(N, 1) or (N, dim): α before warm-up and visibility are applied."""
-        return torch.sigmoid(self.alpha_mlp(torch.cat([f2d, f3d], dim=-1)))
+        """(N, 1) or (N, dim): α before warm-up and visibility are applied.
+
+        The first layer reads [f2D‖f3D] as two products with its halves (same weights, no
+        (N, 2·dim) concatenation to copy forward and split backward)."""
+        first, rest = self.alpha_mlp[0], self.alpha_mlp[1:]
+        dim = f2d.shape[-1]
+        hidden = F.linear(f2d, first.weight[:, :dim]) + F.linear(f3d, first.weight[:, dim:], first.bias)
+        return torch.sigmoid(rest(hidden))
 
     def forward(
         self,
@@ -77,7 +83,8 @@ class FusionGate(nn.Module):
         if self.inject is not None:
             fused = f3d + alpha * self.inject(f2d)
         else:
-            fused = alpha * f2d + (1.0 - alpha) * f3d
+            dtype = torch.promote_types(torch.promote_types(f2d.dtype, f3d.dtype), alpha.dtype)  # lerp wants one (AMP)
+            fused = torch.lerp(f3d.to(dtype), f2d.to(dtype), alpha.to(dtype))  # α·f2D + (1 − α)·f3D in one op
         if self.se is not None:
             fused = self.se(fused, batch, num_samples)
         return F.normalize(fused, dim=-1), alpha.mean(dim=-1)

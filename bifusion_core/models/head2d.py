@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..features.projection import sample_feature_map
+from ..features.projection import sample_feature_maps
 
 CLIP_WIDTH = 768
 
@@ -33,8 +33,4 @@ class ProjectionHead2D(nn.Module):
         self, fmap: torch.Tensor, uv: torch.Tensor, point_frame: torch.Tensor, image_size: tuple[int, int]
     ) -> torch.Tensor:
         """Bilinear samples of each frame's map at its points' pixels, re-normalised."""
-        out = fmap.new_zeros(uv.shape[0], fmap.shape[1])
-        for f in range(fmap.shape[0]):
-            sel = point_frame == f
-            out[sel] = sample_feature_map(fmap[f], uv[sel], image_size)
-        return F.normalize(out, dim=-1)
+        return F.normalize(sample_feature_maps(fmap, uv, point_frame, image_size), dim=-1)
