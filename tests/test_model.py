@@ -44,7 +44,7 @@ def test_backbone_backward_reaches_stem():
     assert stem_weight.grad is not None and stem_weight.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("preset", ["demo", "3d-sv"])
+@pytest.mark.parametrize("preset", ["demo", "bif-sv-simple", "3d-sv"])
 def test_full_model_forward_backward(preset):
     cfg = load_preset(preset, ["model.backbone3d.arch=MinkUNetTiny", "data.voxel_size=0.1", "model.fusion.warmup_iters=0"])
     torch.manual_seed(0)
@@ -59,7 +59,8 @@ def test_full_model_forward_backward(preset):
     assert out.decoder[0].cls_logits[-1].shape[1] == LABELS.num_instance + 1
     assert all(terms[k] > 0 for k in ("semantic", "instance_cls", "instance_mask_bce", "instance_mask_dice"))
     if cfg.model.use_2d:
-        assert "clip_align" in terms and out.valid.float().mean() > 0.5
+        assert ("clip_align" in terms) == (cfg.loss.stages[0].clip > 0)  # demo: no alignment (random CLIP weights)
+        assert out.valid.float().mean() > 0.5
         assert model.head2d.net[2].weight.grad.abs().sum() > 0
         assert 0 <= out.stats["fusion/w2d_mean"] <= 1
     else:
@@ -90,3 +91,29 @@ def test_mask_nms_drops_duplicates():
     masks = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
     keep = mask_nms(masks, torch.ones(4), torch.tensor([0.5, 0.9, 0.3]), iou=0.5)
     assert keep.tolist() == [1, 2]
+
+
+def test_pixel_shuffle_gives_a_finer_2d_map_from_the_same_tokens():
+    """clip.pixel_shuffle=2: the 768-channel H/16 tokens become a 192-channel H/8 grid (same numbers)."""
+    sets = ["model.backbone3d.arch=MinkUNetTiny", "data.voxel_size=0.1", "model.fusion.warmup_iters=0"]
+    cfg1 = load_preset("demo", sets)
+    cfg2 = load_preset("demo", sets + ["clip.pixel_shuffle=2"])
+    torch.manual_seed(0)
+    batch = random_batch(cfg2, LABELS, num_points=300)
+    model = build_model(cfg2, LABELS).train()
+    assert model.head2d.net[0].normalized_shape == (192,)
+    h, w = batch.clip_patch.shape[-2:]
+    fmap = model.feature_maps(batch)
+    assert fmap.shape[-2:] == (2 * h, 2 * w)
+    # fine cell (0, 0) holds channels 0, 4, 8, ... of token (0, 0); cell (0, 1) channels 1, 5, 9, ...
+    direct = model.head2d(batch.clip_patch[:, 0::4][..., :1, :1])
+    torch.testing.assert_close(fmap[:, :, :1, :1], direct)
+    torch.testing.assert_close(model.head2d(batch.clip_patch[:, 1::4][..., :1, :1]), fmap[:, :, :1, 1:2])
+    out = model(batch)
+    loss, _ = Criterion(cfg2.loss, LABELS.num_instance)(out, batch)
+    loss.backward()
+    assert model.head2d.net[2].weight.grad.abs().sum() > 0
+    # the 2D head is the only part that changes: 4x narrower input, everything else identical
+    m1 = build_model(cfg1, LABELS)
+    diff = count_parameters(m1) - count_parameters(model)
+    assert diff == (768 - 192) * (2 + cfg1.model.head2d_hidden)

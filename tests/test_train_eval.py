@@ -58,7 +58,7 @@ def test_tensorboard_tags(tiny_run):
     acc = EventAccumulator(str(run_dir))
     acc.Reload()
     tags = acc.Tags()["scalars"]
-    assert "train/detailed_loss/total" in tags and "train/detailed_loss/clip_align" in tags
+    assert "train/detailed_loss/total" in tags and "train/detailed_loss/semantic" in tags
     assert "train/fusion/w2d_mean" in tags and "train/fusion/gate_entropy" in tags
     assert "train/projection/valid_rate" in tags and "val/instance/ap50" in tags
     for tag in ("train/gradient/total", "train/gradient/max", "train/gradient/head2d_share", "train/gradient/backbone3d",

@@ -61,6 +61,11 @@ class ClipConfig(Section):
 
     weights: Optional[Path] = None
     num_layers: int = Field(4, ge=0, le=12)
+    pixel_shuffle: Literal[1, 2, 4] = Field(
+        1,
+        description="depth-to-space factor r of the stored tokens before the 2D head: 768 channels "
+        "at H/16 become 768/r² at H/(16/r) (the design notes' offline path: r=2, 192 channels at H/8)",
+    )
     use_precomputed: bool = True
     depth_tolerance: float = Field(0.25, gt=0)
 

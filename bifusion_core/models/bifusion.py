@@ -30,7 +30,7 @@ from .clip_tail import ClipTail
 from .decoder import DecoderOutput, QueryDecoder
 from .film import GeometryFiLM
 from .fusion import build_gate
-from .head2d import ProjectionHead2D
+from .head2d import CLIP_WIDTH, ProjectionHead2D
 from .memory import VoxelMemory
 from .superpoint_pool import SuperpointPooling
 from .tiny_sa import TinySANeck
@@ -63,7 +63,10 @@ class BiFusionSegmentor(nn.Module):
         self.memory: VoxelMemory | None = VoxelMemory(m.feat_dim, m.memory.voxel_size) if m.memory.enabled else None
         k = cfg.train.unfreeze.clip_blocks
         self.clip_tail: ClipTail | None = ClipTail(cfg.clip.num_layers, k) if self.use_2d and k else None
-        self.head2d: ProjectionHead2D | None = ProjectionHead2D(m.feat_dim, m.head2d_hidden) if self.use_2d else None
+        self.pixel_shuffle = cfg.clip.pixel_shuffle
+        self.head2d: ProjectionHead2D | None = (
+            ProjectionHead2D(m.feat_dim, m.head2d_hidden, CLIP_WIDTH // self.pixel_shuffle**2) if self.use_2d else None
+        )
         self.film: GeometryFiLM | None = GeometryFiLM(m.feat_dim, m.film) if self.use_2d and m.film.enabled else None
         self.gate: nn.Module | None = build_gate(m.feat_dim, m.fusion) if self.use_2d else None
         self.pool = SuperpointPooling(m.feat_dim)
@@ -92,12 +95,15 @@ class BiFusionSegmentor(nn.Module):
         return batch.pixels, batch.valid
 
     def feature_maps(self, batch: Batch) -> torch.Tensor:
-        """(F,dim,h,w) unit 2D feature maps, one per frame of the batch."""
+        """(F,dim,h,w) unit 2D feature maps, one per frame of the batch (h, w: the token grid times
+        ``clip.pixel_shuffle``)."""
         if batch.clip_patch is None:
             raise ValueError("this model fuses 2D features but the batch carries no CLIP tokens")
         tokens = batch.clip_patch
         if self.clip_tail is not None:
             tokens = self.clip_tail(tokens, batch.clip_global)
+        if self.pixel_shuffle > 1:  # finer grid, fewer channels per cell: the same numbers, rearranged
+            tokens = F.pixel_shuffle(tokens, self.pixel_shuffle)
         return self.head2d(tokens)
 
     def multiview_features(self, batch: Batch, fmap: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
