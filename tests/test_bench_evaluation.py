@@ -71,4 +71,5 @@ def test_p6_online_latency_row(tmp_path: Path):
         assert positive(stages[stage]), stage
     assert details["ms_per_frame_total"] == pytest.approx(sum(stages.values()))
     assert row["ratio"] == pytest.approx((stages["merge"] + stages["mesh_map"]) / details["ms_per_frame_total"])
+    assert details["instances"] > 0  # the merge is timed on real instances (untrained masks cut at 0.4)
     assert row["passed"] == (row["ratio"] <= 0.10)
