@@ -7,7 +7,7 @@ mean ± std over seeds: per-class semantic IoU and per-class AP50 of the texture
 overall mIoU / AP50. Writes ``ablation.json`` and ``ablation.png`` (bar chart) to ``--out``.
 
 Usage: python bench/ablation.py [--data data/ablation] [--scenes 40] [--iters 200] [--seeds 0 1 2]
-       [--variants 3d plain lite enhanced lite-l0 [lite-res lite-ps2]] [--out outputs/ablation]
+       [--variants 3d plain lite enhanced lite-l0 [lite-res lite-ps2 lite-nofilm lite-align]] [--out outputs/ablation]
        python bench/ablation.py --collect OUT1 OUT2 ... --out OUT   (one table from separate runs,
        e.g. one process per seed)
 Sized for ~40 min on 2 CPU cores with the defaults (15 runs of 1.8-3.5 min, measured).
@@ -46,8 +46,7 @@ VARIANTS: dict[str, list[str]] = {
                    "{until: 0.7, semantic: 0.4, instance: 0.5, clip: 0.08, aux: 0.02}, "
                    "{until: 1.0, semantic: 0.45, instance: 0.5, clip: 0.04, aux: 0.01}]"],
 }
-#: what ``make ablation`` runs (~40 min); ``--variants ... lite-res lite-ps2`` add residual fusion and the
-#: H/8 pixel-shuffled 2D map (~8 min more each)
+#: what ``make ablation`` runs (~40 min); each further variant named in ``--variants`` adds ~8 min
 DEFAULT_VARIANTS = ["3d", "plain", "lite", "enhanced", "lite-l0"]
 
 

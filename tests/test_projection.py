@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bifusion_core.features.projection import project_points, sample_feature_map
+from bifusion_core.features.projection import project_points, sample_feature_maps
 
 W, H = 64, 48
 K = torch.tensor([[50.0, 0.0, 31.5], [0.0, 52.0, 23.5], [0.0, 0.0, 1.0]])
@@ -98,6 +98,11 @@ def test_border_and_pixel_extent() -> None:
     assert valid_border.tolist() == [False, False, False, False]
 
 
+def sample_one(fmap: torch.Tensor, uv: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """One (C, h, w) map read at every pixel of ``uv``."""
+    return sample_feature_maps(fmap[None], uv, torch.zeros(len(uv), dtype=torch.long), image_size)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_sampling_at_cell_centres_returns_the_cells(dtype: torch.dtype) -> None:
     h, w = 3, 4
@@ -108,15 +113,15 @@ def test_sampling_at_cell_centres_returns_the_cells(dtype: torch.dtype) -> None:
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     # Centre of cell (i, j) in pixel-index coordinates: 16 * j + 7.5.
     uv = torch.stack([16 * cols.reshape(-1) + 7.5, 16 * rows.reshape(-1) + 7.5], dim=1).float()
-    sampled = sample_feature_map(fmap, uv, image_size)
+    sampled = sample_one(fmap, uv, image_size)
 
     expected = fmap.float().reshape(channels, -1).T
     assert sampled.shape == (h * w, channels)
     assert torch.allclose(sampled, expected, atol=1e-4)
 
     # Half way between the centres of cells (0, 0) and (0, 1): their mean.
-    mid = sample_feature_map(fmap, torch.tensor([[15.5, 7.5]]), image_size)
+    mid = sample_one(fmap, torch.tensor([[15.5, 7.5]]), image_size)
     assert torch.allclose(mid[0], (fmap[:, 0, 0].float() + fmap[:, 0, 1].float()) / 2, atol=1e-4)
     # The image corner pixel (0, 0) lies in the outer half-cell ring: clamped to cell (0, 0).
-    corner = sample_feature_map(fmap, torch.tensor([[0.0, 0.0]]), image_size)
+    corner = sample_one(fmap, torch.tensor([[0.0, 0.0]]), image_size)
     assert torch.allclose(corner[0], fmap[:, 0, 0].float(), atol=1e-4)

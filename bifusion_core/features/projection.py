@@ -166,14 +166,6 @@ def sample_feature_maps(
     return _weighted_cells(fmaps, cells + (frame.to(cells.device) * (h * w))[:, None], weights)
 
 
-def sample_feature_map(fmap: torch.Tensor, uv: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
-    """``sample_feature_maps`` for one (C, h, w) map."""
-    if fmap.dim() != 3:
-        raise ValueError(f"feature map must be (C, h, w), got shape {tuple(fmap.shape)}")
-    uv = torch.as_tensor(uv, device=fmap.device)
-    return sample_feature_maps(fmap[None], uv, torch.zeros(uv.shape[0], dtype=torch.long, device=fmap.device), image_size)
-
-
 def bilinear_taps(uv: torch.Tensor, image_size: tuple[int, int], h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The 4 cells (flat index into one h x w map) and bilinear weights of each pixel, shape (..., 4).
 
