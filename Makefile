@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DATA ?= data/demo
-DEMO_SCENES ?= 64
+DEMO_SCENES ?= 128
 
 export DEMO_DATA DEMO_SCENES
 

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin
 DATA=${DEMO_DATA:-data/demo}
-SCENES=${DEMO_SCENES:-64}
+SCENES=${DEMO_SCENES:-128}
 OUT=${DEMO_OUTPUTS:-outputs}
 export PYTHONUNBUFFERED=1
 

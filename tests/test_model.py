@@ -58,6 +58,9 @@ def test_full_model_forward_backward(preset):
     assert len(out.decoder) == 2 and len(out.decoder[0].cls_logits) == cfg.model.decoder.num_layers + 1
     assert out.decoder[0].cls_logits[-1].shape[1] == LABELS.num_instance + 1
     assert all(terms[k] > 0 for k in ("semantic", "instance_cls", "instance_mask_bce", "instance_mask_dice"))
+    assert terms["box"] > 0  # every preset trains the box head
+    _, without_box = Criterion(cfg.loss.model_copy(update={"box": 0.0}), LABELS.num_instance)(out, batch)
+    assert "box" not in without_box  # weight 0: the box loss is not even computed
     if cfg.model.use_2d:
         assert ("clip_align" in terms) == (cfg.loss.stages[0].clip > 0)  # demo: no alignment (random CLIP weights)
         assert out.valid.float().mean() > 0.5
