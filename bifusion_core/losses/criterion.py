@@ -70,7 +70,7 @@ class Criterion:
             (sel, classes, masks, ids), dec = targets[b], out.decoder[b]
             matches, flat = flat[:len(costs[b])], flat[len(costs[b]):]
             per, (rows, cols) = instance_loss(dec, classes, masks, self.num_instance_classes, cfg, matches)
-            if dec.boxes is not None and cfg.box > 0:  # weight 0 (single-frame demo): not even computed
+            if dec.boxes is not None and cfg.box > 0:  # like merge: a term of weight 0 is not computed
                 per["box"] = box_loss(dec.boxes[rows], instance_boxes(batch.points_aug[sel], batch.instance[sel])[cols])
             for k, v in per.items():
                 inst[k] = inst.get(k, 0.0) + v / batch.num_samples
