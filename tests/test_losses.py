@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from bifusion_core.config.schema import LossConfig
 from bifusion_core.losses.clip_align import clip_alignment_loss
-from bifusion_core.losses.focal import focal_loss
+from bifusion_core.losses.classification import focal_loss, no_object_cross_entropy, query_class_loss
 from bifusion_core.losses.instance import instance_loss, weighted_instance_loss
 from bifusion_core.losses.no_view import no_view_loss, pseudo_labels
 from bifusion_core.losses.spatial import spatial_consistency_loss
@@ -34,6 +34,30 @@ def test_focal_loss_values_and_gradient_sign():
     easy_logits = torch.tensor([[3.0, 0, 0, 0]])
     ce = F.cross_entropy(easy_logits, torch.tensor([0]))
     assert float(focal_loss(easy_logits, torch.tensor([0]))) < 0.02 * 0.25 * float(ce)
+
+
+def test_no_object_cross_entropy_leaves_the_loss_to_matched_queries():
+    log4 = torch.log(torch.tensor(4.0)).item()
+    # one object query and four no-object queries, all at p_t = 1/4: weighted mean over 1 + 4·0.1
+    mixed = no_object_cross_entropy(torch.zeros(5, 4), torch.tensor([0, 3, 3, 3, 3]), no_object_weight=0.1)
+    assert float(mixed) == pytest.approx(log4)  # equal per-query losses: the weighted mean is that loss
+    logits = torch.zeros(5, 4, requires_grad=True)
+    no_object_cross_entropy(logits, torch.tensor([0, 3, 3, 3, 3]), no_object_weight=0.1).backward()
+    # the object query pulls 1 / 0.1 = 10 times harder on its target than each no-object query
+    assert float(logits.grad[0, 0]) == pytest.approx(10 * float(logits.grad[1, 3]))
+    assert logits.grad[0, 0] < 0 and (logits.grad[0, 1:] > 0).all()
+    # weight 1 is plain cross-entropy; no queries give 0
+    some, target = torch.randn(6, 4), torch.tensor([0, 1, 3, 3, 2, 3])
+    assert float(no_object_cross_entropy(some, target, no_object_weight=1.0)) == pytest.approx(float(F.cross_entropy(some, target)))
+    assert float(no_object_cross_entropy(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))) == 0.0
+
+
+def test_query_class_loss_follows_the_config():
+    logits, target = torch.randn(6, 5), torch.tensor([0, 4, 4, 2, 4, 4])
+    focal = query_class_loss(logits, target, LossConfig())
+    ce = query_class_loss(logits, target, LossConfig(cls_loss="ce", no_object_weight=0.2))
+    assert float(focal) == pytest.approx(float(focal_loss(logits, target, 0.25, 2.0)))
+    assert float(ce) == pytest.approx(float(F.cross_entropy(logits, target, weight=torch.tensor([1, 1, 1, 1, 0.2]))))
 
 
 def test_clip_alignment_only_on_valid_points_and_pulls_together():

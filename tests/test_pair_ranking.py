@@ -37,6 +37,20 @@ def test_topk_is_over_pairs_not_queries():
     assert queries.tolist() == [1, 2]
 
 
+def test_class_exponent_lets_a_good_mask_keep_its_rank_under_its_second_class():
+    masks = _masks([1, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1])
+    class_prob = torch.tensor([[0.6, 0.4], [0.95, 0.05]])
+    quality = torch.tensor([0.9, 0.45])  # query 0: a good mask, unsure of its class; query 1: a poor mask
+    queries, classes, scores = rank_pairs(class_prob, quality, masks, ONES, EvalConfig())
+    # e = 1: the poor mask's first class (0.4275) outranks the good mask's second (0.36)
+    assert list(zip(queries.tolist(), classes.tolist()))[:3] == [(0, 0), (1, 0), (0, 1)]
+    assert np.allclose(scores.tolist()[:3], [0.54, 0.4275, 0.36])
+    queries, classes, scores = rank_pairs(class_prob, quality, masks, ONES, EvalConfig(class_exponent=0.5))
+    # e = 0.5: p^0.5 · quality, the good mask leads under both of its classes
+    assert list(zip(queries.tolist(), classes.tolist()))[:3] == [(0, 0), (0, 1), (1, 0)]
+    assert np.allclose(scores.tolist()[:3], [0.9 * 0.6**0.5, 0.9 * 0.4**0.5, 0.45 * 0.95**0.5])
+
+
 def test_nms_suppresses_within_a_class_only():
     masks = _masks([1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 0])
     scores = torch.tensor([0.9, 0.8, 0.7])

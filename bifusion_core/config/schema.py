@@ -169,7 +169,7 @@ DEFAULT_STAGES = (
 class LossConfig(Section):
     """total = semantic·L_sem + instance·L_inst + clip·L_clip + aux·L_aux, weights by stage.
 
-    L_inst = cls·focal + mask·(mask_bce·BCE + mask_dice·Dice) + objectness·BCE, averaged over the
+    L_inst = cls·L_cls + mask·(mask_bce·BCE + mask_dice·Dice) + objectness·BCE, averaged over the
     supervised decoder layers, + box·(L1 + 1−IoU of the final queries' boxes) + merge·(cross-frame
     InfoNCE of the merge embeddings, multi-view only); L_aux = spatial·L_spatial + no_view·L_no_view.
     """
@@ -193,6 +193,12 @@ class LossConfig(Section):
     merge_temperature: float = Field(0.07, gt=0)
     mask_bce: float = Field(0.6, ge=0)
     mask_dice: float = Field(0.4, ge=0)
+    cls_loss: Literal["focal", "ce"] = Field(
+        "focal",
+        description="class loss of the queries: softmax focal over all queries ('focal'), or cross-entropy with the "
+        "no-object target weighted no_object_weight ('ce'), which leaves most of the loss to the matched queries",
+    )
+    no_object_weight: float = Field(0.1, gt=0, le=1, description="ce: weight of the no-object target")
     focal_alpha: float = Field(0.25, ge=0, le=1)
     focal_gamma: float = Field(2.0, ge=0)
     match_cls: float = Field(1.0, ge=0)
@@ -344,6 +350,10 @@ class EvalConfig(Section):
     )
     semantic_weight: float = Field(
         0.5, ge=0, le=1, description="share of the mask-averaged semantic-head probabilities in an instance's class score"
+    )
+    class_exponent: float = Field(
+        1.0, gt=0, le=1,
+        description="exponent of p(class | query) in a (query, class) pair's score; below 1 the mask quality weighs more",
     )
     score_threshold: float = Field(0.0, ge=0, le=1)
     objectness_weight: float = Field(

@@ -1,11 +1,12 @@
 """Instance loss on the decoder's superpoint masks, after matching queries to ground truth.
 
-Per supervised layer: focal class loss over all queries, BCE and Dice on the matched masks,
-and objectness BCE towards each query's mask IoU with its best-overlapping instance
-(``loss.objectness_target: iou``). Objectness scores a query's mask independently of its class,
-which ranks masks better at inference when the class is uncertain. Taught "matched = 1, the rest
-0" instead, it learns which of several equally good copies the matching happened to pick: on
-the demo it ranked worse than no objectness at all (per-class AP50 0.185 vs 0.223).
+Per supervised layer: class loss over all queries (``loss.cls_loss``: focal, or cross-entropy
+with a light no-object weight), BCE and Dice on the matched masks, and objectness BCE towards
+each query's mask IoU with its best-overlapping instance (``loss.objectness_target: iou``).
+Objectness scores a query's mask independently of its class, which ranks masks better at
+inference when the class is uncertain. Taught "matched = 1, the rest 0" instead, it learns which
+of several equally good copies the matching happened to pick: on the demo it ranked worse than
+no objectness at all (per-class AP50 0.185 vs 0.223).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 
 from ..config.schema import LossConfig
 from ..models.decoder import DecoderOutput
-from .focal import focal_loss
+from .classification import query_class_loss
 from .matching import assign, match_cost
 
 
@@ -90,7 +91,7 @@ def instance_loss(
         cls_logits, mask_logits = out.cls_logits[layer], out.mask_logits[layer]
         target = torch.full((cls_logits.shape[0],), num_classes, dtype=torch.long, device=cls_logits.device)
         target[rows] = gt_classes[cols]
-        terms["cls"] = terms["cls"] + focal_loss(cls_logits, target, cfg.focal_alpha, cfg.focal_gamma)
+        terms["cls"] = terms["cls"] + query_class_loss(cls_logits, target, cfg)
         if cfg.objectness_target == "iou":
             quality = mask_iou_target(mask_logits, gt_masks)
         else:
@@ -106,7 +107,7 @@ def instance_loss(
 
 
 def weighted_instance_loss(terms: dict[str, torch.Tensor], cfg: LossConfig) -> torch.Tensor:
-    """cls·focal + mask·(mask_bce·BCE + mask_dice·Dice) + objectness·BCE (+ box·L_box + merge·L_merge
+    """cls·L_cls + mask·(mask_bce·BCE + mask_dice·Dice) + objectness·BCE (+ box·L_box + merge·L_merge
     when those terms are present)."""
     mask = cfg.mask_bce * terms["mask_bce"] + cfg.mask_dice * terms["mask_dice"]
     total = cfg.cls * terms["cls"] + cfg.mask * mask + cfg.objectness * terms["objectness"]

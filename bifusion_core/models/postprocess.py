@@ -1,7 +1,8 @@
 """Decoder output → instance and semantic predictions per point (what evaluation scores).
 
 Instances are proposed as (query, class) pairs, the way Mask3D and OneFormer3D rank them: every
-pair gets ``score = p(class | query) · mask quality · objectness^v`` (v = ``eval.objectness_weight``), the best ``eval.pair_topk``
+pair gets ``score = p(class | query)^e · mask quality · objectness^v`` (e = ``eval.class_exponent``,
+v = ``eval.objectness_weight``), the best ``eval.pair_topk``
 pairs are kept, and NMS only suppresses a pair by a better one of the *same* class. A mask the
 model is unsure about is thus proposed under its two or three likeliest classes, which the
 benchmark's per-class AP rewards (each class's ranking is separate) and the argmax rule throws
@@ -108,11 +109,13 @@ def rank_pairs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(query, class, score) of the proposed instances, best first.
 
-    Pairs score ``class_prob · quality``; the ``cfg.pair_topk`` best pairs of non-empty queries
-    above ``cfg.score_threshold`` go through class-aware NMS; at most ``cfg.topk`` survive.
+    Pairs score ``class_prob^e · quality`` (e = ``cfg.class_exponent``: below 1 a confident mask
+    keeps its rank under its second and third class, where an uncertain label would otherwise
+    bury it); the ``cfg.pair_topk`` best pairs of non-empty queries above ``cfg.score_threshold``
+    go through class-aware NMS; at most ``cfg.topk`` survive.
     """
     num_queries, num_classes = class_prob.shape
-    pair_scores = class_prob * quality[:, None]
+    pair_scores = class_prob.pow(cfg.class_exponent) * quality[:, None]
     pair_scores = pair_scores.masked_fill(~masks.any(-1)[:, None], -1.0)
     k = min(cfg.pair_topk, num_queries * num_classes)
     scores, flat = pair_scores.reshape(-1).topk(k)
