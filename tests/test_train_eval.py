@@ -153,3 +153,7 @@ def test_eval_set_overrides_eval_keys_only(tiny_run, tmp_path):
     bad = run_cli("eval", run_dir, "--set", "model.feat_dim=8", check=False)
     assert bad.returncode == 2 and "eval.* keys only" in bad.stdout + bad.stderr and "Traceback" not in bad.stderr
     assert sorted(p.name for p in run_dir.iterdir()) == before
+    # the split has its own option; as an override it would be recorded but not used
+    split = run_cli("eval", run_dir, "--set", "eval.split=train", check=False)
+    assert split.returncode == 2 and "--split" in split.stdout + split.stderr and "Traceback" not in split.stderr
+    assert sorted(p.name for p in run_dir.iterdir()) == before

@@ -101,6 +101,8 @@ def evaluation_overrides(items: list[str]) -> dict[str, Any]:
         keys, value = parse_override(item)
         if keys[0] != "eval" or len(keys) < 2:
             raise ConfigError(f"--set {item}", "evaluation takes eval.* keys only (e.g. eval.online.merge_threshold=0.2)")
+        if keys == ["eval", "split"]:  # taken from --split: accepting it here would score val under a train label
+            raise ConfigError(f"--set {item}", "choose the split with --split (e.g. --split train)")
         out[".".join(keys)] = value
     return out
 
