@@ -6,7 +6,7 @@ mean ± std over seeds: per-class semantic IoU and per-class AP50 of the texture
 (which only the image separates), their mean, the mean over the geometric classes, and the
 overall mIoU / AP50. Writes ``ablation.json`` and ``ablation.png`` (bar chart) to ``--out``.
 
-Usage: python bench/ablation.py [--data data/ablation] [--scenes 40] [--iters 200] [--seeds 0 1 2]
+Usage: python bench/ablation.py [--data data/ablation] [--scenes 40] [--iters 280] [--seeds 0 1 2]
        [--variants 3d plain lite enhanced lite-l0 [lite-res lite-ps2 lite-nofilm lite-align]] [--out outputs/ablation]
        python bench/ablation.py --collect OUT1 OUT2 ... --out OUT   (one table from separate runs,
        e.g. one process per seed)
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/ablation"))
     parser.add_argument("--out", type=Path, default=Path("outputs/ablation"))
     parser.add_argument("--scenes", type=int, default=40)
-    parser.add_argument("--iters", type=int, default=200)
+    parser.add_argument("--iters", type=int, default=280)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS))
     parser.add_argument("--collect", type=Path, nargs="+", help="combine the runs of these --out folders instead of training")

@@ -79,21 +79,61 @@ def knn(
 
     ``groups`` (query group, reference group): only neighbours of the same group count;
     ``exclude`` (Q,) a reference index each query may not pick (itself). A neighbour that does
-    not exist has distance ``inf``. Queries go ``chunk`` at a time, so memory stays at
-    ``chunk × len(reference)`` distances.
+    not exist has distance ``inf`` (and some valid index). No gradient flows through the
+    distances. On CPU a k-d tree answers (the brute force spent ~100 ms of a 0.5 s demo step on
+    the spatial and no-view losses); on a GPU, ``chunk`` queries at a time against every
+    reference point, so memory stays at ``chunk × len(reference)`` distances.
     """
+    if query.device.type == "cpu":
+        return _knn_tree(query, reference, k, groups, exclude)
+    return _knn_brute(query, reference, k, groups, exclude, chunk)
+
+
+def _knn_brute(query, reference, k, groups, exclude, chunk) -> tuple[torch.Tensor, torch.Tensor]:
     dists, indices = [], []
-    for start in range(0, query.shape[0], chunk):
-        rows = slice(start, start + chunk)
-        dist = torch.cdist(query[rows], reference)
-        if groups is not None:
-            dist = dist.masked_fill(groups[0][rows][:, None] != groups[1][None, :], float("inf"))
-        if exclude is not None:
-            dist[torch.arange(dist.shape[0], device=dist.device), exclude[rows]] = float("inf")
-        d, i = dist.topk(k, dim=1, largest=False)
-        dists.append(d)
-        indices.append(i)
+    with torch.no_grad():
+        for start in range(0, query.shape[0], chunk):
+            rows = slice(start, start + chunk)
+            dist = torch.cdist(query[rows], reference)
+            if groups is not None:
+                dist = dist.masked_fill(groups[0][rows][:, None] != groups[1][None, :], float("inf"))
+            if exclude is not None:
+                dist[torch.arange(dist.shape[0], device=dist.device), exclude[rows]] = float("inf")
+            d, i = dist.topk(k, dim=1, largest=False)
+            dists.append(d)
+            indices.append(i)
     if not dists:
         empty = query.new_zeros(0, k)
         return empty, empty.long()
     return torch.cat(dists), torch.cat(indices)
+
+
+def _knn_tree(query, reference, k, groups, exclude) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same neighbours from scipy's k-d tree. Groups become a 4th coordinate spaced wider than
+    any distance inside the points' box, and the search radius stops short of the next group."""
+    from scipy.spatial import cKDTree
+
+    q = query.detach().double().numpy()
+    r = reference.detach().double().numpy()
+    dist = np.full((len(q), k), np.inf)
+    index = np.zeros((len(q), k), np.int64)
+    if len(q) == 0 or len(r) == 0 or k == 0:
+        return torch.from_numpy(dist).to(query.dtype), torch.from_numpy(index)
+    radius = np.inf
+    if groups is not None:
+        both = np.concatenate([q, r])
+        gap = 2.0 * float(np.linalg.norm(both.max(0) - both.min(0))) + 1.0
+        q = np.concatenate([q, groups[0].numpy().astype(np.float64)[:, None] * gap], 1)
+        r = np.concatenate([r, groups[1].numpy().astype(np.float64)[:, None] * gap], 1)
+        radius = gap / 2
+    extra = 0 if exclude is None else 1
+    found = min(k + extra, len(r))
+    d, i = cKDTree(r).query(q, k=list(range(1, found + 1)), distance_upper_bound=radius)
+    if exclude is not None:  # drop the excluded index where it was found, else the farthest
+        order = np.argsort(i == exclude.numpy()[:, None], axis=1, kind="stable")
+        d, i = np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
+    kept = min(k, found - extra) if exclude is not None else found
+    dist[:, :kept], index[:, :kept] = d[:, :kept], i[:, :kept]
+    missing = ~np.isfinite(dist)
+    dist[missing], index[missing] = np.inf, 0
+    return torch.from_numpy(dist).to(query.dtype), torch.from_numpy(index)

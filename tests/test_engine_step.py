@@ -60,7 +60,7 @@ def test_host_syncs_per_step(synthetic_data, tmp_path, monkeypatch):
         def wrapper(self, *args, **kwargs):
             if counting["on"]:
                 frame = sys._getframe(1)
-                sites[-1][f"{frame.f_code.co_filename.split('bifusion_core/')[-1]}:{frame.f_lineno}"] += 1
+                sites[-1][f"{frame.f_code.co_filename.split('bifusion_core/')[-1]}:{frame.f_lineno} {frame.f_code.co_name}"] += 1
             return original(self, *args, **kwargs)
 
         return wrapper
@@ -78,9 +78,11 @@ def test_host_syncs_per_step(synthetic_data, tmp_path, monkeypatch):
     cfg = tiny_cfg(synthetic_data, tmp_path, "train.log_every=4", max_iters=5)
     train(cfg, run_dir=tmp_path / "run")
     counting["on"] = False
-    # torch's own reads (AdamW's CPU step counter) and the decoder's CPU-side draw of the query ratio
-    # are not device syncs; iterations 1-3 do not log, 4 does
-    device_side = [collections.Counter({s: n for s, n in c.items() if "site-packages" not in s and "decoder.py" not in s}) for c in sites]
+    # torch's own reads (AdamW's CPU step counter), the decoder's CPU-side draw of the query ratio and
+    # the k-d tree kNN (CPU tensors only; on a GPU the brute force runs on the device) are not device
+    # syncs; iterations 1-3 do not log, 4 does
+    host_only = ("site-packages", "decoder.py", "_knn_tree")
+    device_side = [collections.Counter({s: n for s, n in c.items() if not any(h in s for h in host_only)}) for c in sites]
     quiet = device_side[:3]
     engine = [sum(n for s, n in c.items() if s.startswith("engine/")) for c in quiet]
     model_and_losses = [sum(n for s, n in c.items() if not s.startswith("engine/") and "matching.py" not in s) for c in quiet]
@@ -102,3 +104,22 @@ def test_bf16_end_to_end_on_cpu(synthetic_data, tmp_path):
     assert len(logged) == 3 and all(math.isfinite(h["loss/total"]) for h in logged)
     assert result.skipped_steps == 0 and math.isfinite(result.final["semantic/miou"])
     assert "amp bf16" in (tmp_path / "run/train.log").read_text()
+
+
+def test_cpu_threads_leave_the_data_workers_their_cores(monkeypatch):
+    """Unset: the cores left after the DataLoader workers (at least 1); OMP_NUM_THREADS or
+    train.threads decide when given; on CUDA torch's own setting stays."""
+    from bifusion_core.config import load_preset
+    from bifusion_core.engine import builders
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(builders.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert builders.cpu_threads(load_preset("demo", ["data.num_workers=3"]), cpu) == 5
+    assert builders.cpu_threads(load_preset("demo", ["data.num_workers=12"]), cpu) == 1
+    assert builders.cpu_threads(load_preset("demo", ["data.num_workers=0"]), cpu) == 8
+    assert builders.cpu_threads(load_preset("demo", ["data.num_workers=3"]), cuda) is None
+    assert builders.cpu_threads(load_preset("demo", ["train.threads=6"]), cuda) == 6
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert builders.cpu_threads(load_preset("demo", ["data.num_workers=3"]), cpu) is None
+    assert builders.cpu_threads(load_preset("demo", ["train.threads=3"]), cpu) == 3

@@ -90,6 +90,28 @@ def test_spatial_consistency_within_superpoints():
     assert rough.grad[1, 0] < 0  # the odd point is pulled towards its neighbours' direction
 
 
+@pytest.mark.parametrize("k", [1, 3, 9])
+def test_knn_tree_on_cpu_finds_the_brute_force_neighbours(k):
+    """The CPU k-d tree and the GPU brute force give the same neighbours, within groups, without
+    the excluded point, and ``inf`` where a group has fewer than k other points."""
+    from bifusion_core.ops import _knn_brute, _knn_tree
+
+    gen = torch.Generator().manual_seed(k)
+    reference = torch.rand(300, 3, generator=gen) * torch.tensor([4.0, 3.0, 2.5])
+    groups = torch.randint(0, 40, (300,), generator=gen)
+    pick = torch.randperm(300, generator=gen)[:64]
+    args = (reference[pick], reference, k, (groups[pick], groups), pick)
+    (d_tree, i_tree), (d_brute, i_brute) = _knn_tree(*args), _knn_brute(*args, chunk=16)
+    found = torch.isfinite(d_brute)
+    assert torch.equal(found, torch.isfinite(d_tree)) and found.any() and (k == 1 or not found.all())
+    assert torch.allclose(d_tree[found], d_brute[found], atol=1e-4)  # cdist: float32 via matmul
+    assert torch.equal(i_tree[found], i_brute[found])
+    assert not (i_tree == pick[:, None])[found].any() and (groups[i_tree] == groups[pick][:, None])[found].all()
+    (d_tree, i_tree), (d_brute, i_brute) = _knn_tree(reference[:50], reference[100:], k, None, None), _knn_brute(
+        reference[:50], reference[100:], k, None, None, chunk=512)
+    assert torch.allclose(d_tree, d_brute, atol=1e-4) and torch.equal(i_tree, i_brute)
+
+
 def test_no_view_pseudo_labels_from_confident_neighbours():
     xyz = torch.tensor([[0.0, 0, 0], [0.1, 0, 0], [0.2, 0, 0], [3.0, 0, 0], [3.1, 0, 0]])
     valid = torch.tensor([True, True, False, True, False])

@@ -44,6 +44,22 @@ def test_backbone_backward_reaches_stem():
     assert stem_weight.grad is not None and stem_weight.grad.abs().sum() > 0
 
 
+def test_backbone_keeps_torchs_thread_count():
+    """MinkowskiEngine's CPU kernels set OpenMP's thread count themselves (every core, or
+    OMP_NUM_THREADS at import); the backbone makes them use torch's, so the trainer's setting
+    holds for the rest of the step."""
+    net = Backbone3D("MinkUNetTiny", 3, 16)
+    coords, feats = _coords(800, seed=2, extent=30)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 3):
+            torch.set_num_threads(threads)
+            net(coords, feats).pow(2).mean().backward()
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("preset", ["demo", "bif-sv-simple", "3d-sv"])
 def test_full_model_forward_backward(preset):
     cfg = load_preset(preset, ["model.backbone3d.arch=MinkUNetTiny", "data.voxel_size=0.1", "model.fusion.warmup_iters=0"])

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,6 +129,7 @@ def test_eval_online_scores_mesh_and_observed_points(untrained_run, mv_data, tmp
     stdout = run_cli("eval", untrained_run, "--online", "--export", export, "--segment-smoothing").stdout
     assert "mesh-vertex+segments" in stdout and "observed-points" in stdout and "ms/frame" in stdout
     metrics = json.loads(next(untrained_run.glob("metrics_online_val_*.json")).read_text())
+    assert (Path(metrics["data_root"]) / "mv" / "manifest.json").is_file()  # what was scored
     tables = metrics["metrics"]
     assert set(tables) == {"mesh-vertex+segments", "observed-points"}
     for protocol, table in tables.items():

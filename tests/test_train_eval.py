@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -157,3 +158,18 @@ def test_eval_set_overrides_eval_keys_only(tiny_run, tmp_path):
     split = run_cli("eval", run_dir, "--set", "eval.split=train", check=False)
     assert split.returncode == 2 and "--split" in split.stdout + split.stderr and "Traceback" not in split.stderr
     assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
+def test_eval_on_other_data_keeps_the_runs_own_metrics(tiny_run, synthetic_data, tmp_path):
+    """`--data` elsewhere writes `metrics_<split>_<ckpt>_on-<folder>.json` stamped with its data root;
+    the file scored on the run's own data stays as it was."""
+    run_dir, _ = tiny_run
+    run_cli("eval", run_dir)
+    own = (run_dir / "metrics_val_best.json").read_text()
+    assert json.loads(own)["data_root"] == str(synthetic_data)
+    other = tmp_path / "new_scans"
+    shutil.copytree(synthetic_data, other)
+    run_cli("eval", run_dir, "--data", other)
+    assert (run_dir / "metrics_val_best.json").read_text() == own
+    moved = json.loads((run_dir / "metrics_val_best_on-new_scans.json").read_text())
+    assert moved["data_root"] == str(other) and moved["split"] == "val" and moved["num_frames"] > 0

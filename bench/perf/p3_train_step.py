@@ -26,8 +26,9 @@ import torch
 # Tensor methods that copy a (device) tensor to the host: each one is a synchronisation on CUDA
 SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__")
 # reads of tensors that live on the host on every device, so never a device sync: torch's own
-# (AdamW's step counter) and the decoder's draw of its query ratio from torch's CPU generator
-HOST_ONLY_SITES = ("site-packages/", "models/decoder.py")
+# (AdamW's step counter), the decoder's draw of its query ratio from torch's CPU generator, and
+# the CPU k-d tree kNN (on a GPU the brute force runs on the device)
+HOST_ONLY_SITES = ("site-packages/", "models/decoder.py", "_knn_tree")
 
 
 def demo_config(root: Path, out: Path, *overrides: str, quick: bool, device: str):
@@ -146,7 +147,7 @@ class SyncCounter:
         def read(tensor, *args, **kwargs):
             if counter.on and counter.steps:
                 frame = sys._getframe(1)
-                counter.steps[-1][f"{frame.f_code.co_filename.split('bifusion_core/')[-1]}:{frame.f_lineno}"] += 1
+                counter.steps[-1][f"{frame.f_code.co_filename.split('bifusion_core/')[-1]}:{frame.f_lineno} {frame.f_code.co_name}"] += 1
             return original(tensor, *args, **kwargs)
 
         return read

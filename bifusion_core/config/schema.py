@@ -289,7 +289,9 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(1000, gt=0)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: Optional[int] = Field(None, gt=0)
+    threads: Optional[int] = Field(
+        None, gt=0, description="CPU intra-op threads; unset: OMP_NUM_THREADS, else the cores left after the data workers"
+    )
     output_dir: Path = Path("outputs")
     unfreeze: UnfreezeConfig = UnfreezeConfig()
     init: InitConfig = InitConfig()

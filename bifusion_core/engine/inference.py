@@ -54,6 +54,7 @@ def evaluate_checkpoint(
     restored = restore_model(target, data_root, **(overrides or {}))
     cfg, labels, model, device = restored.cfg, restored.labels, restored.model, restored.device
     ckpt_path, run_dir = restored.checkpoint, restored.run_dir
+    builders.configure_threads(cfg, device)
     root = Path(cfg.data.root)
     frame_step = int(load_manifest(root, cfg.data.mode).get("frame_step", cfg.data.frame_step))
     ds = builders.build_dataset(cfg, root, split, train=False)  # data root and split checked before anything is written
@@ -76,6 +77,7 @@ def evaluate_checkpoint(
         **stamps,
         "checkpoint": str(ckpt_path),
         "split": split,
+        "data_root": str(root),
         "eval_overrides": dict(overrides or {}),
         "summary": summary,
         "per_class_ap": {k: list(v) for k, v in result.per_class.get("ap", {}).items()},
@@ -83,7 +85,7 @@ def evaluate_checkpoint(
         "per_class_iou": result.per_class_iou(),
         "gate_alpha_per_class": result.gate_alpha,
     }
-    metrics_path = run_dir / f"metrics_{split}_{ckpt_path.stem}.json"
+    metrics_path = restored.metrics_path("", split)
     write_json(metrics_path, metrics)
     name = f"{ckpt_path.stem} @ {summary['iteration']:.0f}"
     return CheckpointEvaluation(name, summary, result.per_class_ap50(), metrics_path, stamps, result.gate_alpha)

@@ -25,6 +25,15 @@ class RestoredModel:
     checkpoint: Path
     run_dir: Path
     iteration: int
+    trained_data_root: Path  # data.root as the run trained; cfg.data.root may point elsewhere (--data)
+
+    def metrics_path(self, kind: str, split: str) -> Path:
+        """``RUN/metrics_<kind><split>_<ckpt>.json``; scored on other data than the run trained on,
+        ``..._on-<data folder>.json``, so evaluating on new scans keeps the run's own val figures."""
+        name = f"metrics_{kind}{split}_{self.checkpoint.stem}"
+        if Path(self.cfg.data.root).resolve() != self.trained_data_root.resolve():
+            name += f"_on-{Path(self.cfg.data.root).resolve().name}"
+        return self.run_dir / f"{name}.json"
 
 
 def restore_model(target: str | Path, data_root: Path | None = None, device: str | None = None, **overrides: Any) -> RestoredModel:
@@ -35,6 +44,7 @@ def restore_model(target: str | Path, data_root: Path | None = None, device: str
     for key, value in overrides.items():
         raw = set_dotted(raw, key.split("."), value, key)
     cfg = validate_preset(raw)
+    trained_data_root = Path(cfg.data.root)
     if data_root is not None:
         cfg.data.root = Path(data_root)
     if device is not None:
@@ -44,4 +54,4 @@ def restore_model(target: str | Path, data_root: Path | None = None, device: str
     model.load_state_dict(payload["model"])
     dev = builders.pick_device(cfg)
     model.to(dev).eval()
-    return RestoredModel(cfg, model, labels, dev, ckpt_path, run_dir, int(payload.get("iteration", 0)))
+    return RestoredModel(cfg, model, labels, dev, ckpt_path, run_dir, int(payload.get("iteration", 0)), trained_data_root)

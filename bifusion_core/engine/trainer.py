@@ -120,9 +120,8 @@ class Trainer:
     # ---- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
         cfg = self.cfg
-        if cfg.train.threads:
-            torch.set_num_threads(cfg.train.threads)
         self.device = builders.pick_device(cfg)
+        builders.configure_threads(cfg, self.device)
         self.dist = D.init_distributed(self.device)
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device("cuda", self.dist.local_rank)

@@ -11,7 +11,6 @@ region is not held to the same closeness as a dense one.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..ops import knn, sample_ids
 
@@ -26,14 +25,14 @@ def spatial_consistency_loss(
     chunk: int = 512,
     num_samples: int | None = None,
 ) -> torch.Tensor:
-    """Mean weighted ``1 − cos`` between up to ``anchors`` random points per sample and their kNN.
+    """Mean weighted ``1 − cos`` between up to ``anchors`` random points per sample and their kNN;
+    ``feats`` are unit rows (``f3d`` is), so a dot product is the cosine.
 
     Anchors are processed ``chunk`` at a time so a multi-view sample (8 frames × 20 k points)
     needs a few hundred MB of distances, not gigabytes. ``num_samples`` spares a host read of
     ``point_batch``.
     """
-    unit = F.normalize(feats, dim=-1)
-    total, weight = feats.new_zeros(()), feats.new_zeros(())
+    anchor_rows, neighbour_rows, weights = [], [], []
     for b in sample_ids(point_batch, num_samples):
         idx = (point_batch == b).nonzero().squeeze(1)
         if idx.numel() <= 1:
@@ -47,8 +46,17 @@ def spatial_consistency_loss(
         found = torch.isfinite(nd)
         nd = nd.masked_fill(~found, 0.0)
         scale = nd.max(dim=1, keepdim=True).values.clamp(min=1e-6)
-        w = torch.exp(-(nd / scale).pow(2)) * found
-        cos = (unit[pick][:, None, :] * unit[idx[nn_idx]]).sum(-1)
-        total = total + (w * (1.0 - cos)).sum()
-        weight = weight + w.sum()
-    return total / weight.clamp(min=1e-12)  # no neighbour anywhere: total is 0 (no host test of the weight)
+        anchor_rows.append(pick)
+        neighbour_rows.append(idx[nn_idx])
+        weights.append((torch.exp(-(nd / scale).pow(2)) * found).flatten())
+    if not anchor_rows:
+        return feats.new_zeros(())
+    # one gather for the whole batch: a gather per sample zero-fills an (N, dim) gradient each
+    sizes = [p.numel() for p in anchor_rows] + [n.numel() for n in neighbour_rows]
+    parts = feats[torch.cat(anchor_rows + [n.flatten() for n in neighbour_rows])].split(sizes)
+    cos = torch.cat([
+        (a[:, None, :] * n.view(*nbr.shape, -1)).sum(-1).flatten()
+        for a, n, nbr in zip(parts[:len(anchor_rows)], parts[len(anchor_rows):], neighbour_rows)
+    ])
+    w = torch.cat(weights)
+    return (w * (1.0 - cos)).sum() / w.sum().clamp(min=1e-12)  # no neighbour: 0, no host test

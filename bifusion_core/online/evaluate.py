@@ -99,10 +99,11 @@ def evaluate_online(
     }
     per_class = scorers[mesh_protocol].per_class()
     ap50 = {name: float(v[1]) for name, v in per_class.get("ap", {}).items() if not np.isnan(v[1])}
-    metrics_path = restored.run_dir / f"metrics_online_{split}_{restored.checkpoint.stem}.json"
+    metrics_path = restored.metrics_path("online_", split)
     if write_metrics:
         write_json(metrics_path, _jsonable({
-            "checkpoint": str(restored.checkpoint), "split": split, "iteration": restored.iteration,
+            "checkpoint": str(restored.checkpoint), "split": split, "data_root": str(cfg.data.root),
+            "iteration": restored.iteration,
             "online": json.loads(cfg.eval.online.model_dump_json()), "segment_smoothing": segment_smoothing,
             "eval_overrides": dict(overrides or {}),
             "speed": speed, "metrics": tables, "per_class_ap50": ap50,
