@@ -23,7 +23,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/suite.py $(BENCH_ARGS)
 
-# 3D-only vs BiFusion variants, 3 seeds each, on synthetic scenes (~40 min on 2 cores):
+# 3D-only vs BiFusion variants, 3 seeds each, on synthetic scenes (~45 min on 2 cores):
 # outputs/ablation/ablation.json and ablation.png
 ablation: setup
 	$(BIN)/python bench/ablation.py $(ABLATION_ARGS)

@@ -10,7 +10,7 @@ Usage: python bench/ablation.py [--data data/ablation] [--scenes 40] [--iters 28
        [--variants 3d plain lite enhanced lite-l0 [lite-res lite-ps2 lite-nofilm lite-align]] [--out outputs/ablation]
        python bench/ablation.py --collect OUT1 OUT2 ... --out OUT   (one table from separate runs,
        e.g. one process per seed)
-Sized for ~40 min on 2 CPU cores with the defaults (15 runs of 1.8-3.5 min, measured).
+Sized for ~45 min on 2 CPU cores with the defaults (15 runs of 1.8-4.8 min, measured 2026-12-05).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ VARIANTS: dict[str, list[str]] = {
                    "{until: 0.7, semantic: 0.4, instance: 0.5, clip: 0.08, aux: 0.02}, "
                    "{until: 1.0, semantic: 0.45, instance: 0.5, clip: 0.04, aux: 0.01}]"],
 }
-#: what ``make ablation`` runs (~40 min); each further variant named in ``--variants`` adds ~8 min
+#: what ``make ablation`` runs (~45 min); each further variant named in ``--variants`` adds ~8 min
 DEFAULT_VARIANTS = ["3d", "plain", "lite", "enhanced", "lite-l0"]
 
 
