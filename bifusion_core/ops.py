@@ -132,7 +132,7 @@ def _knn_tree(query, reference, k, groups, exclude) -> tuple[torch.Tensor, torch
     if exclude is not None:  # drop the excluded index where it was found, else the farthest
         order = np.argsort(i == exclude.numpy()[:, None], axis=1, kind="stable")
         d, i = np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
-    kept = min(k, found - extra) if exclude is not None else found
+    kept = min(k, found - extra)  # the excluded index, or the farthest, is gone
     dist[:, :kept], index[:, :kept] = d[:, :kept], i[:, :kept]
     missing = ~np.isfinite(dist)
     dist[missing], index[missing] = np.inf, 0

@@ -53,7 +53,7 @@ def evaluate_checkpoint(
 
     restored = restore_model(target, data_root, **(overrides or {}))
     cfg, labels, model, device = restored.cfg, restored.labels, restored.model, restored.device
-    ckpt_path, run_dir = restored.checkpoint, restored.run_dir
+    ckpt_path = restored.checkpoint
     builders.configure_threads(cfg, device)
     root = Path(cfg.data.root)
     frame_step = int(load_manifest(root, cfg.data.mode).get("frame_step", cfg.data.frame_step))
