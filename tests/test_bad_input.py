@@ -18,6 +18,7 @@ from bifusion_core.data.scannet_raw import ScanFiles, read_segs, write_depth, wr
 from bifusion_core.data.sens import SensReader
 from bifusion_core.data.synthetic import SyntheticOptions, write_synthetic_scannet
 from bifusion_core.errors import BifusionError
+from bifusion_core.reporting import RecordingReporter
 from cli import run_cli
 
 GOOD, BAD = "scene0000_00", "scene0001_00"
@@ -26,9 +27,11 @@ SETTINGS = dict(mode="both", frame_step=40, mv_frame_step=20, image_size=(64, 48
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two scenes in both layouts (4 frames: raw 0, 20, 40, 60), prepared (sv + mv) into ``out/``."""
+    """Two scenes in both layouts (4 frames: raw 0, 20, 40, 60, and a lost one at 80), prepared (sv + mv)
+    into ``out/``. No unknown labels: ``strict`` stops on those before any other problem is seen."""
     root = tmp_path_factory.mktemp("bad-input")
-    write_synthetic_scannet(root, 2, seed=5, num_val=0, options=SyntheticOptions(num_frames=4), layout="both")
+    options = SyntheticOptions(num_frames=4, unknown_labels=False)
+    write_synthetic_scannet(root, 2, seed=5, num_val=0, options=options, layout="both")
     summary = prepare_scannet(root, root / "out", **SETTINGS)
     assert summary.skipped_scenes == [] and summary.modes["mv"].frames == 8
     return root
@@ -95,7 +98,7 @@ def test_truncated_sens(prepared: Path, tmp_path: Path) -> None:
         path.write_bytes(path.read_bytes()[:end])
 
     root = _broken(prepared, tmp_path, cut, sens_only=True)
-    _scene_is_skipped(root, f"{BAD}.sens: truncated: frame 30 of 61 is cut off")
+    _scene_is_skipped(root, f"{BAD}.sens: truncated: frame 30 of 81 is cut off")  # raw 0..60, lost 61..80
 
 
 def test_unknown_compression_type(prepared: Path, tmp_path: Path) -> None:
@@ -123,9 +126,11 @@ def test_invalid_pose_in_sens_skips_only_that_frame_and_is_counted(prepared: Pat
     root = _broken(prepared, tmp_path, lose_tracking, sens_only=True)
     before = _snapshot(root / "out")
     summary = prepare_scannet(root, root / "out", strict=True, **SETTINGS)
-    assert summary.skipped_scenes == [] and summary.skipped == [(BAD, 40, "invalid pose (not finite)")]
+    # raw frame 80 is each recording's own lost-tracking frame
+    lost = "invalid pose (not finite)"
+    assert summary.skipped_scenes == [] and summary.skipped == [(GOOD, 80, lost), (BAD, 40, lost), (BAD, 80, lost)]
     assert (summary.modes["sv"].frames, summary.modes["mv"].frames) == (3, 7)
-    assert (summary.modes["sv"].skipped_frames, summary.modes["mv"].skipped_frames) == (1, 1)
+    assert (summary.modes["sv"].skipped_frames, summary.modes["mv"].skipped_frames) == (3, 3)
     assert _snapshot(root / "out") == before
     assert not (root / "out" / "mv" / "samples" / BAD / "000040.npz").exists()
     assert (root / "out" / "mv" / "samples" / BAD / "000060.npz").exists()
@@ -147,8 +152,9 @@ def test_missing_pose_folder(prepared: Path, tmp_path: Path) -> None:
 def test_depth_all_zero_skips_the_frame_and_strict_stops(prepared: Path, tmp_path: Path) -> None:
     root = _broken(prepared, tmp_path, lambda f: write_depth(f.depth(20), np.zeros((120, 160), np.uint16)))
     summary = prepare_scannet(root, root / "out", **SETTINGS)
-    assert summary.skipped_scenes == [] and summary.skipped == [(BAD, 20, "depth image is all zero")]
-    assert summary.modes["mv"].skipped_frames == 1 and summary.modes["sv"].skipped_frames == 0  # 20 is no SV frame
+    assert summary.skipped_scenes == [] and (BAD, 20, "depth image is all zero") in summary.skipped
+    assert [(scene, frame) for scene, frame, _ in summary.skipped] == [(GOOD, 80), (BAD, 20), (BAD, 80)]  # 80: lost tracking
+    assert summary.modes["mv"].skipped_frames == 3 and summary.modes["sv"].skipped_frames == 2  # 20 is no SV frame
     shutil.rmtree(root / "out" / "mv" / "samples" / BAD)
     with pytest.raises(BifusionError, match=f"^{BAD} frame 20: depth image is all zero$"):
         prepare_scannet(root, root / "out", strict=True, **SETTINGS)
@@ -177,14 +183,22 @@ def test_scene_without_annotated_objects(prepared: Path, tmp_path: Path) -> None
     _scene_is_skipped(root, f"{BAD}.aggregation.json: no annotated objects")
 
 
-def test_label_missing_from_the_tsv(prepared: Path, tmp_path: Path) -> None:
+def test_label_missing_from_the_tsv_is_a_warning_not_a_skipped_scene(prepared: Path, tmp_path: Path) -> None:
+    """Worker processes too: the scan is prepared, one warning line names the object; strict stops on it."""
     def rename(files: ScanFiles) -> None:
         data = json.loads(files.aggregation.read_text())
         data["segGroups"][-1]["label"] = "flux capacitor"
         files.aggregation.write_text(json.dumps(data))
 
     root = _broken(prepared, tmp_path, rename)
-    _scene_is_skipped(root, "has label 'flux capacitor', which is not in scannetv2-labels.combined.tsv", workers=2)
+    reporter = RecordingReporter()
+    summary = prepare_scannet(root, root / "out", workers=2, reporter=reporter, **SETTINGS)
+    assert summary.skipped_scenes == [] and summary.modes["mv"].frames == 8
+    lines = [n for n in reporter.notes if "labels not in" in n]
+    assert len(lines) == 1 and "'flux capacitor' (object" in lines[0] and lines[0].startswith(f"{root / 'scans' / BAD / BAD}.aggregation.json: ")
+    shutil.rmtree(root / "out")
+    with pytest.raises(BifusionError, match="labels not in scannetv2-labels.combined.tsv: 'flux capacitor'"):
+        prepare_scannet(root, root / "out", strict=True, **SETTINGS)
 
 
 def test_segs_that_do_not_match_the_mesh(prepared: Path, tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """The CLI surface: fast help, presets, validate, clear one-line errors."""
 
+import json
 import re
 import subprocess
 import sys
@@ -88,7 +89,7 @@ def test_stats(synthetic_data):
     assert _row(out, "scenes") == str(SYNTHETIC_SCENES)
     assert _row(out, "frames/train") == str(TRAIN_FRAMES) and _row(out, "frames/val") == str(VAL_FRAMES)
     assert _row(out, "points") == f"{(TRAIN_FRAMES + VAL_FRAMES) * PREPARED_NUM_POINTS:,}"
-    assert _row(out, "skipped frames") == "–" or _row(out, "skipped frames") == "0.0000"
+    assert _row(out, "skipped frames") == str(SYNTHETIC_SCENES)  # each recording's lost-tracking frame
     assert float(_row(out, "instances per frame")) >= 1
 
 
@@ -99,3 +100,17 @@ def test_data_paths_are_taken_as_typed(synthetic_data, tmp_path, folder):
     (tmp_path / folder).symlink_to(synthetic_data, target_is_directory=True)
     out = run_cli("stats", "--data", folder, cwd=tmp_path).stdout
     assert _row(out, "frames/val") == str(VAL_FRAMES)
+
+
+def test_a_data_root_of_an_older_format_is_refused_in_one_line(synthetic_data, tmp_path):
+    """Format 2 put colour pixels through the extrinsic ScanNet's files carry; its samples must be prepared again."""
+    old = tmp_path / "old"
+    (old / "sv").mkdir(parents=True)
+    manifest = json.loads((synthetic_data / "sv" / "manifest.json").read_text())
+    (old / "sv" / "manifest.json").write_text(json.dumps({**manifest, "version": 2}))
+    proc = run_cli("train", "--preset", "demo", "--data", old, "--output-dir", tmp_path / "runs", check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert lines == [f"error: {old / 'sv' / 'manifest.json'}: prepared by an older bifusion (format 2, now 3); "
+                     "run `bifusion prepare` again into a new folder"]
+    assert not (tmp_path / "runs").exists()

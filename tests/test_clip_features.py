@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bifusion_core.data.manifest import MANIFEST_VERSION
 from bifusion_core.errors import BifusionError
 from bifusion_core.features.clip_encoder import (
     CLIP_MEAN,
@@ -66,7 +67,7 @@ def _write_frame(root: Path, scene: str, frame: int, rng: np.random.Generator) -
 def _write_manifest(root: Path, samples: list[dict]) -> None:
     manifest = {
         "format": "bifusion-prepared",
-        "version": 1,
+        "version": MANIFEST_VERSION,
         "mode": "sv",
         "image_size": [W, H],
         "num_points": 1024,

@@ -40,7 +40,7 @@ POINTS = torch.tensor([[0.5, 0.0, 2.0], [1.0, 0.0, 2.0], [0.0, 0.0, -1.0], [10.0
 def test_visibility_uses_colour_pixels_and_depth_test():
     poses, intrinsics, depth = two_cameras()
     depth[1, 3, 4] = 1.0
-    uv, seen = multiview_visibility(POINTS, inv(poses), intrinsics, inv(poses), intrinsics, depth, (W, H), depth_tolerance=0.25)
+    uv, seen = multiview_visibility(POINTS, inv(poses), intrinsics, intrinsics, depth, (W, H), depth_tolerance=0.25)
     assert uv.shape == (2, 4, 2) and seen.shape == (2, 4)
     assert seen.tolist() == [[True, True, False, False], [True, False, False, False]]
     torch.testing.assert_close(uv[:, 0], torch.tensor([[4.5, 2.5], [2.5, 2.5]]))
@@ -49,27 +49,27 @@ def test_visibility_uses_colour_pixels_and_depth_test():
         uv1, valid1 = project_points(POINTS, poses[f], intrinsics[f], (W, H), depth[f])
         torch.testing.assert_close(uv1, uv[f])
         assert valid1.tolist() == seen[f].tolist()
-    # the pixel comes from the colour camera, the depth test from the depth camera: a colour
+    # the pixel comes from the colour intrinsics, the depth test from the depth intrinsics: a colour
     # intrinsic shifted by 1 px moves the pixel, not the depth test; by 2 px p1 leaves frame 0's colour image
     shifted = intrinsics.clone()
     shifted[:, 0, 2] += 1.0
-    uv_c, seen_c = multiview_visibility(POINTS, inv(poses), shifted, inv(poses), intrinsics, depth, (W, H))
+    uv_c, seen_c = multiview_visibility(POINTS, inv(poses), shifted, intrinsics, depth, (W, H))
     torch.testing.assert_close(uv_c[..., 0], uv[..., 0] + 1.0)
     assert seen_c.tolist() == seen.tolist()
     shifted[:, 0, 2] += 1.0
-    seen_c = multiview_visibility(POINTS, inv(poses), shifted, inv(poses), intrinsics, depth, (W, H))[1]
+    seen_c = multiview_visibility(POINTS, inv(poses), shifted, intrinsics, depth, (W, H))[1]
     assert seen_c[:, :2].tolist() == [[True, False], [True, False]]  # p1 at column 7.5: outside
-    # a colour camera turned away sees nothing, whatever the depth camera says
+    # a camera turned away sees nothing
     away = poses.clone()
     away[:, 2, 2] = -1.0
     away[:, 0, 0] = -1.0
-    assert not multiview_visibility(POINTS, inv(away), intrinsics, inv(poses), intrinsics, depth, (W, H))[1].any()
+    assert not multiview_visibility(POINTS, inv(away), intrinsics, intrinsics, depth, (W, H))[1].any()
 
 
 def test_gather_averages_seen_views_and_marks_unseen():
     poses, intrinsics, depth = two_cameras()
     depth[1, 3, 4] = 1.0
-    uv, seen = multiview_visibility(POINTS, inv(poses), intrinsics, inv(poses), intrinsics, depth, (W, H))
+    uv, seen = multiview_visibility(POINTS, inv(poses), intrinsics, intrinsics, depth, (W, H))
     fmaps = torch.zeros(2, 3, 3, 4)
     fmaps[0, 0] = 1.0  # frame 0's feature everywhere: e0
     fmaps[1, 1] = 1.0  # frame 1's: e1
@@ -97,8 +97,8 @@ def test_mv_model_gathers_from_several_frames(mv_root):
     ds = builders.build_dataset(cfg, mv_root, None, train=False)
     windows = [ds[0], ds[2]]  # the first 3-frame window of each scene (4 frames: windows 0-2 and 3), one item per frame
     for s in (frame for window in windows for frame in window):  # stored CLIP token stand-ins: only their shape matters
-        s["clip_patch"] = torch.randn(len(s["world_to_depth"]), 768, 64 // 16, 96 // 16)
-        s["clip_global"] = torch.randn(len(s["world_to_depth"]), 768)
+        s["clip_patch"] = torch.randn(len(s["world_to_camera"]), 768, 64 // 16, 96 // 16)
+        s["clip_global"] = torch.randn(len(s["world_to_camera"]), 768)
     batch = collate(windows)
     torch.manual_seed(0)
     model = build_model(cfg, builders.label_set(cfg)).eval()

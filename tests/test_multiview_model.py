@@ -26,8 +26,8 @@ def mv_root(tmp_path_factory):
 def clip_stand_ins(item):
     """Stored CLIP tokens stand-ins (the model only needs their shape) on a window item or its frames."""
     for s in item if isinstance(item, list) else [item]:
-        s["clip_patch"] = torch.randn(len(s["world_to_depth"]), 768, IMAGE_SIZE[1] // 16, IMAGE_SIZE[0] // 16)
-        s["clip_global"] = torch.randn(len(s["world_to_depth"]), 768)
+        s["clip_patch"] = torch.randn(len(s["world_to_camera"]), 768, IMAGE_SIZE[1] // 16, IMAGE_SIZE[0] // 16)
+        s["clip_global"] = torch.randn(len(s["world_to_camera"]), 768)
     return item
 
 

@@ -16,6 +16,7 @@ from conftest import PREPARED_IMAGE_SIZE, PREPARED_NUM_POINTS
 from bifusion_core.config import load_preset
 from bifusion_core.data.labels import LABEL_SETS
 from bifusion_core.data.prepare import prepare_scannet
+from bifusion_core.data.scannet_raw import read_mesh
 from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP
 from bifusion_core.engine import builders
 from bifusion_core.engine.checkpoint import save_checkpoint
@@ -152,6 +153,21 @@ def test_eval_online_scores_mesh_and_observed_points(untrained_run, mv_data, tmp
     for key in ("instance/ap", "instance/ap50_class_agnostic", "semantic/miou"):
         mine = tables["mesh-vertex+segments"][key]
         assert (mine is None and np.isnan(again[key])) or again[key] == pytest.approx(mine, abs=1e-4), key
+
+
+def test_show_dir_writes_one_folder_per_target_with_the_meshs_faces(untrained_run, mv_data, tmp_path):
+    show = tmp_path / "show"
+    run_cli("eval", untrained_run, untrained_run / "checkpoints" / "last.pt", "--online", "--show-dir", show)
+    scene = val_scene(mv_data)
+    with np.load(mv_data / "gt" / f"{scene}.npz") as gt:
+        faces = gt["faces"]
+    assert len(faces) > 1000 and faces.dtype == np.int32
+    assert sorted(p.name for p in show.iterdir()) == ["untrained-last", "untrained-last-2"]
+    for folder in show.iterdir():
+        assert (folder / f"{scene}_top.png").is_file()
+        for view in ("pred_instance", "pred_semantic", "gt_instance", "gt_semantic"):
+            mesh = read_mesh(folder / f"{scene}_{view}.ply")
+            assert np.array_equal(mesh.faces, faces), view  # surfaces, not a vertex cloud
 
 
 def test_bad_inputs_one_line_nothing_written(untrained_run, mv_data, synthetic_data, tmp_path):

@@ -36,6 +36,7 @@ from bifusion_core.data.synthetic import (
     SYNTHETIC_FRAME_STEP,
     SOFT_CLASSES,
     TEXTURE_PERIOD_M,
+    UNKNOWN_LABELS,
     WALL_CLASSES,
     RenderedView,
     SyntheticObject,
@@ -60,7 +61,6 @@ NPZ_FIELDS = {
     "pose": (np.float32, (4, 4)),
     "intrinsic": (np.float32, (3, 3)),
     "color_intrinsic": (np.float32, (3, 3)),
-    "depth_to_color": (np.float32, (4, 4)),
 }
 
 
@@ -110,12 +110,16 @@ def _copy_scene(src: Path, dst: Path, scene: str = "scene0000_00") -> ScanFiles:
 
 def test_manifest_lists_every_frame_with_its_split(synthetic_data: Path) -> None:
     manifest = _manifest(synthetic_data)
-    assert manifest["format"] == "bifusion-prepared" and manifest["version"] == 2 and manifest["mode"] == "sv"
+    assert manifest["format"] == "bifusion-prepared" and manifest["version"] == 3 and manifest["mode"] == "sv"
     assert manifest["image_size"] == list(PREPARED_IMAGE_SIZE) and manifest["num_points"] == PREPARED_NUM_POINTS
     assert manifest["frame_step"] == SYNTHETIC_FRAME_STEP and manifest["superpoints"] == "image"
     assert Path(manifest["source"]) == synthetic_data.resolve()
     samples = manifest["samples"]
-    assert len(samples) == SYNTHETIC_SCENES * SYNTHETIC_OPTIONS.num_frames and manifest["skipped"] == []
+    assert len(samples) == SYNTHETIC_SCENES * SYNTHETIC_OPTIONS.num_frames
+    # each recording ends with a frame whose tracking was lost: counted, never a problem
+    assert manifest["skipped"] == [
+        {"scene": f"scene000{k}_00", "frame": 120, "reason": "invalid pose (not finite)"} for k in range(SYNTHETIC_SCENES)
+    ]
     splits = {s["scene"]: s["split"] for s in samples}
     assert splits == {"scene0000_00": "train", "scene0001_00": "train", "scene0002_00": "val"}
     assert samples[1] == {
@@ -142,7 +146,7 @@ def test_samples_have_exactly_the_documented_fields(synthetic_data: Path) -> Non
         assert 20 < sp.max() + 1 < 600
         # valid points lie inside the colour image, the others outside it (nearest-pixel rule)
         valid = sample["valid"].astype(bool)
-        assert set(np.unique(sample["valid"])) <= {0, 1} and 0.8 < valid.mean() < 1.0  # displaced camera: some unseen
+        assert set(np.unique(sample["valid"])) <= {0, 1} and 0.8 < valid.mean() < 1.0  # narrower colour view: some unseen
         col, row = np.floor(sample["pixels"] + 0.5).astype(int).T
         inside = (col >= 0) & (col < PREPARED_IMAGE_SIZE[0]) & (row >= 0) & (row < PREPARED_IMAGE_SIZE[1])
         assert np.array_equal(inside, valid)
@@ -197,16 +201,15 @@ def test_poses_and_intrinsics_round_trip(synthetic_data: Path, with_truth) -> No
         assert np.allclose(sample["intrinsic"], expected_k, atol=1e-4)
         expected_color_k = rescale_intrinsic(scene.color_intrinsic, SYNTHETIC_OPTIONS.color_size, PREPARED_IMAGE_SIZE)
         assert np.allclose(sample["color_intrinsic"], expected_color_k, atol=1e-4)
-        assert np.allclose(sample["depth_to_color"], scene.depth_to_color, atol=1e-5)
         # points come from whole depth pixels, at the depth the generator rendered there
         world = sample["points"].astype(np.float64)
         pose = sample["pose"].astype(np.float64)
         camera = (world - pose[:3, 3]) @ pose[:3, :3]
         assert np.abs(_depth_pixels(sample) - np.round(_depth_pixels(sample))).max() < 1e-2
         assert np.median(np.abs(view.depth_m[v, u] - camera[:, 2])) < 0.02
-        # and their pixels are where the generator's colour camera sees them
-        color_pose = scene.color_pose(entry["frame"])
-        in_color = (world - color_pose[:3, 3]) @ color_pose[:3, :3]
+        # and their pixels are where the generator's colour camera, at the same pose, sees them
+        truth_pose = scene.pose(entry["frame"])
+        in_color = (world - truth_pose[:3, 3]) @ truth_pose[:3, :3]
         projected = in_color[:, :2] / in_color[:, 2:] * np.diag(expected_color_k)[:2] + expected_color_k[:2, 2]
         assert np.abs(projected - sample["pixels"]).max() < 1e-2
 
@@ -287,7 +290,8 @@ def test_two_workers_write_the_same_bytes_and_report_each_scene(synthetic_data: 
     assert (a.modes["sv"].frames, a.modes["mv"].frames) == (b.modes["sv"].frames, b.modes["mv"].frames) == (6, 12)
     files_a, files_b = _prepared_files(tmp_path / "a"), _prepared_files(tmp_path / "b")
     assert files_a == files_b and len(files_a) == 2 * (6 + 12) + 2 * 2 + 2 + 2  # samples+images, scene.json, gt, manifests
-    expected = {"scenes": 2, "frames": 12, "scene0000_00": 6, "scene0001_00": 6}  # sv frames are among the mv frames
+    # sv frames are among the mv frames; raw frame 120 (lost tracking) is read and skipped
+    expected = {"scenes": 2, "frames": 14, "scene0000_00": 7, "scene0001_00": 7}
     assert one.totals == one.done == two.totals == two.done == expected
 
 
@@ -335,8 +339,9 @@ def test_ground_truth_is_the_full_annotated_mesh(synthetic_data: Path) -> None:
     segs = read_segs(files.segs, len(mesh.vertices))
     truth = vertex_annotations(segs, read_aggregation(files.aggregation), table)
     with np.load(synthetic_data / "gt" / "scene0001_00.npz") as gt:
-        assert set(gt.files) == {"vertices", "colors", "label200", "label20", "instance", "segments", "axis_align"}
+        assert set(gt.files) == {"vertices", "faces", "colors", "label200", "label20", "instance", "segments", "axis_align"}
         assert np.array_equal(gt["vertices"], mesh.vertices) and np.array_equal(gt["colors"], mesh.colors)
+        assert gt["faces"].dtype == np.int32 and np.array_equal(gt["faces"], mesh.faces) and len(mesh.faces) > 0
         for key in ("label200", "label20", "instance"):
             assert gt[key].dtype == np.int32 and np.array_equal(gt[key], getattr(truth, key))
         segments = gt["segments"]
@@ -375,8 +380,9 @@ def test_invalid_pose_and_empty_depth_frames_are_skipped_with_a_reason(synthetic
     summary = prepare_scannet(tmp_path, tmp_path / "out", frame_step=20, image_size=(64, 48), num_points=256)
     assert summary.frames == 4
     reasons = {frame: reason for _, frame, reason in summary.skipped}
-    assert set(reasons) == {20, 40} and "pose" in reasons[20] and "zero" in reasons[40]
-    assert [s["frame"] for s in _manifest(tmp_path / "out")["skipped"]] == [20, 40]
+    assert set(reasons) == {20, 40, 120} and "pose" in reasons[20] and "zero" in reasons[40]
+    assert reasons[120] == reasons[20]  # the generator's own lost-tracking frame
+    assert [s["frame"] for s in _manifest(tmp_path / "out")["skipped"]] == [20, 40, 120]
     assert not (tmp_path / "out" / "sv" / "samples" / "scene0000_00" / "000020.npz").exists()
 
 
@@ -394,6 +400,44 @@ def test_vertex_annotations_follow_the_official_export_rules() -> None:
     assert labels.instance.tolist() == [1, 1, 5, 5, 0, 0]
     assert labels.label200.tolist() == [2, 2, 4, 4, 0, 0]
     assert labels.label20.tolist() == [5, 5, 7, 7, 0, 0]
+
+
+def test_an_object_label_missing_from_the_table_leaves_its_points_unannotated() -> None:
+    seg_indices = np.array([7, 7, 9, 9, 11, 40])
+    groups = [
+        SegGroup(group_id=0, object_id=0, segments=(7,), label="chair"),
+        SegGroup(group_id=1, object_id=1, segments=(9, 11), label="trashcan"),  # ScanNet v1's spelling
+        SegGroup(group_id=2, object_id=2, segments=(11,), label="table"),  # a later group still wins
+    ]
+    labels = vertex_annotations(seg_indices, groups, {"chair": (2, 5), "table": (4, 7)})
+    assert labels.instance.tolist() == [1, 1, 0, 0, 3, 0]
+    assert labels.label200.tolist() == [2, 2, 0, 0, 4, 0] and labels.label20.tolist() == [5, 5, 0, 0, 7, 0]
+    assert labels.unknown == ((1, "trashcan"),)
+
+
+def test_a_scan_with_unknown_labels_is_prepared_and_says_so_once(synthetic_data: Path, tmp_path: Path) -> None:
+    """A real-format aggregation with 'trashcan' and 'dishrack' (ScanNet's first release): the scan
+    is prepared, those objects' points are unannotated, one warning line names them; --strict stops."""
+    files = _copy_scene(synthetic_data, tmp_path / "raw")
+    data = json.loads(files.aggregation.read_text())
+    chair = next(g for g in data["segGroups"] if g["label"] not in ("floor", "wall"))
+    chair["label"] = "trashcan"
+    files.aggregation.write_text(json.dumps(data))
+    reporter = RecordingReporter()
+    summary = prepare_scannet(tmp_path / "raw", tmp_path / "out", frame_step=40, image_size=(64, 48), num_points=300, reporter=reporter)
+    assert summary.skipped_scenes == [] and summary.frames == 3
+    clutter = next(g for g in data["segGroups"] if g["label"] == UNKNOWN_LABELS[0])
+    line = (f"{files.aggregation}: labels not in scannetv2-labels.combined.tsv: 'trashcan' (object {chair['objectId']}), "
+            f"'dishrack' (object {clutter['objectId']}); their points are unannotated (raw id 0)")
+    assert [n for n in reporter.notes if "labels not in" in n] == [line]
+    with np.load(tmp_path / "out" / "gt" / "scene0000_00.npz") as gt:
+        segs = read_segs(files.segs)
+        relabelled = np.isin(segs, chair["segments"])
+        assert relabelled.any() and not gt["instance"][relabelled].any() and not gt["label200"][relabelled].any()
+        assert gt["instance"][~relabelled].any()  # the other objects keep theirs
+    with pytest.raises(BifusionError, match="labels not in scannetv2-labels.combined.tsv: 'trashcan'"):
+        prepare_scannet(tmp_path / "raw", tmp_path / "strict", frame_step=40, image_size=(64, 48), num_points=300, strict=True)
+    assert not (tmp_path / "strict" / "sv" / "manifest.json").exists()
 
 
 def test_raw_files_round_trip(tmp_path: Path) -> None:
@@ -440,17 +484,23 @@ def test_synthetic_scan_is_consistent_and_deterministic(synthetic_data: Path) ->
     for segment, owner in zip(segs.tolist(), scene.vertex_object.tolist()):
         assert owners.setdefault(segment, owner) == owner
     groups = read_aggregation(files.aggregation)
-    assert sorted(g.label for g in groups) == sorted(o.category for o in scene.objects if o.object_id >= 0)
+    table = read_labels_tsv(synthetic_data / "scannetv2-labels.combined.tsv")
+    known = [g for g in groups if g.label in table]
+    assert sorted(g.label for g in known) == sorted(o.category for o in scene.objects if o.object_id >= 0)
+    # the clutter is annotated under an older release's spelling, which the table lacks (like real scans)
+    assert [g.label for g in groups if g.label not in table] == [UNKNOWN_LABELS[1]]
+    assert sorted(g.object_id for g in groups) == list(range(len(groups)))
     assert {"pillow", "towel", "picture", "whiteboard", "poster", "floor", "wall"} <= {g.label for g in groups}
     assert len({"bed", "couch"} & {g.label for g in groups}) == 1  # the support the pillow and towel lie on
-    assert 4 + 5 + 5 <= len(groups) <= 8 + 5 + 5
+    assert 4 + 5 + 5 <= len(known) <= 8 + 5 + 5
     # colour has its own size and aspect, like real ScanNet (1296x968 vs 640x480)
     depth = read_depth(files.depth(0))
     with Image.open(files.color(0)) as color:
         assert color.size == SYNTHETIC_OPTIONS.color_size and depth.shape[::-1] == SYNTHETIC_OPTIONS.depth_size
         assert color.size[0] / color.size[1] != depth.shape[1] / depth.shape[0]
-    table = read_labels_tsv(synthetic_data / "scannetv2-labels.combined.tsv")
-    assert all(table[g.label] == CATEGORIES[g.label][:2] for g in groups)
+    assert all(table[g.label] == CATEGORIES[g.label][:2] for g in known)
+    # the recording ends with a lost-tracking frame, like real ones
+    assert np.all(np.isneginf(read_matrix(files.pose(scene.lost_frames[0])))) and scene.lost_frames == (120,)
 
 
 @pytest.mark.parametrize("group", [SOFT_CLASSES, WALL_CLASSES])

@@ -160,7 +160,8 @@ def test_synthetic_sens_holds_every_raw_frame_and_matches_the_export(both_layout
     sens_root, exported_root = both_layouts
     files = ScanFiles(exported_root / "scans" / "scene0000_00")
     with SensReader(sens_root / "scans" / "scene0000_00" / "scene0000_00.sens") as reader:
-        assert len(reader) == 61  # raw frames 0..60; the export holds 0, 20, 40, 60
+        assert len(reader) == 81  # raw frames 0..60 and the lost ones up to 80; the export holds 0, 20, ..., 80
+        assert np.all(np.isneginf(reader.pose(80))) and np.all(np.isneginf(read_matrix(files.pose(80))))
         k = read_intrinsics(files)
         assert np.array_equal(reader.header.depth_intrinsic[:3, :3], k.depth.astype(np.float32))
         assert np.array_equal(reader.header.color_intrinsic[:3, :3], k.color.astype(np.float32))

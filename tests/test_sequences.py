@@ -93,10 +93,10 @@ def test_an_item_is_t_frames_with_the_keys_of_a_single_frame_item(mv_data: Path)
     assert np.array_equal(item["point_frame"], np.repeat(np.arange(4), counts))
     for key in ("points", "semantic", "instance", "instance_class", "label_raw"):
         assert np.array_equal(item[key], np.concatenate([s[key] for s in singles])), key
-    assert item["world_to_depth"].shape == (4, 4, 4) and item["intrinsic"].shape == (4, 3, 3)
+    assert item["world_to_camera"].shape == (4, 4, 4) and item["intrinsic"].shape == (4, 3, 3)
     assert item["depth"].shape == (4, IMAGE_SIZE[1], IMAGE_SIZE[0]) and item["depth"].dtype == np.float32
     for t, single in enumerate(singles):
-        assert np.array_equal(item["world_to_depth"][t], single["world_to_depth"][0])
+        assert np.array_equal(item["world_to_camera"][t], single["world_to_camera"][0])
     # superpoints: each frame's own ids, made unique across frames and contiguous overall
     sp = item["superpoints"]
     assert set(np.unique(sp)) == set(range(sp.max() + 1))
@@ -146,7 +146,7 @@ def test_items_of_different_lengths_collate_into_one_batch(mv_data: Path) -> Non
 
     ds = PreparedSequences(mv_data, "train", LABELS, 0.05, num_frames=3)
     batch = collate([ds[0], ds[2]])  # windows of 3 and 2 frames
-    assert batch.world_to_depth.shape == (5, 4, 4) and batch.depth.shape == (5, IMAGE_SIZE[1], IMAGE_SIZE[0])
+    assert batch.world_to_camera.shape == (5, 4, 4) and batch.depth.shape == (5, IMAGE_SIZE[1], IMAGE_SIZE[0])
     assert batch.frame_batch.tolist() == [0, 0, 0, 1, 1]
     assert torch.equal(torch.unique(batch.point_frame[batch.point_batch == 1]), torch.tensor([3, 4]))
     assert int(batch.superpoints.max()) + 1 == len(batch.sp_batch)
@@ -162,7 +162,7 @@ def test_a_window_decoded_per_frame_gives_each_frame_exactly_as_streaming_reads_
     assert [f["key"] for f in frames] == [s["key"] for s in streamed]
     for mine, theirs in zip(frames, streamed):
         for key in ("points", "voxel_coords", "voxel_inverse", "superpoints", "point_frame", "pixels", "valid",
-                    "semantic", "instance", "world_to_depth", "world_to_color", "depth"):
+                    "semantic", "instance", "world_to_camera", "depth"):
             assert np.array_equal(mine[key], theirs[key]), key
         np.testing.assert_allclose(mine["points_aug"], theirs["points_aug"], atol=1e-5)
         np.testing.assert_allclose(mine["voxel_feats"], theirs["voxel_feats"], atol=1e-6)

@@ -100,7 +100,8 @@ def test_eval_export_round_trip(tiny_run, tmp_path):
         assert len(read_ids(folder / "semantic" / "pred" / gt_file.name)) == len(gt)
     agnostic = evaluate_instances(class_agnostic(scenes, labels.thing_raw_ids), [1], ["object"], 100)
     assert agnostic.ap50 == pytest.approx(summary["instance/ap50_class_agnostic"], nan_ok=True)
-    assert list((tmp_path / "show").glob("*_pred.ply")) and list((tmp_path / "show").glob("*_gt.ply"))
+    shown = tmp_path / "show" / f"{run_dir.name}-best"  # one sub-folder per target, as --export
+    assert list(shown.glob("*_pred.ply")) and list(shown.glob("*_gt.ply"))
 
 
 def test_resume_continues_from_last(tiny_run):

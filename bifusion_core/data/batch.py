@@ -48,10 +48,9 @@ class Batch:
     # frames (F = all frames of the batch: one per sample single-view, T per sample multi-view)
     point_frame: torch.Tensor  # (N,) global frame index of each point
     frame_batch: torch.Tensor  # (F,) sample index of each frame
-    world_to_depth: torch.Tensor  # (F,4,4) float64: inv(pose), the depth camera's world-to-camera
+    world_to_camera: torch.Tensor  # (F,4,4) float64: inv(pose), world-to-camera of both the depth and the colour image (registered)
     intrinsic: torch.Tensor  # (F,3,3) depth camera, prepared size
     depth: torch.Tensor  # (F,H,W) metres, depth camera
-    world_to_color: torch.Tensor  # (F,4,4) float64: depth_to_color @ inv(pose), the colour camera's world-to-camera
     color_intrinsic: torch.Tensor  # (F,3,3) colour camera, prepared size (the CLIP image)
     clip_patch: torch.Tensor | None = None  # (F,768,h,w)
     clip_global: torch.Tensor | None = None  # (F,768)
@@ -117,7 +116,7 @@ def collate(items: list[dict[str, Any] | list[dict[str, Any]]]) -> Batch:
         superpoints.append(s["superpoints"] + sp_offset)
         sp_batch.append(np.full(num_sp, b))
         point_batch.append(np.full(len(s["points"]), b))
-        num_frames = len(s["world_to_depth"])
+        num_frames = len(s["world_to_camera"])
         point_frame.append(s["point_frame"] + frame_offset)
         frame_batch.append(np.full(num_frames, b))
         vox_offset += len(coords)
@@ -152,10 +151,9 @@ def collate(items: list[dict[str, Any] | list[dict[str, Any]]]) -> Batch:
         vox_feats=cat("voxel_feats", torch.float32),
         point_frame=torch.from_numpy(np.concatenate(point_frame)).long(),
         frame_batch=torch.from_numpy(np.concatenate(frame_batch)).long(),
-        world_to_depth=frames("world_to_depth", torch.float64),
+        world_to_camera=frames("world_to_camera", torch.float64),
         intrinsic=frames("intrinsic"),
         depth=frames("depth"),
-        world_to_color=frames("world_to_color", torch.float64),
         color_intrinsic=frames("color_intrinsic"),
         clip_patch=frames("clip_patch") if has_clip else None,
         clip_global=frames("clip_global") if has_clip else None,

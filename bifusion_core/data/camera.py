@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops import transform_points
-
 
 def rescale_intrinsic(intrinsic: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
     """3x3 intrinsics for a resized image, pixel-index convention (pixel (0,0)'s centre is (0,0))."""
@@ -44,28 +42,24 @@ def back_project(u: np.ndarray, v: np.ndarray, z: np.ndarray, intrinsic: np.ndar
     return np.stack([(u - intrinsic[0, 2]) / intrinsic[0, 0] * z, (v - intrinsic[1, 2]) / intrinsic[1, 1] * z, z], -1)
 
 
-def color_pixels(
-    depth_m: np.ndarray, intrinsic: np.ndarray, depth_to_color: np.ndarray, color_intrinsic: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Where each depth pixel lands in the colour image: float (H,W,2) pixels and (H,W) bool ``valid``.
+def color_pixels(shape: tuple[int, int], intrinsic: np.ndarray, color_intrinsic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each pixel of an (H, W) depth grid lands in the colour image: float (H,W,2) pixels and
+    (H,W) bool ``valid`` (the nearest colour pixel exists).
 
-    Back-project with the depth intrinsics, move into the colour camera with ``depth_to_color``,
-    project with the colour intrinsics (both cameras' images at the prepared size, pixel-index
-    convention). ``valid``: in front of the colour camera and inside its image (the nearest pixel exists).
+    ScanNet's colour and depth are registered (one pose, ScanNet/ScanNet#92): only the intrinsics
+    differ, so a depth pixel's ray, back-projected with the depth intrinsics and projected with the
+    colour intrinsics (both at the prepared size), gives ``K_color · inverse(pose) · X`` for every
+    point X on it, whatever its depth.
     """
-    height, width = depth_m.shape
+    height, width = shape
     v, u = np.mgrid[0:height, 0:width].astype(np.float64)
-    camera = back_project(u, v, depth_m, intrinsic)
-    seen = transform_points(camera.reshape(-1, 3), np.asarray(depth_to_color, np.float64))
-    in_front = seen[:, 2] > 1e-6
-    safe_z = np.where(in_front, seen[:, 2], 1.0)
+    ray = back_project(u, v, np.ones_like(u), intrinsic)
     k = np.asarray(color_intrinsic, np.float64)
-    pu = k[0, 0] * seen[:, 0] / safe_z + k[0, 1] * seen[:, 1] / safe_z + k[0, 2]
-    pv = k[1, 1] * seen[:, 1] / safe_z + k[1, 2]
+    pu = k[0, 0] * ray[..., 0] + k[0, 1] * ray[..., 1] + k[0, 2]
+    pv = k[1, 1] * ray[..., 1] + k[1, 2]
     col, row = np.floor(pu + 0.5), np.floor(pv + 0.5)  # same nearest-pixel rule as features.projection
-    valid = in_front & (col >= 0) & (col <= width - 1) & (row >= 0) & (row <= height - 1)
-    pixels = np.stack([pu, pv], -1).reshape(height, width, 2)
-    return np.where(np.isfinite(pixels), pixels, 0.0), valid.reshape(height, width)
+    valid = (col >= 0) & (col <= width - 1) & (row >= 0) & (row <= height - 1)
+    return np.stack([pu, pv], -1), valid
 
 
 def nearest_index(coordinate: np.ndarray, size: int) -> np.ndarray:

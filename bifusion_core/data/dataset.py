@@ -72,8 +72,7 @@ def build_item(
     for sample in frames:
         superpoints.append(sample["superpoints"].astype(np.int64) + offset)
         offset += int(sample["superpoints"].max()) + 1
-    world_to_depth = invert_pose(np.stack([sample["pose"] for sample in frames]))
-    depth_to_color = np.stack([sample["depth_to_color"] for sample in frames]).astype(np.float64)
+    world_to_camera = invert_pose(np.stack([sample["pose"] for sample in frames]))
     first = records[0]
     item = {
         "key": first["key"] if len(records) == 1 else f"{first['scene']}/{first['frame']:06d}+{len(records)}",
@@ -89,10 +88,9 @@ def build_item(
         "pixels": np.concatenate([sample["pixels"] for sample in frames]).astype(np.float32),
         "valid": np.concatenate([sample["valid"] for sample in frames]).astype(bool),
         **{k: np.concatenate([t[k] for t in targets]) for k in ("semantic", "instance", "instance_class", "label_raw")},
-        "world_to_depth": world_to_depth,
+        "world_to_camera": world_to_camera,
         "intrinsic": np.stack([sample["intrinsic"] for sample in frames]).astype(np.float32),
         "depth": np.stack([sample["depth_mm"] for sample in frames]).astype(np.float32) / MM_PER_M,
-        "world_to_color": depth_to_color @ world_to_depth,
         "color_intrinsic": np.stack([sample["color_intrinsic"] for sample in frames]).astype(np.float32),
     }
     if clip_source is not None:

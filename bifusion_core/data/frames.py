@@ -6,10 +6,13 @@ hand out the same numbers for the same recording: poses and intrinsics are round
 (what ``.sens`` stores; the exported text files hold the same values with 6 decimals), depth is
 the stored uint16 with its shift, colour the decoded JPEG.
 
-The colour camera's place relative to the depth camera (``depth_to_color``) can be stated in
-three places: the export's ``intrinsic/extrinsic_{color,depth}.txt``, the ``.sens`` header and
-``colorToDepthExtrinsics`` in ``<scene>.txt``. The source takes its own layout's value (else the
-other layout's, the metadata's, the identity) and lists every disagreement in ``extrinsic_notes``.
+ScanNet's colour and depth frames are registered: both are seen from the frame's pose, so the
+colour camera differs from the depth camera only in its intrinsics and image size. The
+colour-depth extrinsics the files still carry (the export's ``intrinsic/extrinsic_depth.txt``,
+the ``.sens`` header, ``colorToDepthExtrinsics`` in ``<scene>.txt``) are a factory calibration
+that was already applied (ScanNet/ScanNet#92): no extrinsic is ever applied. The source only
+lists where a non-identity one was found (``ignored_extrinsics``), so a run can say once that
+it ignores them.
 
 Problems of the whole source (missing ``.sens`` or folders, truncation, unknown compression,
 missing pose files) raise when the source is opened; size mismatches raise when the frame is read.
@@ -27,26 +30,23 @@ from .scannet_raw import (
     CameraIntrinsics,
     ScanFiles,
     SceneMeta,
-    check_rigid,
     list_frames,
     read_color,
     read_depth,
-    read_exported_extrinsics,
     read_intrinsics,
     read_matrix,
 )
 from .sens import SensReader, read_sens_header
 
 SOURCES = ("auto", "exported", "sens")
-EXTRINSIC_TOLERANCE = 1e-4  # text files hold 6 decimals, .sens float32: equal scans differ by ~1e-6
+EXTRINSIC_TOLERANCE = 1e-4  # text files hold 6 decimals, .sens float32: an identity reads back within ~1e-6
 
 
 class FrameSource(Protocol):
     kind: str  # "exported" or "sens"
     intrinsics: CameraIntrinsics  # float32-rounded, as float64 arrays
     depth_shift: float  # stored depth / depth_shift = metres
-    depth_to_color: np.ndarray  # float64 (4,4) depth-camera -> colour-camera coordinates
-    extrinsic_notes: list[str]  # one line per source that disagrees with depth_to_color
+    ignored_extrinsics: list[str]  # files / fields holding a non-identity colour-depth extrinsic
 
     def frames(self) -> list[int]: ...
     def pose(self, frame: int) -> np.ndarray: ...  # float64 (4,4), float32-rounded; may be -inf
@@ -94,49 +94,34 @@ def open_frame_source(files: ScanFiles, meta: SceneMeta, preference: str = "auto
     return source
 
 
-def resolve_depth_to_color(files: ScanFiles, meta: SceneMeta, kind: str, own: np.ndarray | None) -> tuple[np.ndarray, list[str]]:
-    """The frame source's own depth->colour (else the other layout's, the metadata's, the identity) and
-    one note per source that disagrees with it.
-
-    Every source present is read: the exported files, the ``.sens`` header and ``colorToDepthExtrinsics``.
-    """
-    found: dict[str, np.ndarray] = {}
-    unreadable: list[str] = []
-    if own is not None:
-        found[kind] = own
-    readers = {
-        "exported": lambda: read_exported_extrinsics(files),
-        "sens": lambda: read_sens_header(sens_path(files)).depth_to_color if sens_path(files).is_file() else None,
-        "metadata": lambda: meta.depth_to_color(files.meta),
-    }
-    for name, read in readers.items():
-        if name == kind:
-            continue
-        try:  # another source's problem is reported, not fatal: the frames come from this one
-            value = read()
-        except BifusionError as exc:
-            unreadable.append(f"{files.scene}: extrinsic not read from {exc.where}: {exc.problem}")
-            continue
-        if value is not None:
-            found[name] = value
-    names = {"exported": "intrinsic/extrinsic_depth.txt", "sens": f"{files.scene}.sens header",
-             "metadata": f"colorToDepthExtrinsics in {files.meta.name}"}
-    order = [kind, "sens" if kind == "exported" else "exported", "metadata"]
-    chosen_name = next((name for name in order if name in found), None)
-    if chosen_name is None:
-        return np.eye(4), unreadable
-    chosen = found[chosen_name]
-    notes = unreadable + [
-        f"{files.scene}: depth->colour extrinsic of the {names[name]} {_flat(matrix)} differs from the "
-        f"{names[chosen_name]} {_flat(chosen)}; using the latter"
-        for name, matrix in found.items()
-        if name != chosen_name and np.abs(matrix - chosen).max() > EXTRINSIC_TOLERANCE
-    ]
-    return chosen, notes
+def ignored_extrinsics(files: ScanFiles, meta: SceneMeta) -> list[str]:
+    """Where the scan carries a colour-depth extrinsic other than the identity (or one that cannot
+    be read): the places a run names once when it says it ignores them."""
+    found = []
+    for name in ("extrinsic_depth", "extrinsic_color"):
+        path = files.intrinsic(name)
+        if path.is_file() and not _is_identity(lambda: read_matrix(path, "extrinsic")):
+            found.append(f"intrinsic/{path.name}")
+    sens = sens_path(files)
+    if sens.is_file() and not _is_identity(lambda: _header_extrinsics(sens)):
+        found.append(f"{sens.name} header")
+    text = meta.values.get("colorToDepthExtrinsics")
+    if text is not None and not _is_identity(lambda: np.array([float(v) for v in text.split()]).reshape(4, 4)):
+        found.append(f"colorToDepthExtrinsics in {files.meta.name}")
+    return found
 
 
-def _flat(matrix: np.ndarray) -> str:
-    return "[" + " ".join(f"{v:.6g}" for v in np.asarray(matrix)[:3].reshape(-1)) + "]"
+def _header_extrinsics(path: Path) -> np.ndarray:
+    header = read_sens_header(path)
+    return np.stack([header.color_extrinsic, header.depth_extrinsic])
+
+
+def _is_identity(read) -> bool:
+    """Whether ``read()`` gives identity matrices; an unreadable value counts as not."""
+    try:
+        return bool(np.abs(np.asarray(read(), np.float64) - np.eye(4)).max() <= EXTRINSIC_TOLERANCE)
+    except (BifusionError, ValueError):
+        return False
 
 
 def _float32(matrix: np.ndarray) -> np.ndarray:
@@ -161,10 +146,7 @@ class ExportedFrames:
         self.intrinsics = CameraIntrinsics(_float32(intrinsics.color), _float32(intrinsics.depth))
         self.color_size = _declared_size(meta, "color")
         self.depth_size = _declared_size(meta, "depth")
-        own = read_exported_extrinsics(files)
-        self.depth_to_color, self.extrinsic_notes = resolve_depth_to_color(
-            files, meta, self.kind, None if own is None else _float32(own)
-        )
+        self.ignored_extrinsics = ignored_extrinsics(files, meta)
 
     def frames(self) -> list[int]:
         return self._frames
@@ -202,12 +184,7 @@ class SensFrames:
         self.reader = SensReader(sens_path(files))
         header = self.reader.header
         self.depth_shift = header.depth_shift
-        try:
-            own = check_rigid(header.depth_to_color, self.reader.path, "depth->colour extrinsic in the header")
-            self.depth_to_color, self.extrinsic_notes = resolve_depth_to_color(files, meta, self.kind, own)
-        except BaseException:
-            self.reader.close()
-            raise
+        self.ignored_extrinsics = ignored_extrinsics(files, meta)
         self.intrinsics = CameraIntrinsics(
             header.color_intrinsic[:3, :3].astype(np.float64), header.depth_intrinsic[:3, :3].astype(np.float64)
         )

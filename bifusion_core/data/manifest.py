@@ -13,7 +13,7 @@ from ..errors import BifusionError
 from ..atomic_io import read_json, write_json
 
 MANIFEST_FORMAT = "bifusion-prepared"
-MANIFEST_VERSION = 2  # 2: colour pixels through the depth->colour extrinsic, ``valid``, colour intrinsics
+MANIFEST_VERSION = 3  # 3: registered colour and depth (no ``depth_to_color``); 2: ``valid``, colour intrinsics
 MODES = ("sv", "mv")  # the prepared folders: single frames, frame sequences
 MM_PER_M = 1000.0  # a sample's ``depth_mm`` is millimetres
 
@@ -30,6 +30,11 @@ def load_manifest(root: str | Path, mode: str = "sv") -> dict[str, Any]:
     manifest = read_json(path)
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise BifusionError(path, f"not a bifusion manifest (expected format '{MANIFEST_FORMAT}')")
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise BifusionError(
+            path, f"prepared by an older bifusion (format {manifest.get('version', 1)}, now {MANIFEST_VERSION}); "
+            "run `bifusion prepare` again into a new folder",
+        )
     samples = manifest.get("samples")
     if not isinstance(samples, list):
         raise BifusionError(path, "not a bifusion manifest (no 'samples' list)")

@@ -77,6 +77,7 @@ class PrepareSummary:
     valid_rate: dict[str, float] = field(default_factory=dict)  # scene -> share of points inside the colour image
     valid_fraction: float = 0.0  # the same over all prepared points (projection-valid rate)
     classes: int = 0  # benchmark classes present in the prepared points
+    ignored_extrinsics: dict[str, list[str]] = field(default_factory=dict)  # scene -> where it carries one
     seconds: float = 0.0
 
     @property
@@ -125,10 +126,23 @@ def prepare_scannet(
                 _scene_problem(plan.summary, result.scene, where, problem, config.strict, reporter)
                 continue
             plan.records[result.scene].update(result.records)
+            if result.ignored_extrinsics:
+                plan.summary.ignored_extrinsics[result.scene] = result.ignored_extrinsics
+    if plan.summary.ignored_extrinsics:
+        reporter.note(ignored_extrinsics_line(plan.summary.ignored_extrinsics))
     plan.summary.seconds = time.monotonic() - started
     manifests = {m: _write_manifest(out, m, root, plan, config) for m in config.modes}
     _summarise(plan.summary, out, manifests, plan.records, config.num_points)
     return plan.summary
+
+
+def ignored_extrinsics_line(found: dict[str, list[str]]) -> str:
+    """The run's one line about the colour-depth extrinsics its scans carry."""
+    scene, places = next(iter(found.items()))
+    return (
+        f"colour-depth extrinsics found in {len(found)} scan(s) (e.g. {scene}: {', '.join(places)}) are ignored: "
+        "ScanNet's colour and depth frames are registered, both seen from the frame's pose (ScanNet/ScanNet#92)"
+    )
 
 
 @dataclass

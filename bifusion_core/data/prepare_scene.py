@@ -27,7 +27,7 @@ from .camera import back_project, color_pixels, nearest_index, rescale_intrinsic
 from .frames import FrameSource, open_frame_source
 from .labels import LABEL_SETS
 from .manifest import MANIFEST_VERSION, MM_PER_M
-from .scannet_raw import CameraIntrinsics, ScanFiles, read_scan_annotations, read_scene_meta
+from .scannet_raw import CameraIntrinsics, ScanFiles, read_scan_annotations, read_scene_meta, unknown_labels_line
 from .superpoints import SuperpointView, point_superpoints, superpoint_method
 
 SCENE_RECORD = "scene.json"  # written last into <mode>/samples/<scene>/: its presence means "scene finished"
@@ -81,6 +81,7 @@ class SceneResult:
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: tuple[str, str] | None = None  # (where, problem)
     fatal: bool = False  # a problem of the run (e.g. the SAM checkpoint), not of the scene
+    ignored_extrinsics: list[str] = field(default_factory=list)  # where the scan carries one (never applied)
 
 
 def prepare_scene(job: SceneJob, reporter: Reporter) -> SceneResult:
@@ -96,12 +97,15 @@ def prepare_scene(job: SceneJob, reporter: Reporter) -> SceneResult:
     try:
         if not wanted:
             raise BifusionError(scene, "no frames to prepare (none at the requested frame steps)")
-        geometry = SceneGeometry.load(files, job.label_table, job.table_name, job.benchmark)
+        geometry = SceneGeometry.load(files, job.label_table, job.benchmark)
+        if geometry.unknown_labels:
+            line = unknown_labels_line(geometry.unknown_labels, job.table_name)
+            if job.strict:
+                raise BifusionError(files.aggregation, line)
+            reporter.note(f"{files.aggregation}: {line}")
         with contextlib.ExitStack() as stack:
             frame_source: FrameSource = open_frame_source(files, read_scene_meta(files.meta), job.source, needed=wanted)
             stack.callback(frame_source.close)
-            for note in frame_source.extrinsic_notes:
-                reporter.note(note)
             targets = _open_targets(job, scene, stack)
             records = {mode: _new_record(scene, job.settings[mode], frame_source.kind) for mode in job.frames}
             frame_settings = next(iter(job.settings.values()))  # modes differ only in their frame step
@@ -123,7 +127,7 @@ def prepare_scene(job: SceneJob, reporter: Reporter) -> SceneResult:
             for mode, record in records.items():
                 record["gt"] = f"{GT_DIR}/{scene}.npz"
                 write_json(targets[mode][0] / SCENE_RECORD, record)
-        return SceneResult(scene, records=records)
+        return SceneResult(scene, records=records, ignored_extrinsics=frame_source.ignored_extrinsics)
     except BifusionError as exc:
         return SceneResult(scene, error=(exc.where, exc.problem))
 
@@ -211,6 +215,7 @@ class SceneGeometry:
     axis_align: np.ndarray
     tree: Any  # scipy.spatial.cKDTree over axis-aligned mesh vertices
     vertices: np.ndarray  # float32 (V,3) world frame
+    faces: np.ndarray  # int32 (F,3): kept in the ground truth so --show-dir writes surfaces
     vertex_colors: np.ndarray
     vertex_label200: np.ndarray
     vertex_label20: np.ndarray
@@ -218,13 +223,14 @@ class SceneGeometry:
     vertex_segment: np.ndarray
     instance_low: np.ndarray  # (I+1,3) axis-aligned box of each instance id, row 0 unused
     instance_high: np.ndarray
+    unknown_labels: tuple[tuple[int, str], ...]  # (objectId, label) left unannotated: not in the label table
 
     @classmethod
-    def load(cls, files: ScanFiles, label_table: Mapping[str, tuple[int, int]], table_name: str, benchmark: str) -> "SceneGeometry":
+    def load(cls, files: ScanFiles, label_table: Mapping[str, tuple[int, int]], benchmark: str) -> "SceneGeometry":
         from scipy.spatial import cKDTree
 
         meta = read_scene_meta(files.meta)
-        mesh, segments, labels = read_scan_annotations(files, label_table, table_name=table_name)
+        mesh, segments, labels = read_scan_annotations(files, label_table)
         if not labels.instance.any():
             raise BifusionError(files.aggregation, "no annotated objects (no segGroup covers a mesh vertex)")
         label_set = LABEL_SETS[benchmark]
@@ -237,8 +243,8 @@ class SceneGeometry:
         np.minimum.at(low, labels.instance, aligned)
         np.maximum.at(high, labels.instance, aligned)
         return cls(
-            files.scene, meta.axis_align, cKDTree(aligned), mesh.vertices, mesh.colors, labels.label200, labels.label20,
-            labels.instance, segments, low, high,
+            files.scene, meta.axis_align, cKDTree(aligned), mesh.vertices, mesh.faces, mesh.colors, labels.label200, labels.label20,
+            labels.instance, segments, low, high, labels.unknown,
         )
 
     def label_points(self, aligned: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -263,6 +269,7 @@ class SceneGeometry:
             np.savez_compressed(
                 handle,
                 vertices=self.vertices.astype(np.float32),
+                faces=self.faces.astype(np.int32),
                 colors=self.vertex_colors.astype(np.uint8),
                 label200=self.vertex_label200.astype(np.int32),
                 label20=self.vertex_label20.astype(np.int32),
@@ -297,9 +304,8 @@ def prepare_frame(
     usable = (depth_m >= near) & (depth_m <= far)
     if not usable.any():
         return f"no depth within {near}-{far} m"
-    # every depth pixel's colour-image pixel (ScanNet's SensorData convention, see docs/ARCHITECTURE.md)
-    fill = float(np.median(depth_m[usable]))  # pixels without depth: their ray at a typical depth
-    grid_pixels, grid_valid = color_pixels(np.where(usable, depth_m, fill), intrinsic, source.depth_to_color, color_intrinsic)
+    # every depth pixel's colour-image pixel: registered cameras, one pose (see docs/ARCHITECTURE.md)
+    grid_pixels, grid_valid = color_pixels(depth_m.shape, intrinsic, color_intrinsic)
     colors_seen = image[nearest_index(grid_pixels[..., 1], size[1]), nearest_index(grid_pixels[..., 0], size[0])]
 
     rows, cols = np.nonzero(usable)
@@ -324,7 +330,6 @@ def prepare_frame(
         "pose": pose.astype(np.float32),
         "intrinsic": intrinsic.astype(np.float32),
         "color_intrinsic": color_intrinsic.astype(np.float32),
-        "depth_to_color": source.depth_to_color.astype(np.float32),
     }
     return sample, image
 

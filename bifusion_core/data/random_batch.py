@@ -36,8 +36,8 @@ def random_batch(cfg, labels, num_points: int = 600, seed: int = 0) -> Batch:
             "instance_class": np.where(instance > 0, labels.instance_class_ids(raw), -1), "label_raw": raw,
             "point_frame": np.zeros(num_points, np.int64),
             "pixels": np.stack([u, v], 1).astype(np.float32), "valid": np.arange(num_points) % 10 != 0,  # some points unseen: the no-view path runs
-            "world_to_depth": np.eye(4)[None], "intrinsic": intrinsic[None], "depth": depth[None],
-            "color_intrinsic": intrinsic[None], "world_to_color": np.eye(4)[None],
+            "world_to_camera": np.eye(4)[None], "intrinsic": intrinsic[None], "depth": depth[None],
+            "color_intrinsic": intrinsic[None],
         })
         if cfg.model.use_2d:
             samples[-1]["clip_patch"] = torch.randn(1, 768, h // 16, w // 16)

@@ -189,24 +189,29 @@ class VertexAnnotations:
     label200: np.ndarray  # int32 (V,) tsv ``id`` of the vertex's object
     label20: np.ndarray  # int32 (V,) tsv ``nyu40id``
     instance: np.ndarray  # int32 (V,) objectId + 1
+    unknown: tuple[tuple[int, str], ...] = ()  # (objectId, label) of objects whose label the table lacks
 
 
 def vertex_annotations(
-    seg_indices: np.ndarray,
-    groups: Sequence[SegGroup],
-    label_table: Mapping[str, tuple[int, int]],
-    *,
-    where: str | Path = "aggregation",
-    table_name: str = "the label table",
+    seg_indices: np.ndarray, groups: Sequence[SegGroup], label_table: Mapping[str, tuple[int, int]]
 ) -> VertexAnnotations:
-    """Spread object labels from segments to vertices; a later group overwrites an earlier one."""
+    """Spread object labels from segments to vertices; a later group overwrites an earlier one.
+
+    An object whose label the table lacks (older releases spell ``trashcan``, ``dishrack``) leaves
+    its segments unannotated, as ScanNet's own tools treat an unlabelled segment; it is listed in
+    ``unknown`` so the caller can say so.
+    """
     segment_values: dict[int, tuple[int, int, int]] = {}
+    unknown: list[tuple[int, str]] = []
     for group in groups:
-        if group.label not in label_table:
-            raise BifusionError(where, f"object {group.object_id} has label {group.label!r}, which is not in {table_name}")
-        raw_id, nyu40 = label_table[group.label]
+        if group.label in label_table:
+            raw_id, nyu40 = label_table[group.label]
+            value = (raw_id, nyu40, group.object_id + 1)
+        else:
+            unknown.append((group.object_id, group.label))
+            value = (0, 0, 0)
         for segment in group.segments:
-            segment_values[segment] = (raw_id, nyu40, group.object_id + 1)
+            segment_values[segment] = value
     unique_segments, inverse = np.unique(np.asarray(seg_indices, np.int64), return_inverse=True)
     per_segment = np.zeros((len(unique_segments), 3), np.int32)
     for k, segment in enumerate(unique_segments.tolist()):
@@ -217,18 +222,23 @@ def vertex_annotations(
         label200=np.ascontiguousarray(per_vertex[:, 0]),
         label20=np.ascontiguousarray(per_vertex[:, 1]),
         instance=np.ascontiguousarray(per_vertex[:, 2]),
+        unknown=tuple(unknown),
     )
 
 
-def read_scan_annotations(
-    files: ScanFiles, label_table: Mapping[str, tuple[int, int]], *, table_name: str = "the label table"
-) -> tuple[Mesh, np.ndarray, VertexAnnotations]:
-    """Mesh, its segment ids and per-vertex labels, with every cross-file check done."""
-    mesh = read_mesh(files.mesh, with_faces=False)
+def unknown_labels_line(unknown: Sequence[tuple[int, str]], table_name: str) -> str:
+    """One line naming the objects whose labels are not in the table and what became of them."""
+    listed = ", ".join(f"{label!r} (object {object_id})" for object_id, label in unknown)
+    return f"labels not in {table_name}: {listed}; their points are unannotated (raw id 0)"
+
+
+def read_scan_annotations(files: ScanFiles, label_table: Mapping[str, tuple[int, int]]) -> tuple[Mesh, np.ndarray, VertexAnnotations]:
+    """Mesh (with faces: the ground truth keeps them for viewers), its segment ids and per-vertex
+    labels, with every cross-file check done."""
+    mesh = read_mesh(files.mesh)
     seg_indices = read_segs(files.segs, len(mesh.vertices))
     groups = read_aggregation(files.aggregation)
-    labels = vertex_annotations(seg_indices, groups, label_table, where=files.aggregation, table_name=table_name)
-    return mesh, seg_indices, labels
+    return mesh, seg_indices, vertex_annotations(seg_indices, groups, label_table)
 
 
 # --------------------------------------------------------------------------- scene metadata
@@ -246,17 +256,6 @@ class SceneMeta:
             return None
         fx, fy, mx, my = (float(self.values[k]) for k in keys)
         return np.array([[fx, 0, mx], [0, fy, my], [0, 0, 1]], np.float64)
-
-    def depth_to_color(self, where: str | Path = "scene metadata") -> np.ndarray | None:
-        """inverse(``colorToDepthExtrinsics``), ScanNet's depth extrinsic; None when the field is absent."""
-        text = self.values.get("colorToDepthExtrinsics")
-        if text is None:
-            return None
-        try:
-            color_to_depth = np.array([float(v) for v in text.split()], np.float64).reshape(4, 4)
-        except ValueError:
-            raise BifusionError(where, "colorToDepthExtrinsics must be 16 numbers") from None
-        return np.linalg.inv(check_rigid(color_to_depth, where, "colorToDepthExtrinsics"))
 
 
 def read_scene_meta(path: str | Path) -> SceneMeta:
@@ -384,46 +383,15 @@ def read_intrinsics(files: ScanFiles, meta: SceneMeta | None = None) -> CameraIn
     return CameraIntrinsics(color=cameras["color"], depth=cameras["depth"])
 
 
-def write_intrinsics(files: ScanFiles, color: np.ndarray, depth: np.ndarray, depth_to_color: np.ndarray | None = None) -> None:
-    """The four 4x4 files of the official exporter: colour extrinsic identity, depth extrinsic = depth->colour."""
+def write_intrinsics(files: ScanFiles, color: np.ndarray, depth: np.ndarray, depth_extrinsic: np.ndarray | None = None) -> None:
+    """The four 4x4 files of the official exporter (colour extrinsic identity, depth extrinsic as given)."""
     for name, matrix in (
         ("intrinsic_color", _to_4x4(color)),
         ("extrinsic_color", np.eye(4)),
         ("intrinsic_depth", _to_4x4(depth)),
-        ("extrinsic_depth", np.eye(4) if depth_to_color is None else depth_to_color),
+        ("extrinsic_depth", np.eye(4) if depth_extrinsic is None else depth_extrinsic),
     ):
         write_matrix(files.intrinsic(name), matrix)
-
-
-def compose_depth_to_color(color_extrinsic: np.ndarray, depth_extrinsic: np.ndarray) -> np.ndarray:
-    """Depth-camera -> colour-camera coordinates from SensorData's two extrinsics.
-
-    Each extrinsic maps its camera into the colour-camera rig frame; ScanNet's colour extrinsic is
-    the identity, so the result is then the depth extrinsic itself.
-    """
-    return np.linalg.inv(np.asarray(color_extrinsic, np.float64)) @ np.asarray(depth_extrinsic, np.float64)
-
-
-def read_exported_extrinsics(files: ScanFiles) -> np.ndarray | None:
-    """depth->colour from ``intrinsic/extrinsic_{color,depth}.txt``; None when the export has neither file."""
-    depth_path, color_path = files.intrinsic("extrinsic_depth"), files.intrinsic("extrinsic_color")
-    if not depth_path.is_file() and not color_path.is_file():
-        return None
-    depth = check_rigid(read_matrix(depth_path, "depth extrinsic"), depth_path, "depth extrinsic") if depth_path.is_file() else np.eye(4)
-    color = check_rigid(read_matrix(color_path, "colour extrinsic"), color_path, "colour extrinsic") if color_path.is_file() else np.eye(4)
-    return compose_depth_to_color(color, depth)
-
-
-def check_rigid(matrix: np.ndarray, where: str | Path, what: str, tolerance: float = 1e-3) -> np.ndarray:
-    """A 4x4 rotation + translation (as float64), or one line saying why it is not."""
-    matrix = np.asarray(matrix, np.float64)
-    if matrix.shape != (4, 4) or not np.all(np.isfinite(matrix)):
-        raise BifusionError(where, f"{what} must be a finite 4x4 matrix")
-    rotation = matrix[:3, :3]
-    if (np.abs(matrix[3] - [0, 0, 0, 1]).max() > tolerance or np.abs(rotation @ rotation.T - np.eye(3)).max() > tolerance
-            or np.linalg.det(rotation) <= 0):
-        raise BifusionError(where, f"{what} is not a rigid transform (rotation + translation)")
-    return matrix
 
 
 def _to_4x4(k: np.ndarray) -> np.ndarray:

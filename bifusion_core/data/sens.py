@@ -26,7 +26,6 @@ import numpy as np
 from ..errors import BifusionError
 from ..images import decode_rgb
 from ..atomic_io import atomic_path
-from .scannet_raw import compose_depth_to_color
 
 SENS_VERSION = 4
 COLOR_COMPRESSION = {-1: "unknown", 0: "raw", 1: "png", 2: "jpeg"}
@@ -56,11 +55,6 @@ class SensHeader:
     depth_size: tuple[int, int]
     depth_shift: float  # depth in metres = stored uint16 / depth_shift
     num_frames: int
-
-    @property
-    def depth_to_color(self) -> np.ndarray:
-        """Depth-camera -> colour-camera transform (float64) from the two extrinsics, ScanNet's convention."""
-        return compose_depth_to_color(self.color_extrinsic, self.depth_extrinsic)
 
 
 @dataclass(frozen=True)
@@ -231,7 +225,7 @@ def write_sens(
     """Stream frames into a version-4 ``.sens`` (atomically); returns the frame count.
 
     Intrinsics may be 3x3 or 4x4; they are stored as 4x4 float32 like ``makeIntrinsicMatrix``.
-    Extrinsics follow ScanNet: colour identity, depth = depth->colour (inverse(colorToDepthExtrinsics)).
+    Extrinsics are stored as given (ScanNet's files carry a factory calibration that readers ignore).
     The frame count is patched in after the last frame, so ``frames`` may be a generator.
     """
     codes = {v: k for k, v in COLOR_COMPRESSION.items()}, {v: k for k, v in DEPTH_COMPRESSION.items()}

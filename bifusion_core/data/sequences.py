@@ -91,7 +91,7 @@ class PreparedSequences(Dataset):
 #: per-point arrays of an item, cut per frame as they are
 POINT_KEYS = ("points", "colors", "pixels", "valid", "semantic", "instance", "instance_class", "label_raw")
 #: per-frame arrays of an item (leading T axis)
-FRAME_KEYS = ("world_to_depth", "intrinsic", "depth", "world_to_color", "color_intrinsic", "clip_patch", "clip_global")
+FRAME_KEYS = ("world_to_camera", "intrinsic", "depth", "color_intrinsic", "clip_patch", "clip_global")
 
 
 def split_window(item: dict[str, Any], voxel_size: float, augmented: bool) -> list[dict[str, Any]]:

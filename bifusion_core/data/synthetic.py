@@ -14,12 +14,14 @@ Frames are rendered by ray casting the scene mesh (embree through trimesh), so t
 also knows the exact per-pixel instance of every frame (``SyntheticScene.render``), which is the
 ground truth the preparation round-trip tests compare against.
 
-Like a real ScanNet rig, the colour camera is by default a separate camera: displaced from the
-depth camera by a few centimetres and slightly rotated (``depth_to_color``), with its own image
-size, aspect and non-square pixels, and its frames are rendered from its own position. The
-extrinsic is written in all three places ScanNet keeps it (exported ``extrinsic_depth.txt``,
-the ``.sens`` header, ``colorToDepthExtrinsics``). ``color_baseline_m=0, color_tilt_deg=0``
-gives coincident cameras.
+Scans look like real ones to the readers: the colour camera has its own image size, aspect and
+non-square pixels, and colour and depth are registered (both rendered from the frame's pose, as
+ScanNet's released frames are, ScanNet/ScanNet#92), while the files still carry a non-identity
+colour-depth extrinsic of a few centimetres (``file_extrinsic``) in all three places ScanNet
+keeps one (exported ``extrinsic_depth.txt``, the ``.sens`` header, ``colorToDepthExtrinsics``),
+which readers must ignore. Each recording ends with frames whose tracking was lost (all ``-inf``
+poses), and each scan's unannotated clutter object is written into the aggregation under a label
+the label table lacks (an older release's spelling), as real aggregations hold.
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ CATEGORIES: dict[str, tuple[int, int, str]] = {
     "poster": (1188, 11, "picture"),
 }
 TEXTURE_PERIOD_M = 0.05  # the prints of the texture-only classes
+#: ScanNet v1 spellings that v2's label table lacks (v2: ``trash can``, ``dish rack``): the
+#: aggregation's label of each scan's unannotated clutter object
+UNKNOWN_LABELS = ("dishrack", "trashcan")
 #: print of each texture-only class (same mean colour, contrast and size within each group)
 PRINTS = {"pillow": "stripes", "towel": "checker", "picture": "diagonal", "whiteboard": "bands", "poster": "rings"}
 SOFT_CLASSES = ("pillow", "towel")  # lie on beds and couches
@@ -93,8 +98,10 @@ class SyntheticOptions:
     frame_step: int = SYNTHETIC_FRAME_STEP
     depth_size: tuple[int, int] = (160, 120)  # (W, H): ScanNet's 640x480 / 4
     color_size: tuple[int, int] = (324, 242)  # (W, H): ScanNet's 1296x968 / 4 (another aspect than depth)
-    color_baseline_m: float = 0.03  # colour camera centre, +x of the depth camera (ScanNet rigs: ~3 cm)
-    color_tilt_deg: float = 1.0  # small rotation of the colour camera; 0 and 0: coincident cameras
+    extrinsic_baseline_m: float = 0.04  # the colour-depth extrinsic the files carry (never applied): offset
+    extrinsic_tilt_deg: float = 1.0  # and rotation of that calibration; 0 and 0 write identities
+    lost_frames: int = 1  # raw frames at the end of the recording whose pose is -inf (lost tracking)
+    unknown_labels: bool = True  # the clutter object is annotated under a label the table lacks
     color_zoom: float = 1.03  # colour focal length / the depth's, per pixel of width: a slightly narrower view
     color_pixel_aspect: float = 1.01  # fy / fx of the colour camera (non-square pixels)
     min_objects: int = 4
@@ -335,8 +342,8 @@ class SyntheticScene:
     depth_intrinsic: np.ndarray  # 3x3 at options.depth_size
     color_intrinsic: np.ndarray  # 3x3 at options.color_size
     aligned_poses: np.ndarray  # (num_frames,4,4) depth camera->aligned
-    frames: tuple[int, ...] = field(default=())
-    depth_to_color: np.ndarray = field(default_factory=lambda: np.eye(4))  # depth-camera -> colour-camera coords
+    frames: tuple[int, ...] = field(default=())  # raw indices of the rendered frames (lost ones follow them)
+    file_extrinsic: np.ndarray = field(default_factory=lambda: np.eye(4))  # the depth extrinsic the files carry
 
     @property
     def world_vertices(self) -> np.ndarray:
@@ -344,12 +351,14 @@ class SyntheticScene:
         return transform_points(self.vertices, inverse)
 
     def pose(self, frame: int) -> np.ndarray:
-        """Depth camera-to-world pose of raw frame ``frame`` (what ``pose/<frame>.txt`` holds)."""
+        """Camera-to-world pose of raw frame ``frame`` (what ``pose/<frame>.txt`` holds), colour and depth alike."""
         return np.linalg.inv(self.axis_align) @ self.aligned_poses[self.frames.index(frame)]
 
-    def color_pose(self, frame: int) -> np.ndarray:
-        """The colour camera's camera-to-world pose of raw frame ``frame``."""
-        return self.pose(frame) @ np.linalg.inv(self.depth_to_color)
+    @property
+    def lost_frames(self) -> tuple[int, ...]:
+        """Raw indices of the frames after the rendered ones whose tracking was lost."""
+        step = self.options.frame_step
+        return tuple(self.frames[-1] + step * (k + 1) for k in range(self.options.lost_frames))
 
     @functools.cached_property
     def _face_object(self) -> np.ndarray:
@@ -605,7 +614,7 @@ def synthetic_scene(seed: int, index: int, options: SyntheticOptions | None = No
         color_intrinsic=color_k,
         aligned_poses=np.stack(poses),
         frames=tuple(k * options.frame_step for k in range(options.num_frames)),
-        depth_to_color=synthetic_depth_to_color(options),
+        file_extrinsic=synthetic_extrinsic(options),
     )
 
 
@@ -617,16 +626,17 @@ def _color_intrinsic(depth_k: np.ndarray, options: SyntheticOptions) -> np.ndarr
     return np.array([[fx, 0, (cw - 1) / 2 + 0.6], [0, fx * options.color_pixel_aspect, (ch - 1) / 2 - 0.4], [0, 0, 1]])
 
 
-def synthetic_depth_to_color(options: SyntheticOptions) -> np.ndarray:
-    """Depth-camera -> colour-camera coordinates: the colour camera sits ``color_baseline_m`` to the
-    depth camera's right (+x), turned by ``color_tilt_deg`` about a fixed oblique axis."""
+def synthetic_extrinsic(options: SyntheticOptions) -> np.ndarray:
+    """The depth extrinsic the files carry, like a real rig's factory calibration: a colour camera
+    ``extrinsic_baseline_m`` to the right (+x), turned by ``extrinsic_tilt_deg`` about an oblique axis.
+    Written, never used: the frames are rendered registered."""
     axis = np.array([0.3, 1.0, 0.2]) / np.linalg.norm([0.3, 1.0, 0.2])
-    angle = math.radians(options.color_tilt_deg)
+    angle = math.radians(options.extrinsic_tilt_deg)
     cross = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
     rotation = np.eye(3) + math.sin(angle) * cross + (1 - math.cos(angle)) * cross @ cross  # Rodrigues
     transform = np.eye(4)
     transform[:3, :3] = rotation
-    transform[:3, 3] = -rotation @ np.array([options.color_baseline_m, 0.0, 0.0])  # colour centre at +x
+    transform[:3, 3] = -rotation @ np.array([options.extrinsic_baseline_m, 0.0, 0.0])  # colour centre at +x
     return transform
 
 
@@ -663,28 +673,33 @@ def write_synthetic_scene(scans_dir: str | Path, scene: SyntheticScene, layout: 
     write_ply(files.mesh, scene.world_vertices, scene.vertex_colors(), scene.faces, alpha=True)
     write_segs(files.segs, scene.name, scene.vertex_segment)
     groups = []
+    unknown = iter(range(sum(o.object_id >= 0 for o in scene.objects), len(scene.objects)))
     for k, obj in enumerate(scene.objects):
-        if obj.object_id < 0:
-            continue
-        segments = np.unique(scene.vertex_segment[scene.vertex_object == k])
-        groups.append(SegGroup(group_id=obj.object_id, object_id=obj.object_id, segments=tuple(int(s) for s in segments), label=obj.category))
+        segments = tuple(int(s) for s in np.unique(scene.vertex_segment[scene.vertex_object == k]))
+        if obj.object_id >= 0:
+            groups.append(SegGroup(obj.object_id, obj.object_id, segments, obj.category))
+        elif options.unknown_labels:  # under a label the table lacks: prepared as unannotated, like the truth
+            object_id = next(unknown)
+            groups.append(SegGroup(object_id, object_id, segments, UNKNOWN_LABELS[scene.index % len(UNKNOWN_LABELS)]))
     write_aggregation(files.aggregation, scene.name, groups)
 
     dk, ck = scene.depth_intrinsic, scene.color_intrinsic
-    num_raw_frames = (options.num_frames - 1) * options.frame_step + 1
+    num_raw_frames = max(scene.frames + scene.lost_frames) + 1
     write_scene_meta(files.meta, {
         "axisAlignment": scene.axis_align,
         "colorWidth": options.color_size[0], "colorHeight": options.color_size[1],
         "depthWidth": options.depth_size[0], "depthHeight": options.depth_size[1],
         "fx_color": f"{ck[0, 0]:.6f}", "fy_color": f"{ck[1, 1]:.6f}", "mx_color": f"{ck[0, 2]:.6f}", "my_color": f"{ck[1, 2]:.6f}",
         "fx_depth": f"{dk[0, 0]:.6f}", "fy_depth": f"{dk[1, 1]:.6f}", "mx_depth": f"{dk[0, 2]:.6f}", "my_depth": f"{dk[1, 2]:.6f}",
-        "colorToDepthExtrinsics": np.linalg.inv(scene.depth_to_color),
+        "colorToDepthExtrinsics": np.linalg.inv(scene.file_extrinsic),
         "numColorFrames": num_raw_frames, "numDepthFrames": num_raw_frames, "numIMUmeasurements": 0,
         "sceneType": "Bedroom / Hotel",
     })
     frames = {frame: synthetic_frame(scene, frame) for frame in scene.frames}
+    last = frames[scene.frames[-1]]
+    frames.update({frame: (np.full((4, 4), -np.inf), *last[1:]) for frame in scene.lost_frames})
     if layout in ("exported", "both"):
-        write_intrinsics(files, ck, dk, scene.depth_to_color)
+        write_intrinsics(files, ck, dk, scene.file_extrinsic)
         for frame, (pose, depth_mm, jpeg) in frames.items():
             write_depth(files.depth(frame), depth_mm)
             write_bytes(files.color(frame), jpeg)
@@ -695,8 +710,8 @@ def write_synthetic_scene(scans_dir: str | Path, scene: SyntheticScene, layout: 
 
 
 def synthetic_frame(scene: SyntheticScene, frame: int) -> tuple[np.ndarray, np.ndarray, bytes]:
-    """Render one frame like a sensor would deliver it: (depth camera pose, noisy mm depth from the depth
-    camera, noisy colour from the colour camera as JPEG bytes)."""
+    """Render one frame like a sensor would deliver it: (pose, noisy mm depth from the depth camera,
+    noisy colour from the colour camera as JPEG bytes), both cameras at the pose (registered)."""
     options = scene.options
     rng = np.random.default_rng([scene.seed, scene.index, 1, frame])
     pose = scene.pose(frame)
@@ -704,7 +719,7 @@ def synthetic_frame(scene: SyntheticScene, frame: int) -> tuple[np.ndarray, np.n
     z = depth_view.depth_m.astype(np.float64)
     z = z + rng.normal(0, 1, z.shape) * options.depth_noise * z**2
     depth_mm = np.where(depth_view.depth_m > 0, np.clip(np.round(z * 1000), 0, 65535), 0).astype(np.uint16)
-    color = scene.render(scene.color_pose(frame), scene.color_intrinsic, options.color_size).color.astype(np.float64)
+    color = scene.render(pose, scene.color_intrinsic, options.color_size).color.astype(np.float64)
     color = np.clip(color + rng.normal(0, options.color_noise, color.shape), 0, 255).round().astype(np.uint8)
     return pose, depth_mm, encode_jpeg(color, JPEG_QUALITY)
 
@@ -727,7 +742,7 @@ def write_synthetic_sens(path: Path, scene: SyntheticScene, frames: dict[int, tu
     write_sens(
         path, stream(), color_intrinsic=as_written(scene.color_intrinsic), depth_intrinsic=as_written(scene.depth_intrinsic),
         color_size=options.color_size, depth_size=options.depth_size, depth_shift=1000.0,
-        color_extrinsic=np.eye(4), depth_extrinsic=as_written(scene.depth_to_color),
+        color_extrinsic=np.eye(4), depth_extrinsic=as_written(scene.file_extrinsic),
     )
 
 

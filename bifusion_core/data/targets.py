@@ -15,7 +15,9 @@ from .labels import LabelSet
 
 
 #: Arrays added by prepared-format version 2 (colour camera); older samples lack them.
-COLOR_CAMERA_KEYS = ("valid", "color_intrinsic", "depth_to_color")
+COLOR_CAMERA_KEYS = ("valid", "color_intrinsic")
+#: An array only format 2 has: its pixels went through an extrinsic that must not be applied.
+FORMAT_2_KEY = "depth_to_color"
 
 
 def load_prepared(path: str | Path) -> dict[str, np.ndarray]:
@@ -26,8 +28,8 @@ def load_prepared(path: str | Path) -> dict[str, np.ndarray]:
             sample = {k: arrays[k] for k in arrays.files}
     except (OSError, ValueError, KeyError) as exc:
         raise BifusionError(path, f"unreadable sample ({exc})") from None
-    if "points" in sample and not all(k in sample for k in COLOR_CAMERA_KEYS):
-        raise BifusionError(path, "sample was prepared by an older bifusion (no colour-camera fields); run `bifusion prepare` again")
+    if "points" in sample and (FORMAT_2_KEY in sample or not all(k in sample for k in COLOR_CAMERA_KEYS)):
+        raise BifusionError(path, "sample was prepared by an older bifusion; run `bifusion prepare` again")
     return sample
 
 

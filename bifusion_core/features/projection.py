@@ -3,8 +3,8 @@
 Conventions (shared with ``DATA/sv`` samples): pixel-index coordinates, i.e. the centre of pixel
 (0, 0) is (0, 0) and the image spans [-0.5, W-0.5) x [-0.5, H-0.5); ``intrinsic`` maps camera
 coordinates straight to those coordinates (OpenCV convention). Batched projection takes
-world-to-camera matrices, inverted once per frame in the data path (``Batch.world_to_depth``,
-``Batch.world_to_color``); ``project_points`` takes a camera-to-world pose.
+world-to-camera matrices, inverted once per frame in the data path (``Batch.world_to_camera``:
+colour and depth are registered, one pose per frame); ``project_points`` takes a camera-to-world pose.
 Everything is torch and stays on the device of the inputs, so the same code runs in DataLoader
 workers on CPU and inside the model on CUDA.
 """
@@ -28,14 +28,25 @@ def project_to_frames(
     convention), camera depth ``z`` (F,N) float64 and ``inside`` (F,N) bool: in front of the camera
     and the nearest pixel inside the image shrunk by ``border`` pixels.
     """
-    points = torch.as_tensor(points_world)
-    device = points.device
-    width, height = int(image_size[0]), int(image_size[1])
-    world_to_cam = torch.as_tensor(world_to_camera, device=device, dtype=torch.float64).reshape(-1, 4, 4)
-    k = torch.as_tensor(intrinsic, device=device, dtype=torch.float64).reshape(-1, 3, 3)
+    cam = camera_coordinates(points_world, world_to_camera)
+    uv, inside = pinhole(cam, intrinsic, image_size, border)
+    return uv, cam[..., 2], inside
 
-    p = points.to(torch.float64)
-    cam = torch.einsum("fij,nj->fni", world_to_cam[:, :3, :3], p) + world_to_cam[:, None, :3, 3]
+
+def camera_coordinates(points_world: torch.Tensor, world_to_camera: torch.Tensor) -> torch.Tensor:
+    """(F,N,3) float64 coordinates of N world points in F cameras."""
+    p = torch.as_tensor(points_world).to(torch.float64)
+    world_to_cam = torch.as_tensor(world_to_camera, device=p.device, dtype=torch.float64).reshape(-1, 4, 4)
+    return torch.einsum("fij,nj->fni", world_to_cam[:, :3, :3], p) + world_to_cam[:, None, :3, 3]
+
+
+def pinhole(
+    cam: torch.Tensor, intrinsic: torch.Tensor, image_size: tuple[int, int], border: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixels (F,N,2) float64 of camera coordinates (F,N,3) through intrinsics (F,3,3), and whether
+    each lies in front of the camera with its nearest pixel inside the image shrunk by ``border``."""
+    width, height = int(image_size[0]), int(image_size[1])
+    k = torch.as_tensor(intrinsic, device=cam.device, dtype=torch.float64).reshape(-1, 3, 3)
     z = cam[..., 2]
     in_front = z > 0
     safe_z = torch.where(in_front, z, torch.ones_like(z))
@@ -47,7 +58,7 @@ def project_to_frames(
     col = torch.floor(u + 0.5)
     row = torch.floor(v + 0.5)
     inside = in_front & (col >= border) & (col <= width - 1 - border) & (row >= border) & (row <= height - 1 - border)
-    return torch.stack([u, v], dim=-1), z, inside
+    return torch.stack([u, v], dim=-1), inside
 
 
 def depth_consistent(
@@ -106,9 +117,8 @@ def project_points(
 
 def multiview_visibility(
     points_world: torch.Tensor,
-    world_to_color: torch.Tensor,
+    world_to_camera: torch.Tensor,
     color_intrinsic: torch.Tensor,
-    world_to_depth: torch.Tensor,
     depth_intrinsic: torch.Tensor,
     depth_m: torch.Tensor,
     image_size: tuple[int, int],
@@ -117,14 +127,16 @@ def multiview_visibility(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Which of F frames see each of N points, and where in their colour images.
 
-    The pixel comes from the colour camera (the CLIP image is the colour image); occlusion is
-    decided by the depth camera, against its own depth map: a point is seen in frame f when it
-    lands inside frame f's colour image and passes the relative depth test in frame f's depth
-    camera. Returns ``uv`` (F,N,2) float32 colour pixels and ``seen`` (F,N) bool.
+    Colour and depth are registered (one pose per frame), so one camera transform serves both: the
+    pixel comes from the colour intrinsics (the CLIP image is the colour image), occlusion from the
+    depth intrinsics and the frame's own depth map: a point is seen in frame f when it lands inside
+    frame f's colour image and passes the relative depth test there. Returns ``uv`` (F,N,2) float32
+    colour pixels and ``seen`` (F,N) bool.
     """
-    uv, _, inside = project_to_frames(points_world, world_to_color, color_intrinsic, image_size, border)
-    duv, dz, d_inside = project_to_frames(points_world, world_to_depth, depth_intrinsic, image_size)
-    seen = inside & depth_consistent(duv, dz, d_inside, depth_m, depth_tolerance)
+    cam = camera_coordinates(points_world, world_to_camera)
+    uv, inside = pinhole(cam, color_intrinsic, image_size, border)
+    duv, d_inside = pinhole(cam, depth_intrinsic, image_size)
+    seen = inside & depth_consistent(duv, cam[..., 2], d_inside, depth_m, depth_tolerance)
     return uv.float(), seen
 
 

@@ -87,7 +87,7 @@ def evaluate_online(
             if export_tmp is not None:
                 export_scene(export_tmp, pred, truth)
             if show_dir is not None:
-                show_scene(show_dir, pred, truth, mesh.vertices)
+                show_scene(show_dir, pred, truth, mesh.vertices, faces=mesh.faces)
             reporter.advance("scans")
     for scorer in scorers.values():
         scorer.update_context(num_frames=frames)
