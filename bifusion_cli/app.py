@@ -238,7 +238,7 @@ def train_cmd(
         "data.root": data, "train.max_iters": max_iters, "clip.weights": clip_weights, "train.output_dir": output_dir,
         "train.init.checkpoint": init_from,
     })
-    if gpus > 1 and _launch_torchrun(gpus, cfg.train.device):
+    if gpus > 1 and _relaunched(gpus, cfg.train.device):
         return
     results = []
 
@@ -257,29 +257,13 @@ def _is_main_rank() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _launch_torchrun(gpus: int, device: str) -> bool:
-    """Re-run this very command under torchrun with ``gpus`` processes (False: already one of them)."""
-    import os
-    import subprocess
+def _relaunched(gpus: int, device: str) -> bool:
+    """Run this very command line as ``gpus`` torchrun ranks (False: this process is one of them)."""
+    from bifusion_core.engine import launch
 
-    if "WORLD_SIZE" in os.environ:
+    if launch.is_rank():
         return False
-    if device != "cpu":
-        import torch
-
-        available = torch.cuda.device_count()
-        if available < gpus:
-            raise BifusionError("--gpus", f"{gpus} requested but {available} CUDA device(s) visible (CPU processes: --set train.device=cpu)")
-    args, skip = [], False
-    for arg in sys.argv[1:]:
-        if skip:
-            skip = False
-        elif arg == "--gpus":
-            skip = True
-        elif not arg.startswith("--gpus="):
-            args.append(arg)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m", "bifusion_cli", *args]
-    code = subprocess.call(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    code = launch.relaunch(gpus, device, sys.argv[1:])
     if code:
         raise typer.Exit(code)
     return True
@@ -302,7 +286,7 @@ def resume_cmd(
     if gpus > 1:
         from bifusion_core.config.loader import load_saved_config
 
-        if _launch_torchrun(gpus, load_saved_config(run_dir / "config.yaml").train.device):
+        if _relaunched(gpus, load_saved_config(run_dir / "config.yaml").train.device):
             return
     _train(
         lambda reporter: resume(run_dir, overrides=overrides or [], max_iters=max_iters,

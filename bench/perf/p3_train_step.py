@@ -23,6 +23,8 @@ from common import Figure, emit, parser, synthetic_root
 
 import torch
 
+from bifusion_core.engine.callbacks import Callback
+
 # Tensor methods that copy a (device) tensor to the host: each one is a synchronisation on CUDA
 SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__")
 # reads of tensors that live on the host on every device, so never a device sync: torch's own
@@ -170,24 +172,36 @@ class SyncCounter:
         return sum(n for site, n in counter.items() if not any(h in site for h in HOST_ONLY_SITES))
 
 
+class StepSyncs(Callback):
+    """A trainer callback: each iteration's start opens the counter's next step (the logging path included)."""
+
+    def __init__(self, counter: SyncCounter, log_every: int):
+        self.counter, self.log_every = counter, log_every
+
+    def on_iteration_start(self, t, it: int) -> None:
+        self.counter.begin_step((it + 1) % self.log_every == 0 or it + 1 == t.total)
+
+
 def trainer_run(root: Path, work: Path, quick: bool, device: str) -> list[Figure]:
+    from bifusion_core.engine import builders
+    from bifusion_core.engine.callbacks import Evaluation
     from bifusion_core.engine.trainer import Trainer, new_run_dir
     from bifusion_core.reporting import RecordingReporter
 
     iters, log_every = (6, 3) if quick else (30, 6)
     cfg = demo_config(root, work / "runs", f"train.max_iters={iters}", f"train.log_every={log_every}", quick=quick, device=device)
     reporter = RecordingReporter()
-    trainer = Trainer(cfg, new_run_dir(cfg), reporter)
+    counter = SyncCounter(builders.pick_device(cfg))
+
+    class BenchTrainer(Trainer):
+        """The figures are about the training loop: no evaluation, and a callback that counts syncs."""
+
+        def build_callbacks(self):
+            kept = [cb for cb in super().build_callbacks() if not isinstance(cb, Evaluation)]
+            return [StepSyncs(counter, cfg.train.log_every), *kept]
+
+    trainer = BenchTrainer(cfg, new_run_dir(cfg), reporter)
     trainer.setup()
-    trainer.has_val = False  # the figures are about the training loop: no evaluation at the end
-    counter = SyncCounter(trainer.device)
-    real_step = trainer.step
-
-    def step(it, batch):
-        counter.begin_step((it + 1) % cfg.train.log_every == 0 or it + 1 == trainer.total)
-        return real_step(it, batch)
-
-    trainer.step = step
     undo = counter.install()
     try:
         result = trainer.fit()

@@ -303,6 +303,10 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(2, ge=0, description="interval checkpoints iter_*.pt kept besides last.pt and best.pt")
     best_metric: str = Field("instance/ap50", description="validation metric that picks best.pt (per-class AP50 by default)")
     best_rule: Literal["max", "min"] = "max"
+    alert_grace: int = Field(100, ge=0, description="no range alert before this iteration, nor during the learning-rate warm-up")
+    alert_window: int = Field(
+        5, gt=0, description="a figure alerts when the median of its last N logged values is outside its normal range"
+    )
 
     @field_validator("amp", mode="before")
     @classmethod
@@ -325,6 +329,11 @@ class OnlineConfig(Section):
     max_instances: int = Field(300, gt=0, description="instance memory cap; the lowest-score instance is evicted")
     frame_topk: int = Field(20, gt=0, description="instances kept per frame before merging")
     min_points: int = Field(30, ge=1, description="a frame's instance with fewer points is a fragment, not merged")
+    score_threshold: float = Field(0.0, ge=0, le=1, description="a frame's instance scoring at or below this is not merged")
+    min_views: int = Field(1, ge=1, description="a scene instance built from fewer frame views is dropped at the end of the scan")
+    scene_score: Literal["noisy_or", "mean"] = Field(
+        "noisy_or", description="a scene instance's score from its views' scores: noisy-OR (more views, higher) or their mean"
+    )
     frame_stride: int = Field(1, ge=1, description="process every k-th prepared MV frame")
     label_gate: bool = Field(
         False, description="merge only instances whose likeliest classes agree (off: the class is decided from every view)"

@@ -1,9 +1,15 @@
 """What happens around the optimisation step, one small class per concern.
 
 The Trainer calls, in order: ``on_start``; per iteration ``on_iteration_start(it)`` (before the
-forward pass), ``on_log(figures)`` at logging steps (one dict of host floats feeds every sink),
-``on_iteration_end(done)`` (``done`` iterations completed); ``on_end``. Sinks and savers act on
-rank 0 only; everything that touches the model runs on every rank.
+forward pass), ``on_gradients(it, figures)`` at an optimizer step (gradients averaged over the
+ranks and unscaled, before clipping; ``figures`` is the step's dict of device tensors to log at a
+logging step, None otherwise), ``on_log(figures)`` at logging steps (one dict of host floats feeds
+every sink), ``on_iteration_end(done)`` (``done`` iterations completed); ``on_end``. Sinks and
+savers act on rank 0 only; everything that touches the model runs on every rank.
+
+A callback keeps its own state; what must survive a resume it returns from ``state_dict`` (saved in
+every checkpoint under its class name) and takes back in ``load_state_dict``. ``Trainer.build_callbacks``
+makes the list, so a subclass adds or drops one without touching the loop.
 """
 
 from __future__ import annotations
@@ -16,32 +22,55 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..atomic_io import atomic_path
-from ..losses.schedule import stage_index, stage_progress
 from .checkpoint import CHECKPOINT_DIR
 from .unfreeze import apply_stage
 
 if TYPE_CHECKING:
+    import torch
+
     from .trainer import Trainer
 
 
 class Callback:
     def on_start(self, t: "Trainer") -> None: ...
     def on_iteration_start(self, t: "Trainer", it: int) -> None: ...
+    def on_gradients(self, t: "Trainer", it: int, figures: "dict[str, torch.Tensor] | None") -> None: ...
     def on_log(self, t: "Trainer", figures: dict[str, Any]) -> None: ...
     def on_iteration_end(self, t: "Trainer", done: int) -> None: ...
     def on_end(self, t: "Trainer") -> None: ...
 
+    @property
+    def state_key(self) -> str:
+        return type(self).__name__
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
 
 class StageSwitch(Callback):
-    """Loss-weight stage S0/S1/S2 by training progress, and the parts that train in it."""
+    """Which parts train in the loss-weight stage S0/S1/S2 of the current iteration (``Trainer.stage_at``)."""
+
+    def __init__(self) -> None:
+        self.stage, self.groups = -1, []
+
+    def on_start(self, t: "Trainer") -> None:
+        self._apply(t, t.stage_at(t.start))
+        untrained = t.start == 0 and "backbone3d" not in self.groups and not t.init_reports
+        t.note(f"S{self.stage} trains {', '.join(self.groups)}" + (": the 3D U-Net stays at its random init until S1 "
+                                                                   "(start from a 3D-only run with --init-from)" if untrained else ""))
 
     def on_iteration_start(self, t: "Trainer", it: int) -> None:
-        stage = stage_index(t.cfg.loss.stages, stage_progress(it, t.total))
-        if stage != t.stage:
-            t.stage = stage
-            t.groups = apply_stage(t.model, t.cfg.train.unfreeze, stage)
+        stage = t.stage_at(it)
+        if stage != self.stage:
+            self._apply(t, stage)
             weights = t.cfg.loss.stages[stage].model_dump(exclude={"until"})
-            t.note(f"iteration {it}: stage S{stage} · training {', '.join(t.groups)} · loss weights {weights}")
+            t.note(f"iteration {it}: stage S{stage} · training {', '.join(self.groups)} · loss weights {weights}")
+
+    def _apply(self, t: "Trainer", stage: int) -> None:
+        self.stage = stage
+        self.groups = apply_stage(t.model, t.cfg.train.unfreeze, stage)
 
 
 class GateWarmup(Callback):
@@ -174,7 +203,18 @@ class PanelSink(Callback):
 
 
 class Evaluation(Callback):
-    """Periodic validation on rank 0; ``best.pt`` by ``train.best_metric`` and ``train.best_rule``."""
+    """Periodic validation on rank 0; ``best.pt`` by ``train.best_metric`` and ``train.best_rule``.
+    Keeps the best and the last results (``best`` survives a resume)."""
+
+    def __init__(self) -> None:
+        self.best: dict[str, float] = {}
+        self.final: dict[str, float] = {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = dict(state.get("best", {}))
 
     def on_iteration_end(self, t: "Trainer", done: int) -> None:
         if not t.has_val or not (done % t.cfg.train.eval_every == 0 or done == t.total):
@@ -182,11 +222,11 @@ class Evaluation(Callback):
         results = t.evaluate()  # rank 0's figures; None on the other ranks
         improved = False
         if results is not None:
-            t.final = results
+            self.final = results
             t.log({"iteration": done, "total": t.total, **{f"val/{k}": v for k, v in results.items()}})
-            improved = self.better(t, results.get(t.cfg.train.best_metric, math.nan))
+            improved = self.better(results.get(t.cfg.train.best_metric, math.nan), t.cfg.train.best_metric, t.cfg.train.best_rule)
             if improved:
-                t.best = {**results, "iteration": done}
+                self.best = {**results, "iteration": done}
         if t.dist.enabled:  # saving is collective (every rank's random state)
             from .distributed import broadcast_object
 
@@ -194,16 +234,16 @@ class Evaluation(Callback):
         if improved:
             t.save("best.pt", done)
 
-    @staticmethod
-    def better(t: "Trainer", value: float) -> bool:
-        if not t.best:
+    def better(self, value: float, metric: str, rule: str) -> bool:
+        """Is ``value`` of ``metric`` better than the best so far (a tie is: the later checkpoint wins)?"""
+        if not self.best:
             return True
-        old = t.best.get(t.cfg.train.best_metric, math.nan)
+        old = self.best.get(metric, math.nan)
         if value != value:
             return False
         if old != old:
             return True
-        return value >= old if t.cfg.train.best_rule == "max" else value <= old
+        return value >= old if rule == "max" else value <= old
 
 
 class Checkpointing(Callback):

@@ -90,35 +90,68 @@ def gather_objects(obj) -> list:
     return out
 
 
+def _sum_over_ranks(values: torch.Tensor) -> None:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(values)
+
+
+class _SyncNormalise(torch.autograd.Function):
+    """(x − mean) / sqrt(var + eps) with mean and variance over the rows of every rank.
+
+    Forward: the statistics from per-rank sums in float64, all-reduced. Backward: the centred form
+    torch's own BatchNorm uses, dx = (g − mean(g) − x̂·mean(g·x̂)) / σ with both means over every
+    rank (one all-reduce). Differentiating var = E[x²] − E[x]² instead cancels two large terms in
+    float32 where a channel's mean is large against its spread: measured on the demo's U-Net, a
+    0.3 % error in every 3D gradient between 2 ranks × batch 1 and 1 rank × batch 2.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, eps: float):
+        x64 = x.double()
+        local = torch.cat([x64.sum(0), (x64 * x64).sum(0), x64.new_tensor([x.shape[0]])])
+        _sum_over_ranks(local)
+        c = x.shape[1]
+        count = local[2 * c]
+        mean = local[:c] / count
+        var = (local[c : 2 * c] / count - mean * mean).clamp(min=0)
+        invstd = (var + eps).rsqrt().float()
+        normalised = (x - mean.float()) * invstd
+        ctx.save_for_backward(normalised, invstd)
+        ctx.count = count
+        ctx.mark_non_differentiable(mean, var, count)
+        return normalised, mean.float(), var.float(), count.float()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, *unused):
+        normalised, invstd = ctx.saved_tensors
+        local = torch.cat([grad.sum(0, dtype=torch.float64), (grad * normalised).sum(0, dtype=torch.float64)])
+        _sum_over_ranks(local)
+        c = grad.shape[1]
+        mean_grad, mean_grad_x = (local[:c] / ctx.count).float(), (local[c:] / ctx.count).float()
+        return (grad - mean_grad - normalised * mean_grad_x) * invstd, None
+
+
 class SyncBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm over the voxels of all ranks; gradients flow through the all-reduce.
+    """BatchNorm over the voxels of all ranks; gradients flow back through the statistics.
 
     torch's SyncBatchNorm (which MinkowskiEngine's MinkowskiSyncBatchNorm wraps) refuses CPU
-    tensors, so this one is written on the autograd-aware ``torch.distributed.nn`` all-reduce and
-    runs under gloo and NCCL alike: the same statistics as one process holding every rank's batch.
+    tensors, so this one all-reduces itself and runs under gloo and NCCL alike: the same
+    statistics and gradients as one process holding every rank's batch. In one process it is
+    the same computation without the all-reduce (``train.sync_bn`` converts there too), so 1
+    and N ranks agree: torch's float32 BatchNorm backward on CPU was measured 0.7 % from a
+    float64 reference on the demo's U-Net, this one 9e-7.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+        if not self.training:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
-        x32 = x.float()
-        # sums in float64: var = E[x²] - E[x]² cancels badly in float32
-        local = torch.cat([x32.sum(0, dtype=torch.float64), (x32 * x32).sum(0, dtype=torch.float64), x32.new_tensor([x32.shape[0]], dtype=torch.float64)])
-        total = all_reduce(local)
-        c = self.num_features
-        count = total[2 * c]
-        mean64 = total[:c] / count
-        var = (total[c : 2 * c] / count - mean64 * mean64).clamp(min=0).float()
-        mean, count = mean64.float(), count.float()
+        out, mean, var, count = _SyncNormalise.apply(x.float(), self.eps)
         if self.track_running_stats:
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 0.1
                 self.running_mean.mul_(1 - m).add_(m * mean)
                 self.running_var.mul_(1 - m).add_(m * var * count / (count - 1).clamp(min=1))
                 self.num_batches_tracked += 1
-        out = (x32 - mean) / torch.sqrt(var + self.eps)
         if self.affine:
             out = out * self.weight + self.bias
         return out.to(x.dtype)

@@ -1,15 +1,28 @@
 """The training monitor: gradient health per module group and the normal ranges of the design notes.
 
-Figures are computed as tensors at logging steps only and read on the host with the rest of the
-logged figures. An alert names the figure, its value, the normal range and the remedy.
+Gradient figures are computed as tensors at logging steps only and read on the host with the rest
+of the logged figures. Alerts judge the logged figures, but not at once: none during the grace
+period (the learning-rate warm-up, ``train.alert_grace`` iterations), and a figure alerts only when
+the median of its last ``train.alert_window`` logged values is outside its normal range, so one
+spike is not an alert. An alert names the figure, the range, the module group carrying most of
+the gradient, and a remedy computed from the run's configured values.
 """
 
 from __future__ import annotations
 
+import statistics
+from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+from ..config.schema import Preset
+from .callbacks import Callback
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
 
 # module group -> top-level submodules (groups a preset does not build are left out)
 GRADIENT_GROUPS: dict[str, tuple[str, ...]] = {
@@ -70,23 +83,36 @@ class NormalRange:
     high: float
     alarm_low: float | None  # beyond these: an alert (red); outside low..high only: a warning (yellow)
     alarm_high: float | None
-    remedy_low: str
+    remedy_low: str  # templates filled from the configured values (``remedy_values``)
     remedy_high: str
+    words: tuple[str, str, str, str] = ("low", "too low", "high", "too high")  # warning / alarm, low side then high side
 
 
 NORMAL_RANGES = (
     NormalRange("gradient/total", "grad norm", 0.1, 2.0, VANISHING, EXPLODING,
-                "vanishing: check which parts train in this stage (train.unfreeze) or raise optim.lr",
-                "exploding: lower the learning rate (--set optim.lr={lr_tenth}) or clip harder (--set optim.clip_grad=0.5)"),
+                "check which parts train in this stage (train.unfreeze) or raise the learning rate (--set optim.lr={raise_lr})",
+                "lower the learning rate (--set optim.lr={lower_lr}) or clip harder (--set optim.clip_grad={clip})",
+                ("low", "vanishing", "high", "exploding")),
     NormalRange("projection/valid_rate", "projection valid", 0.80, 0.95, 0.70, None,
                 "poor 2D projection: check poses and intrinsics of the prepared data (bifusion validate, bifusion stats --data)", ""),
     NormalRange("fusion/w2d_mean", "2D weight", 0.5, 0.8, None, 0.9,
                 "2D contributes little: check the projection valid rate and the CLIP features (precompute-clip --verify)",
-                "over-relies on 2D: lengthen the gate warm-up (--set model.fusion.warmup_iters=...) "
-                "or send less alignment gradient to 2D (--set loss.clip_gradient_flow=0.02)"),
+                "over-relies on 2D: lengthen the gate warm-up (--set model.fusion.warmup_iters={gate_warmup}) "
+                "or send less alignment gradient to 2D (--set loss.clip_gradient_flow={flow})"),
     NormalRange("fusion/w3d_mean", "3D weight", 0.2, 0.5, 0.1, None,
                 "ignores 3D: start from a trained 3D-only run (--init-from) or open the 3D branch earlier (train.unfreeze.s0)", ""),
 )
+
+
+def remedy_values(cfg: Preset) -> dict[str, str]:
+    """What a remedy suggests, from the configured values (not the warm-up's momentary learning rate)."""
+    return {
+        "lower_lr": f"{cfg.optim.lr / 10:.1e}",
+        "raise_lr": f"{cfg.optim.lr * 10:.1e}",
+        "clip": f"{(cfg.optim.clip_grad or 2 * EXPLODING) / 2:g}",
+        "gate_warmup": str(2 * cfg.model.fusion.warmup_iters or 1000),
+        "flow": f"{cfg.loss.clip_gradient_flow / 2:g}",
+    }
 
 
 @dataclass(frozen=True)
@@ -96,21 +122,86 @@ class Alert:
     message: str
 
 
-def check_ranges(figures: dict[str, float], lr: float, gate_warm: bool) -> list[Alert]:
-    """Alerts for the figures outside their normal range. The gate is not judged while its
-    warm-up holds it at 0.5."""
-    alerts = []
-    for r in NORMAL_RANGES:
-        value = figures.get(r.key)
-        if value is None or (r.key.startswith("fusion/") and not gate_warm):
-            continue
-        remedy = (r.remedy_low if value < r.low else r.remedy_high).format(lr_tenth=f"{lr / 10:.1e}")
-        remedy = remedy or "see the normal ranges in the README (Long runs)"
-        if value != value or (r.alarm_high is not None and value > r.alarm_high) or (r.alarm_low is not None and value < r.alarm_low):
-            level = "alert"
-        elif value < r.low or value > r.high:
-            level = "warning"
-        else:
-            continue
-        alerts.append(Alert(r.key, level, f"{r.label} {value:.3g} outside {r.low:g}–{r.high:g}: {remedy}"))
-    return alerts
+def largest_group(figures: dict[str, float]) -> str:
+    """' (decoder 80 % of it)': the module group with the largest share of the gradient, if logged."""
+    shares = {k[len("gradient/"):-len("_share")]: v for k, v in figures.items() if k.startswith("gradient/") and k.endswith("_share")}
+    if not shares:
+        return ""
+    group = max(shares, key=shares.get)
+    return f" ({group} {shares[group]:.0%} of it)"
+
+
+class AlertRules:
+    """Judges each logged step's figures against ``NORMAL_RANGES`` with a grace period and a
+    sustained condition; returns the alerts that start at this step (a condition alerts once
+    until it clears)."""
+
+    def __init__(self, cfg: Preset):
+        self.grace = max(cfg.optim.warmup_iters, cfg.train.alert_grace)
+        self.gate_grace = max(self.grace, cfg.model.fusion.warmup_iters)  # the gate is held at 0.5 until then
+        self.window = cfg.train.alert_window
+        self.remedies = remedy_values(cfg)
+        self.history: dict[str, deque] = {}
+        self.active: set[tuple[str, str]] = set()
+
+    def update(self, iteration: int, figures: dict[str, float]) -> list[Alert]:
+        now: dict[tuple[str, str], Alert] = {}
+        for r in NORMAL_RANGES:
+            value = figures.get(r.key)
+            grace = self.gate_grace if r.key.startswith("fusion/") else self.grace
+            if value is None or value != value or iteration <= grace:  # a non-finite step is skipped and alerted by the trainer
+                continue
+            seen = self.history.setdefault(r.key, deque(maxlen=self.window))
+            seen.append(value)
+            if len(seen) < self.window:
+                continue
+            alert = self.judge(r, statistics.median(seen), figures)
+            if alert is not None:
+                now[(alert.key, alert.level)] = alert
+        started = [a for k, a in now.items() if k not in self.active]
+        self.active = set(now)
+        return started
+
+    def judge(self, r: NormalRange, median: float, figures: dict[str, float]) -> Alert | None:
+        if r.low <= median <= r.high:
+            return None
+        high = median > r.high
+        alarm = (r.alarm_high is not None and median > r.alarm_high) if high else (r.alarm_low is not None and median < r.alarm_low)
+        word = r.words[2 * high + alarm]
+        remedy = (r.remedy_high if high else r.remedy_low).format(**self.remedies) or "see the normal ranges in the README (Long runs)"
+        where = largest_group(figures) if r.key == "gradient/total" else ""
+        message = (f"{r.label} {median:.3g}{where} outside {r.low:g}–{r.high:g} "
+                   f"(median of the last {self.window} logged): {word}: {remedy}")
+        return Alert(r.key, "alert" if alarm else "warning", message)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": {k: list(v) for k, v in self.history.items()}, "active": [list(k) for k in self.active]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = {k: deque(v, maxlen=self.window) for k, v in state.get("history", {}).items()}
+        self.active = {tuple(k) for k in state.get("active", [])}
+
+
+class Monitor(Callback):
+    """Gradient figures per module group at logging steps (every rank: the figures are averaged
+    over the ranks) and the range alerts (rank 0, through ``Trainer.alert``)."""
+
+    def __init__(self, cfg: Preset, model: nn.Module):
+        self.groups = gradient_groups(model)
+        self.rules = AlertRules(cfg)
+
+    def on_gradients(self, t: "Trainer", it: int, figures: dict[str, torch.Tensor] | None) -> None:
+        if figures is not None:
+            figures.update(gradient_figures(self.groups))
+
+    def on_log(self, t: "Trainer", figures: dict[str, Any]) -> None:
+        if "loss/total" not in figures:  # an evaluation's figures
+            return
+        for alert in self.rules.update(figures["iteration"], figures):
+            t.alert(f"iteration {figures['iteration']}: {alert.message}", alert.level)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.rules.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rules.load_state_dict(state)

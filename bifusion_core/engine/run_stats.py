@@ -79,7 +79,8 @@ def _best(run_dir: Path) -> dict[str, float]:
         return {}
     from .checkpoint import load_checkpoint
 
-    best = load_checkpoint(path).get("best", {})
+    payload = load_checkpoint(path)
+    best = payload.get("callbacks", {}).get("Evaluation", {}).get("best") or payload.get("best", {})
     return {k: float(v) for k, v in best.items() if isinstance(v, (int, float))}
 
 

@@ -2,8 +2,11 @@
 
 Every epoch's order is a pure function of (seed, epoch), so a checkpoint needs only the epoch and
 the number of batches consumed to continue mid-epoch without re-reading the skipped samples.
-Each index travels with an augmentation seed derived from (seed, epoch, index): a sample is
-augmented identically whichever worker or rank loads it, before or after a resume.
+The checkpoint also keeps the order of the epoch it stopped in, and a resume continues that
+epoch in the saved order: if (seed, epoch) no longer gives it (another numpy generator), the run
+still sees each sample of the epoch once. Each index travels with an augmentation seed derived
+from (seed, epoch, index): a sample is augmented identically whichever worker or rank loads it,
+before or after a resume.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import math
 from typing import Iterator
 
 import numpy as np
+import torch
 from torch.utils.data import Sampler
 
 
@@ -29,9 +33,16 @@ class ResumableSampler(Sampler):
         self.per_rank = math.ceil(size / world)
         self.batches_per_epoch = max(1, self.per_rank // batch_size)
         self.epoch, self.position = 0, 0
+        self.restored: dict[int, np.ndarray] = {}  # epoch -> the order a checkpoint saved for it
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The epoch's order of all ``size`` samples (before the split across ranks)."""
+        if epoch in self.restored:
+            return self.restored[epoch]
+        return np.random.default_rng([self.seed, epoch]).permutation(self.size) if self.shuffle else np.arange(self.size)
 
     def permutation(self, epoch: int) -> np.ndarray:
-        order = np.random.default_rng([self.seed, epoch]).permutation(self.size) if self.shuffle else np.arange(self.size)
+        order = self.order(epoch)
         pad = self.per_rank * self.world - self.size
         return np.concatenate([order, np.resize(order, pad)]) if pad else order
 
@@ -49,8 +60,20 @@ class ResumableSampler(Sampler):
     def __len__(self) -> int:
         return len(self.mine(self.epoch)) - self.position * self.batch_size
 
-    def state(self) -> dict:
-        """What a checkpoint stores (the permutation too, so a resume can check it replays the same order)."""
-        import torch
+    def state(self, epoch: int, position: int) -> dict:
+        """What a checkpoint taken before batch ``position`` of ``epoch`` stores (that epoch's order,
+        also when the checkpoint falls on an epoch boundary)."""
+        return {"epoch": epoch, "position": position, "permutation": torch.as_tensor(self.order(epoch))}
 
-        return {"epoch": self.epoch, "position": self.position, "permutation": torch.as_tensor(self.permutation(self.epoch))}
+    def load_state(self, state: dict) -> str | None:
+        """Continue the saved epoch in the saved order; returns a note when that order is not what
+        (seed, epoch) gives now, or cannot be used (the data set changed size)."""
+        if "permutation" not in state:
+            return None
+        epoch, saved = int(state["epoch"]), np.asarray(state["permutation"], dtype=np.int64)
+        if saved.shape != (self.size,) or not np.array_equal(np.sort(saved), np.arange(self.size)):
+            return (f"the checkpoint's sample order of epoch {epoch} has {saved.size} samples, the data {self.size}: "
+                    f"the rest of the epoch follows the order of (seed, epoch)")
+        differs = not np.array_equal(saved, self.order(epoch))
+        self.restored[epoch] = saved
+        return f"epoch {epoch} continues in the checkpoint's sample order, which (seed, epoch) no longer gives" if differs else None

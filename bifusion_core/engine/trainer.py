@@ -27,7 +27,7 @@ from ..config.schema import Preset
 from ..errors import BifusionError
 from ..losses.criterion import Criterion
 from ..losses.schedule import stage_index, stage_progress
-from ..models.bifusion import build_model, count_parameters
+from ..models.bifusion import BiFusionSegmentor, ModelOutput, build_model, count_parameters
 from ..reporting import NULL_REPORTER, Reporter
 from . import builders
 from . import distributed as D
@@ -35,7 +35,7 @@ from .callbacks import (
     Callback, Checkpointing, CsvSink, Evaluation, GateWarmup, PanelSink, StageSwitch, TensorBoardSink, TrainLog,
 )
 from .checkpoint import CHECKPOINT_DIR, capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from .monitor import check_ranges, gradient_figures, gradient_groups, gradient_status
+from .monitor import Monitor, gradient_status
 from .partial_load import LoadReport, load_init_weights
 from .precision import Precision
 from .sampling import ResumableSampler
@@ -77,23 +77,34 @@ class NonFiniteStop(BifusionError):
     """Too many non-finite steps in a row: the run stopped with its last good state saved."""
 
 
+def finite_outputs(out: ModelOutput) -> torch.Tensor:
+    """All logits the losses and the matching read are finite (a device bool: no host sync). A
+    non-finite output that no loss term sees (a point without a label) still marks the step bad."""
+    tensors = [out.semantic_logits]
+    for dec in out.decoder:
+        tensors += [*dec.cls_logits, *dec.mask_logits, *dec.objectness]
+    return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+
+
 class Trainer:
-    """setup → fit (step, evaluate, save); ``payload`` continues a checkpoint."""
+    """``setup`` (named ``build_*`` steps) → ``fit`` (step, callbacks); ``payload`` continues a checkpoint.
+
+    Extend it by subclassing: override a ``build_*`` step (another criterion, a wrapped model) or
+    ``build_callbacks`` (add a probe, drop the evaluation), never by patching its methods.
+    """
 
     def __init__(self, cfg: Preset, run_dir: Path, reporter: Reporter = NULL_REPORTER, payload: dict | None = None):
         self.cfg, self.run_dir, self.payload = cfg, Path(run_dir), payload
         self.reporter = reporter
-        self.stage, self.groups = -1, []
-        self.best: dict[str, float] = {}
-        self.final: dict[str, float] = {}
         self.start = int(payload["iteration"]) if payload else 0
         self.bad_in_row = self.bad_total = 0
         self.stop_signal: int | None = None
-        self.finite: torch.Tensor | None = None  # all losses of the current accumulation window finite
+        self.finite: torch.Tensor | None = None  # every loss and output of the current accumulation window finite
         self.log_file: TrainLog | None = None
         self.early_notes: list[tuple[str, str]] = []  # notes before the run folder exists, written to train.log with it
         self.init_reports: list[LoadReport] = []
         self.pending_note: str | None = None  # said once training starts (resume with a changed config)
+        self.callbacks: list[Callback] = []
 
     # ---- notes -------------------------------------------------------------------------------
     def note(self, message: str) -> None:
@@ -117,17 +128,43 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_log(self, figures)
 
-    # ---- setup -------------------------------------------------------------------------------
+    def stage_at(self, it: int) -> int:
+        """The loss-weight stage S0/S1/S2 in force at iteration ``it`` (fractions of the run)."""
+        return stage_index(self.cfg.loss.stages, stage_progress(it, self.total))
+
+    def find_callback(self, kind: type) -> Any:
+        return next((cb for cb in self.callbacks if isinstance(cb, kind)), None)
+
+    # ---- setup: one named step each ------------------------------------------------------------
     def setup(self) -> None:
-        cfg = self.cfg
-        self.device = builders.pick_device(cfg)
-        builders.configure_threads(cfg, self.device)
+        self.build_runtime()
+        self.build_data()
+        self.model = self.build_model()
+        self.criterion = self.build_criterion()
+        self.precision = Precision(self.cfg.train.amp, self.device)
+        self.optimizer, self.scheduler = self.build_optimizer()
+        self._open_run_dir()  # data, weights and model are in place: only now does the run exist on disk
+        self.callbacks = self.build_callbacks()
+        if self.payload is not None:
+            self._load(self.payload)
+        else:
+            self.save("init.pt", 0)
+            seed_everything(self.cfg.train.seed + self.dist.rank)  # per-rank random streams (query sampling, anchors)
+
+    def build_runtime(self) -> None:
+        """Device, CPU threads, the process group (every rank writes into rank 0's run folder), seeds."""
+        self.device = builders.pick_device(self.cfg)
+        builders.configure_threads(self.cfg, self.device)
         self.dist = D.init_distributed(self.device)
         if self.device.type == "cuda" and self.dist.enabled:
             self.device = torch.device("cuda", self.dist.local_rank)
-        if self.dist.enabled:  # every rank writes into rank 0's run folder
+        if self.dist.enabled:
             self.run_dir = Path(D.gather_objects(str(self.run_dir))[0])
-        seed_everything(cfg.train.seed)  # the same initial weights on every rank
+        seed_everything(self.cfg.train.seed)  # the same initial weights on every rank
+
+    def build_data(self) -> None:
+        """Datasets, CLIP features, the resumable sampler and the loaders; the run's length."""
+        cfg = self.cfg
         data_root = Path(cfg.data.root)
         self.labels = builders.label_set(cfg)
         self.train_ds = builders.build_dataset(cfg, data_root, "train", train=True)
@@ -145,6 +182,9 @@ class Trainer:
         self.val_loader = builders.build_loader(cfg, val_ds, train=False) if val_ds is not None and self.dist.is_main else None
         self.total = cfg.train.max_iters or cfg.train.epochs * self.sampler.batches_per_epoch
 
+    def build_model(self) -> BiFusionSegmentor:
+        """The model on the device: CLIP blocks, ``--init-from`` weights, synchronised BN, rank 0's weights everywhere."""
+        cfg = self.cfg
         model = build_model(cfg, self.labels)
         if model.clip_tail is not None:
             model.clip_tail.load_weights(cfg.clip.num_layers, builders.clip_weights_path(cfg))
@@ -152,36 +192,34 @@ class Trainer:
             self.init_reports = load_init_weights(model, cfg.train.init)
             for report in self.init_reports:
                 self.note("init " + report.summary())
-        if cfg.train.sync_bn and self.dist.enabled:
-            self.note(f"sync_bn: {D.convert_sync_batchnorm(model)} BatchNorm layers share statistics over {self.dist.world} ranks")
-        self.model = model.to(self.device)
+        if cfg.train.sync_bn:  # one process too: the same computation as N ranks (engine.distributed.SyncBatchNorm1d)
+            self.note(f"sync_bn: {D.convert_sync_batchnorm(model)} BatchNorm layers share statistics over {self.dist.world} rank(s)")
+        model = model.to(self.device)
         if self.dist.enabled:
-            D.broadcast_parameters(self.model)
-        self.criterion = Criterion(cfg.loss, self.labels.num_instance, self._semantic_weights(data_root))
-        self.precision = Precision(cfg.train.amp, self.device)
-        self.stage = stage_index(cfg.loss.stages, stage_progress(self.start, self.total))
-        self.groups = apply_stage(self.model, cfg.train.unfreeze, self.stage)
-        if self.payload is None and "backbone3d" not in self.groups and not self.init_reports:
-            self.note(f"S{self.stage} trains only {', '.join(self.groups)}: the 3D U-Net stays at its random init "
-                      "until S1 (start from a 3D-only run with --init-from)")
-        self.optimizer = torch.optim.AdamW(
+            D.broadcast_parameters(model)
+        return model
+
+    def build_criterion(self) -> Criterion:
+        return Criterion(self.cfg.loss, self.labels.num_instance, self._semantic_weights(Path(self.cfg.data.root)))
+
+    def build_optimizer(self) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """AdamW over every parameter (staged unfreezing turns them on later) and the warm-up cosine,
+        counted in optimizer steps (accumulation: one step per ``accumulate`` iterations)."""
+        cfg = self.cfg
+        optimizer = torch.optim.AdamW(
             parameter_groups(self.model, cfg.optim.weight_decay, cfg.optim.lr, cfg.optim.lr_mult), lr=cfg.optim.lr
         )
-        # the schedule counts optimizer steps (accumulation: one step per `accumulate` iterations)
         acc = cfg.optim.accumulate
-        self.scheduler = warmup_cosine(self.optimizer, math.ceil(cfg.optim.warmup_iters / acc), math.ceil(self.total / acc), cfg.optim.min_lr_ratio)
-        self.grad_groups = gradient_groups(self.model)
-        self._open_run_dir()  # data, weights and model are in place: only now does the run exist on disk
-        if self.payload is not None:
-            self._load(self.payload)
-        else:
-            self.save("init.pt", 0)
-        if self.payload is None:
-            seed_everything(cfg.train.seed + self.dist.rank)  # per-rank random streams (query sampling, anchors)
-        self.callbacks: list[Callback] = [StageSwitch(), GateWarmup()]
+        scheduler = warmup_cosine(optimizer, math.ceil(cfg.optim.warmup_iters / acc), math.ceil(self.total / acc), cfg.optim.min_lr_ratio)
+        return optimizer, scheduler
+
+    def build_callbacks(self) -> list[Callback]:
+        """In calling order: stage and gate first (they set up the iteration), the monitor before the
+        sinks, evaluation before checkpointing. Sinks only on rank 0."""
+        callbacks: list[Callback] = [StageSwitch(), GateWarmup(), Monitor(self.cfg, self.model)]
         if self.dist.is_main:
-            self.callbacks += [TensorBoardSink(), CsvSink(), self.log_file, PanelSink()]
-        self.callbacks += [Evaluation(), Checkpointing()]
+            callbacks += [TensorBoardSink(), CsvSink(), self.log_file, PanelSink()]
+        return callbacks + [Evaluation(), Checkpointing()]
 
     def _semantic_weights(self, data_root: Path) -> torch.Tensor | None:
         """``loss.semantic_balance``: class weights from the train split's label shares (the same
@@ -214,17 +252,32 @@ class Trainer:
 
     def _load(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
-        self.optimizer.load_state_dict(payload["optimizer"])
+        configured = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        try:
+            self.optimizer.load_state_dict(payload["optimizer"])
+        except ValueError as exc:  # another set of parameter groups (e.g. optim.lr_mult changed)
+            raise BifusionError(self.run_dir, f"the checkpoint's optimizer state does not fit this config: {exc}") from None
+        for group, settings in zip(self.optimizer.param_groups, configured):
+            group.update(settings)  # the config's rates and weight decay, not the checkpoint's (--allow-config-change)
         self.scheduler.load_state_dict(payload["scheduler"])
+        self.scheduler.base_lrs = [group["initial_lr"] for group in self.optimizer.param_groups]
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas):
+            group["lr"] = base * factor(self.scheduler.last_epoch)  # what LambdaLR computes at this step
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         self.precision.load_state_dict(payload.get("scaler", {}))
-        self.best = payload.get("best", {})
         self.bad_total = int(payload.get("skipped_steps", 0))
-        states = payload.get("rng", [])
-        if self.dist.rank < len(states):
-            restore_rng(states[self.dist.rank])
+        states = payload.get("callbacks") or {"Evaluation": {"best": payload.get("best", {})}}  # checkpoints before 2026-12-06
+        for cb in self.callbacks:
+            cb.load_state_dict(states.get(cb.state_key, {}))
+        note = self.sampler.load_state(payload.get("sampler", {}))
+        if note:
+            self.note(note)
+        rngs = payload.get("rng", [])
+        if self.dist.rank < len(rngs):
+            restore_rng(rngs[self.dist.rank])
         else:
             seed_everything(self.cfg.train.seed + self.dist.rank + self.start)
-            self.note(f"no random state saved for rank {self.dist.rank} (the run had {len(states)} ranks): reseeded")
+            self.note(f"no random state saved for rank {self.dist.rank} (the run had {len(rngs)} ranks): reseeded")
         if payload.get("world", 1) != self.dist.world:
             self.note(f"resumed with {self.dist.world} ranks (checkpoint: {payload.get('world', 1)}): the sample order of the epoch changes")
 
@@ -235,7 +288,6 @@ class Trainer:
         if not self.dist.is_main:
             return
         epoch, position = divmod(iteration, self.sampler.batches_per_epoch)
-        self.sampler_state = self.sampler.state() | {"epoch": epoch, "position": position}
         payload = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -243,10 +295,10 @@ class Trainer:
             "scaler": self.precision.state_dict(),
             "iteration": iteration,
             "epoch": epoch,
-            "best": self.best,
             "skipped_steps": self.bad_total,
             "config": self.cfg.model_dump(mode="json"),
-            "sampler": self.sampler_state,
+            "sampler": self.sampler.state(epoch, position),
+            "callbacks": {cb.state_key: state for cb in self.callbacks if (state := cb.state_dict())},
             "rng": rng,
             "world": self.dist.world,
         }
@@ -270,17 +322,19 @@ class Trainer:
     def step(self, it: int, batch) -> dict[str, torch.Tensor] | None:
         """Forward, backward and (at an accumulation boundary) the optimizer step.
 
-        Host syncs: one per optimizer step (is the step finite, was a stop requested), plus
-        one at logging steps for all figures. Returns the figures (device tensors) to log.
+        A non-finite loss, model output or gradient skips the optimizer step (the weights stay as
+        they were), counts it and alerts. Host syncs: one per optimizer step (is the step finite,
+        was a stop requested), plus one at logging steps for all figures. Returns the figures
+        (device tensors) to log.
         """
         cfg = self.cfg
         acc = cfg.optim.accumulate
         logging = (it + 1) % cfg.train.log_every == 0 or it + 1 == self.total
         with self.precision.autocast():
             out = self.model(batch)
-            loss, terms = self.criterion(out, batch, cfg.loss.stages[self.stage])
+            loss, terms = self.criterion(out, batch, cfg.loss.stages[self.stage_at(it)])
         self.precision.backward(loss / acc)
-        finite = torch.isfinite(loss.detach())
+        finite = torch.isfinite(loss.detach()) & finite_outputs(out)
         self.finite = finite if it % acc == 0 or self.finite is None else self.finite & finite
         figures: dict[str, torch.Tensor] = {}
         if logging:
@@ -291,8 +345,8 @@ class Trainer:
         if self.dist.enabled:
             D.average_gradients(params, self.dist.world)
         self.precision.unscale(self.optimizer)
-        if logging:
-            figures.update(gradient_figures(self.grad_groups))
+        for cb in self.callbacks:
+            cb.on_gradients(self, it, figures if logging else None)
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad or math.inf)
         ok = self.finite if self.precision.scaler is not None else self.finite & torch.isfinite(norm)  # fp16 overflow: the scaler skips
         flags = torch.stack([(~ok).float(), torch.tensor(float(self.stop_signal is not None), device=ok.device)])
@@ -304,7 +358,7 @@ class Trainer:
             self.precision.skip(self.optimizer)
             self.bad_in_row += 1
             self.bad_total += 1
-            self.alert(f"iteration {it + 1}: non-finite loss or gradient, step skipped "
+            self.alert(f"iteration {it + 1}: non-finite loss, output or gradient, step skipped "
                        f"({self.bad_in_row} in a row, {self.bad_total} in this run; limit train.max_bad_steps={cfg.train.max_bad_steps})")
         else:
             self.precision.step(self.optimizer)
@@ -318,18 +372,17 @@ class Trainer:
     # ---- the loop ----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         cfg = self.cfg
+        for cb in self.callbacks:
+            cb.on_start(self)
         self.note(
             f"run {self.run_dir} · {len(self.train_ds)} train frames · {self.sampler.batches_per_epoch} iterations/epoch"
             f"{f' per rank × {self.dist.world} ranks' if self.dist.enabled else ''} · "
-            f"{count_parameters(self.model, trainable_only=True) / 1e6:.2f} M trainable parameters "
-            f"(S{self.stage}: {', '.join(self.groups)}) · {self.device} · amp {cfg.train.amp}"
+            f"{count_parameters(self.model, trainable_only=True) / 1e6:.2f} M trainable parameters · {self.device} · amp {cfg.train.amp}"
         )
         if self.start:
             self.note(f"resumed {self.run_dir} at iteration {self.start}/{self.total}")
         if self.pending_note:
             self.note(self.pending_note)
-        for cb in self.callbacks:
-            cb.on_start(self)
         if self.dist.is_main:
             self.reporter.task("train", self.total)
             if self.start:
@@ -339,7 +392,6 @@ class Trainer:
             previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         started = time.perf_counter()
         window_start, window_iters, window_wait = started, 0, 0.0
-        active_alerts: set[tuple[str, str]] = set()
         it = self.start
         try:
             while it < self.total:
@@ -360,7 +412,7 @@ class Trainer:
                         rate = window_iters / max(now - window_start, 1e-9)
                         wait_share = window_wait / max(now - window_start, 1e-9)
                         window_start, window_iters, window_wait = now, 0, 0.0
-                        self.log(self._host_figures(figures, it, epoch, rate, wait_share, active_alerts))
+                        self.log(self._host_figures(figures, it, epoch, rate, wait_share))
                     if self.dist.is_main:
                         self.reporter.advance("train")
                     for cb in self.callbacks:
@@ -380,8 +432,10 @@ class Trainer:
                 signal.signal(sig, handler)
             for cb in self.callbacks:
                 cb.on_end(self)
+        evaluation = self.find_callback(Evaluation)
         return TrainResult(
-            self.run_dir, self.total, time.perf_counter() - started, self.best, self.final,
+            self.run_dir, self.total, time.perf_counter() - started,
+            evaluation.best if evaluation else {}, evaluation.final if evaluation else {},
             clip_fallbacks=getattr(self.source, "fallbacks", 0) if self.source is not None else 0,
             init_reports=self.init_reports, skipped_steps=self.bad_total,
         )
@@ -394,17 +448,16 @@ class Trainer:
 
     def _stop_non_finite(self, it: int) -> None:
         self.save("last.pt", it)  # skipped steps never touched the weights: this is the last good state
-        lr = self.optimizer.param_groups[0]["lr"]
+        optim = self.cfg.optim
         raise NonFiniteStop(
             self.run_dir,
             f"{self.bad_in_row} non-finite steps in a row at iteration {it}; last good state saved in "
-            f"{CHECKPOINT_DIR}/last.pt. Lower the learning rate (--set optim.lr={lr / 10:.1e}) or the gradient clip "
-            f"(--set optim.clip_grad=0.5), then bifusion resume {self.run_dir} --allow-config-change",
+            f"{CHECKPOINT_DIR}/last.pt. Lower the learning rate (--set optim.lr={optim.lr / 10:.1e}) or the gradient clip "
+            f"(--set optim.clip_grad={(optim.clip_grad or 2.0) / 2:g}), then bifusion resume {self.run_dir} --allow-config-change",
         )
 
-    def _host_figures(self, figures: dict[str, torch.Tensor], it: int, epoch: int, rate: float, wait_share: float,
-                      active: set) -> dict[str, Any]:
-        """The logged tensors → host floats in one transfer (averaged over ranks), plus the monitor.
+    def _host_figures(self, figures: dict[str, torch.Tensor], it: int, epoch: int, rate: float, wait_share: float) -> dict[str, Any]:
+        """The logged tensors → host floats in one transfer (averaged over ranks).
         ``wait_share``: the part of the logging window the loop spent waiting for the DataLoader."""
         keys = list(figures)
         values = torch.stack([figures[k].detach().float().reshape(()) for k in keys])
@@ -412,11 +465,10 @@ class Trainer:
             torch.distributed.all_reduce(values)
             values /= self.dist.world
         host = dict(zip(keys, values.tolist()))
-        lr = self.scheduler.get_last_lr()[0]
         out: dict[str, Any] = {
-            "iteration": it, "total": self.total, "epoch": epoch + 1, "stage": self.stage, "it/s": rate,
+            "iteration": it, "total": self.total, "epoch": epoch + 1, "stage": self.stage_at(it - 1), "it/s": rate,
             "eta_s": (self.total - it) / max(rate, 1e-9), "time/iteration_s": 1.0 / max(rate, 1e-9),
-            "time/data_wait_share": wait_share, "lr": lr, **host,
+            "time/data_wait_share": wait_share, "lr": self.scheduler.get_last_lr()[0], **host,
             "skipped_steps": self.bad_total, "memory/peak_mb": peak_memory_mb(self.device),
         }
         if "gradient/total" in host:
@@ -425,12 +477,6 @@ class Trainer:
             out["amp/scale"] = float(self.precision.scaler.get_scale())
         if self.source is not None:
             out["clip/fallbacks"] = self.source.fallbacks
-        gate_warm = it > self.cfg.model.fusion.warmup_iters
-        now = {(a.key, a.level): a for a in check_ranges(host, lr, gate_warm)}
-        for key in now.keys() - active:
-            self.alert(f"iteration {it}: {now[key].message}", now[key].level)
-        active.clear()
-        active.update(now)
         return out
 
 
@@ -444,10 +490,11 @@ def peak_memory_mb(device: torch.device) -> float:
 def train(cfg: Preset, *, reporter: Reporter = NULL_REPORTER, run_dir: Path | None = None) -> TrainResult:
     """Train from scratch into a new run folder (or ``run_dir``)."""
     trainer = Trainer(cfg, Path(run_dir) if run_dir is not None else new_run_dir(cfg), reporter)
-    return _run(trainer)
+    return run_trainer(trainer)
 
 
-def _run(trainer: Trainer) -> TrainResult:
+def run_trainer(trainer: Trainer) -> TrainResult:
+    """Set a trainer up, fit it, leave the process group (a ``Trainer`` subclass runs through this too)."""
     try:
         trainer.setup()
         return trainer.fit()
@@ -510,4 +557,4 @@ def resume(
     trainer = Trainer(cfg, run_dir, reporter, payload=payload)
     if changes:
         trainer.pending_note = f"config changed at resume: {'; '.join(changes)}"
-    return _run(trainer)
+    return run_trainer(trainer)

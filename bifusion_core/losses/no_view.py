@@ -41,7 +41,13 @@ def pseudo_labels(
     return torch.cat(rows), torch.cat(labels)
 
 
-def no_view_loss(
+def no_view_loss(*args, **kwargs) -> torch.Tensor:
+    """Mean cross-entropy over the pseudo-labelled unseen points (see ``no_view_sums``); 0 when none."""
+    total, count = no_view_sums(*args, **kwargs)
+    return total / count.clamp(min=1)
+
+
+def no_view_sums(
     logits: torch.Tensor,
     xyz: torch.Tensor,
     valid: torch.Tensor,
@@ -49,9 +55,11 @@ def no_view_loss(
     k: int = 8,
     threshold: float = 0.8,
     num_samples: int | None = None,
-) -> torch.Tensor:
-    """Cross-entropy of unseen points' semantic logits against their neighbours' pseudo-labels."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy of unseen points' semantic logits against their neighbours' pseudo-labels,
+    and how many points have one (the mean's denominator)."""
     rows, target = pseudo_labels(logits.detach().softmax(-1), xyz, valid, point_batch, k, threshold, num_samples)
+    count = logits.new_tensor(float(rows.numel()))  # a host-side length, no device read
     if rows.numel() == 0:
-        return logits.new_zeros(())
-    return F.cross_entropy(logits[rows], target)
+        return logits.new_zeros(()), count
+    return F.cross_entropy(logits[rows], target, reduction="sum"), count

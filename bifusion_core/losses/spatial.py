@@ -15,7 +15,13 @@ import torch
 from ..ops import knn, sample_ids
 
 
-def spatial_consistency_loss(
+def spatial_consistency_loss(*args, **kwargs) -> torch.Tensor:
+    """Mean weighted ``1 − cos`` (see ``spatial_consistency_sums``); 0 without neighbours."""
+    total, weight = spatial_consistency_sums(*args, **kwargs)
+    return total / weight.clamp(min=1e-12)
+
+
+def spatial_consistency_sums(
     feats: torch.Tensor,
     xyz: torch.Tensor,
     point_batch: torch.Tensor,
@@ -24,8 +30,9 @@ def spatial_consistency_loss(
     anchors: int = 2048,
     chunk: int = 512,
     num_samples: int | None = None,
-) -> torch.Tensor:
-    """Mean weighted ``1 − cos`` between up to ``anchors`` random points per sample and their kNN;
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted sum of ``1 − cos`` between up to ``anchors`` random points per sample and their kNN,
+    and the sum of the weights (the mean's denominator, which the criterion shares over ranks);
     ``feats`` are unit rows (``f3d`` is), so a dot product is the cosine.
 
     Anchors are processed ``chunk`` at a time so a multi-view sample (8 frames × 20 k points)
@@ -50,7 +57,7 @@ def spatial_consistency_loss(
         neighbour_rows.append(idx[nn_idx])
         weights.append((torch.exp(-(nd / scale).pow(2)) * found).flatten())
     if not anchor_rows:
-        return feats.new_zeros(())
+        return feats.new_zeros(()), feats.new_zeros(())
     # one gather for the whole batch: a gather per sample zero-fills an (N, dim) gradient each
     sizes = [p.numel() for p in anchor_rows] + [n.numel() for n in neighbour_rows]
     parts = feats[torch.cat(anchor_rows + [n.flatten() for n in neighbour_rows])].split(sizes)
@@ -59,4 +66,4 @@ def spatial_consistency_loss(
         for a, n, nbr in zip(parts[:len(anchor_rows)], parts[len(anchor_rows):], neighbour_rows)
     ])
     w = torch.cat(weights)
-    return (w * (1.0 - cos)).sum() / w.sum().clamp(min=1e-12)  # no neighbour: 0, no host test
+    return (w * (1.0 - cos)).sum(), w.sum()  # no neighbour: 0 / 0, no host test

@@ -71,12 +71,11 @@ class BiFusionSegmentor(nn.Module):
         self.gate: nn.Module | None = build_gate(m.feat_dim, m.fusion) if self.use_2d else None
         self.pool = SuperpointPooling(m.feat_dim)
         self.decoder = QueryDecoder(m.feat_dim, labels.num_instance, labels.num_semantic, m.decoder)
-        self.register_buffer("iteration", torch.zeros((), dtype=torch.long), persistent=False)
+        self.current_iteration = 0  # the training iteration, for the gate's warm-up (a host int: no device sync)
         self.frozen: list[str] = []  # submodules kept in eval mode (see engine.unfreeze)
 
     def set_iteration(self, iteration: int) -> None:
-        self.iteration.fill_(iteration)
-        self.current_iteration = iteration  # the host copy: reading the buffer would sync with the device
+        self.current_iteration = iteration
 
     def train(self, mode: bool = True) -> "BiFusionSegmentor":
         """Frozen parts stay in eval mode (BatchNorm statistics of a frozen U-Net must not drift)."""
@@ -160,7 +159,7 @@ class BiFusionSegmentor(nn.Module):
                     batch.points_aug, batch.point_batch, batch.num_samples, batch.points, batch.world_to_depth, batch.point_frame
                 )
                 m2d, m3d = self.film.modulate(f2d, scale, shift), self.film.modulate(f3d, scale, shift)
-            fused, alpha = self.gate(m2d, m3d, valid, batch.point_batch, batch.num_samples, getattr(self, "current_iteration", 0))
+            fused, alpha = self.gate(m2d, m3d, valid, batch.point_batch, batch.num_samples, self.current_iteration)
             out_2d = {"f2d": f2d, "valid": valid, "alpha": alpha}
             stats.update(gate_statistics(alpha, valid, views))
             if views is not None:
