@@ -96,7 +96,8 @@ class RichReporter(Reporter):
         if any(k.startswith("val/") for k in values):
             self.val = {k: v for k, v in values.items() if k.startswith("val/")}
             if not self.interactive:
-                console.print(f"eval @ {values.get('iteration')}: " + "  ".join(f"{k[4:]}={fmt(v)}" for k, v in self.val.items()))
+                console.print(f"eval @ {values.get('iteration')}: " + "  ".join(f"{k[4:]}={fmt(v)}" for k, v in self.val.items()),
+                              soft_wrap=True, highlight=False)  # one line, never wrapped: grep-able in logs
         else:
             self.latest = values
             if not self.interactive:

@@ -24,6 +24,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine_tiny import BIF_TINY
+
 from bifusion_core.engine.launch import run_ranks
 
 pytestmark = pytest.mark.slow  # runs of several processes: `pytest -m "not slow"` leaves them out
@@ -31,11 +33,8 @@ pytestmark = pytest.mark.slow  # runs of several processes: `pytest -m "not slow
 DRIVER = Path(__file__).with_name("rank_equivalence_run.py")
 STEPS = 3
 SAME = [
-    "model.feat_dim=32", "model.head2d_hidden=32", "model.film.hidden=16", "model.decoder.num_layers=1",
-    "model.decoder.num_heads=2", "model.decoder.ffn_dim=32", "model.fusion.warmup_iters=0", "data.num_workers=0",
-    "train.log_every=1", "train.checkpoint_every=1000", "train.device=cpu", "train.threads=1",
-    "train.sync_bn=true", "model.decoder.query_ratio=[1.0,1.0]", "loss.spatial_anchors=100000",
-    f"train.max_iters={STEPS}", "optim.lr=0.05", "optim.warmup_iters=2",
+    *BIF_TINY, "train.sync_bn=true", "model.decoder.query_ratio=[1.0,1.0]",
+    "loss.spatial_anchors=100000", f"train.max_iters={STEPS}", "optim.lr=0.05",
     "loss.stages=[{until: 1.0, semantic: 0.4, instance: 0.5, clip: 0.2, aux: 0.1}]",
 ]
 TOLERANCE = 1e-4  # relative; measured ~2e-6 with 1 or 2 threads

@@ -1,4 +1,5 @@
-"""Exact resume after SIGKILL, SIGTERM saving last.pt, resume refusals, and `bifusion stats RUN`."""
+"""Exact resume after SIGKILL and SIGTERM, resume with a changed config and its refusal, best.pt and
+interval checkpoints, the sample order across a resume, and `bifusion stats RUN`."""
 
 from __future__ import annotations
 
@@ -95,12 +96,93 @@ def test_resume_refuses_a_changed_config_and_a_folder_without_checkpoint(runs, t
     assert proc.returncode == 1 and "nothing to resume" in proc.stderr
 
 
-def test_sigterm_saves_last(synthetic_data, tmp_path):
-    proc = kill_run(synthetic_data, tmp_path, 3, "SIGTERM", [*TINY, "train.max_iters=50"])
+def test_sigterm_saves_last_and_the_resume_is_exact(runs, synthetic_data, tmp_path):
+    """SIGTERM (cluster pre-emption) at iteration 3 of the 8-iteration run: last.pt at 3, and
+    `bifusion resume` logs the straight run's losses for iterations 4-8."""
+    straight, _, _ = runs
+    proc = kill_run(synthetic_data, tmp_path, 3, "SIGTERM", RESUME)
     assert proc.returncode != 0
     run_dir = tmp_path / "run"
     assert torch.load(run_dir / "checkpoints/last.pt", weights_only=True)["iteration"] == 3
     assert "SIGTERM: saved" in (run_dir / "train.log").read_text()
+    run_cli("resume", run_dir, env=ONE_THREAD)
+    a, b = losses(straight), losses(run_dir)
+    assert sorted(b) == list(range(1, 9))
+    for it in range(4, 9):
+        for key, value in a[it].items():
+            assert b[it][key] == pytest.approx(value, abs=1e-6), (it, key)
+
+
+def tiny_run(data, out, *extra: str, max_iters: int):
+    from engine_tiny import tiny_cfg
+
+    from bifusion_core.engine.trainer import train
+
+    return train(tiny_cfg(data, out, *extra, max_iters=max_iters), run_dir=out / "run").run_dir
+
+
+def test_resume_with_allow_config_change_trains_with_the_changed_key(synthetic_data, tmp_path):
+    """optim.lr ×10 at resume: the rows after it log ten times the rate of the schedule (before, the
+    checkpoint's optimizer and scheduler state silently kept the old rate)."""
+    from bifusion_core.engine.schedule import warmup_cosine_factor
+    from bifusion_core.engine.trainer import resume
+
+    run_dir = tiny_run(synthetic_data, tmp_path, "optim.lr=0.002", max_iters=3)
+    resume(run_dir, overrides=["optim.lr=0.02"], max_iters=6, allow_config_change=True)
+    rows = {int(r["iteration"]): float(r["lr"]) for r in csv.DictReader((run_dir / "metrics.csv").open()) if r.get("lr")}
+    assert sorted(rows) == list(range(1, 7))
+    for it in (4, 5, 6):  # the lr logged after iteration `it`: `it` scheduler steps into warm-up 2, total 6
+        assert rows[it] == pytest.approx(0.02 * warmup_cosine_factor(it, 2, 6, 0.01), rel=1e-6), it
+    assert rows[3] == pytest.approx(0.002 * warmup_cosine_factor(3, 2, 3, 0.01), rel=1e-6)
+    assert torch.load(run_dir / "checkpoints/last.pt", weights_only=True)["config"]["optim"]["lr"] == 0.02
+    assert "config changed at resume: optim.lr: 0.002 → 0.02" in (run_dir / "train.log").read_text()
+
+
+@pytest.mark.parametrize("rule", ["min", "max"])
+def test_best_rule_picks_the_checkpoint_and_keep_checkpoints_prunes(synthetic_data, tmp_path, rule):
+    """Evaluation after every iteration: best.pt is the evaluation the rule prefers (the later one on a
+    tie) by train.best_metric; of the interval checkpoints the last keep_checkpoints stay."""
+    run_dir = tiny_run(synthetic_data, tmp_path, "train.eval_every=1", "train.checkpoint_every=1", "train.keep_checkpoints=2",
+                       "train.best_metric=semantic/allacc", f"train.best_rule={rule}", "optim.lr=0.02", max_iters=4)
+    val = [(int(r["iteration"]), float(r["val/semantic/allacc"])) for r in csv.DictReader((run_dir / "metrics.csv").open())
+           if r.get("val/semantic/allacc")]
+    assert [it for it, _ in val] == [1, 2, 3, 4] and len({v for _, v in val}) > 1  # the metric moves: the choice is decisive
+    pick = (min if rule == "min" else max)(v for _, v in val)
+    expected = max(it for it, v in val if v == pick)
+    best = torch.load(run_dir / "checkpoints/best.pt", weights_only=True)
+    assert best["iteration"] == expected
+    assert best["callbacks"]["Evaluation"]["best"]["semantic/allacc"] == pytest.approx(pick)
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("iter_*.pt")) == ["iter_0000003.pt", "iter_0000004.pt"]
+
+
+def test_resume_continues_the_epoch_in_the_saved_sample_order(synthetic_data, tmp_path, monkeypatch):
+    """A checkpoint at the end of epoch 0 (12 frames, batch 2: iteration 6) holds epoch 1's order
+    (before: epoch 0's), and a resume loads its samples in the order the checkpoint holds, here
+    reversed by hand (before, the saved order was never read)."""
+    from bifusion_core.data.dataset import PreparedFrames
+    from bifusion_core.engine.sampling import ResumableSampler
+    from bifusion_core.engine.trainer import resume
+
+    run_dir = tiny_run(synthetic_data, tmp_path, "train.checkpoint_every=6", max_iters=6)
+    path = run_dir / "checkpoints/last.pt"
+    payload = torch.load(path, weights_only=True)
+    seeded = ResumableSampler(12, 2, seed=0)
+    assert (payload["sampler"]["epoch"], payload["sampler"]["position"]) == (1, 0)
+    assert payload["sampler"]["permutation"].tolist() == seeded.order(1).tolist() != seeded.order(0).tolist()
+    payload["sampler"]["permutation"] = payload["sampler"]["permutation"].flip(0)
+    torch.save(payload, path)
+    loaded = []
+    real = PreparedFrames.__getitem__
+
+    def recording(self, item):
+        if isinstance(item, tuple):  # the training sampler's (index, augmentation seed)
+            loaded.append(item[0])
+        return real(self, item)
+
+    monkeypatch.setattr(PreparedFrames, "__getitem__", recording)
+    resume(run_dir, max_iters=8)
+    assert loaded == seeded.order(1)[::-1][:4].tolist()
+    assert "epoch 1 continues in the checkpoint's sample order" in (run_dir / "train.log").read_text()
 
 
 def test_stats_of_runs_side_by_side(runs):

@@ -1,4 +1,4 @@
-"""One training step: the NaN guard, host syncs per step, bf16 end to end."""
+"""One training step: the non-finite guard (loss, outputs, the matching, a diverging CLI run), host syncs per step, bf16 end to end."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import sys
 
 import pytest
 import torch
-from engine_tiny import tiny_cfg
+from cli import run_cli
+from engine_tiny import TINY, cli_sets, tiny_cfg
 
 from bifusion_core.engine import trainer as trainer_module
 from bifusion_core.engine.trainer import NonFiniteStop, Trainer, train
+from bifusion_core.models.bifusion import BiFusionSegmentor
 from bifusion_core.reporting import RecordingReporter
 
 
@@ -42,6 +44,63 @@ def test_nan_steps_are_skipped_then_the_run_stops_with_the_last_good_state(synth
     params = dict(trainer_module.build_model(cfg, trainer_module.builders.label_set(cfg)).named_parameters())
     assert all(torch.equal(last["model"][k], good["model"][k]) for k in params)  # skipped steps left the weights alone
     assert "step skipped" in (tmp_path / "run/train.log").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["matching", "unread"])
+def test_non_finite_outputs_skip_the_step(synthetic_data, tmp_path, monkeypatch, where):
+    """NaN outputs at iteration 2: in the last layer's mask logits (the matching's costs: before, a
+    traceback from linear_sum_assignment), or in a layer no loss reads (loss.aux_layers=false: loss and
+    gradients stay finite). Either way the step is skipped and counted, and the run goes on."""
+    real = BiFusionSegmentor.forward
+    calls = {"n": 0}
+
+    def poisoned(self, batch):
+        out = real(self, batch)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                dec = out.decoder[0]
+                if where == "matching":
+                    dec.mask_logits[-1] = dec.mask_logits[-1] * float("nan")
+                else:
+                    dec.cls_logits[0] = dec.cls_logits[0] * float("nan")
+        return out
+
+    monkeypatch.setattr(BiFusionSegmentor, "forward", poisoned)
+    cfg = tiny_cfg(synthetic_data, tmp_path, "loss.aux_layers=false", "train.checkpoint_every=1", "train.keep_checkpoints=3",
+                   max_iters=3)
+    reporter = RecordingReporter()
+    result = train(cfg, reporter=reporter, run_dir=tmp_path / "run")
+    assert result.skipped_steps == 1 and calls["n"] == 3
+    assert [m for _, m in reporter.alerts if "step skipped" in m] == [
+        "iteration 2: non-finite loss, output or gradient, step skipped (1 in a row, 1 in this run; limit train.max_bad_steps=20)"]
+    folder = tmp_path / "run/checkpoints"
+    one, two, three = (torch.load(folder / f"iter_000000{i}.pt", weights_only=True)["model"] for i in (1, 2, 3))
+    params = dict(trainer_module.build_model(cfg, trainer_module.builders.label_set(cfg)).named_parameters())
+    assert all(torch.equal(one[k], two[k]) for k in params)  # the skipped step left the weights alone
+    assert not all(torch.equal(two[k], three[k]) for k in params)  # the next one trained
+
+
+@pytest.mark.slow
+def test_diverging_run_without_a_terminal(synthetic_data, tmp_path):
+    """`bifusion train --set optim.lr=1e12` (the issue's stand-in for a forward pass that turns
+    non-finite) through the real CLI, its output captured (no terminal): one plain line per logged
+    step, one line per alert, then one error line naming what to lower; no traceback."""
+    proc = run_cli("train", "--preset", "demo", "--data", synthetic_data, "--output-dir", tmp_path, "--max-iters", "8",
+                   *cli_sets([*TINY, "optim.lr=1e12", "train.max_bad_steps=4", "train.log_every=2"]), check=False)
+    out, err = proc.stdout, proc.stderr
+    assert proc.returncode == 1 and "Traceback" not in out + err
+    lines = out.splitlines()
+    assert [line.split(" · ")[0] for line in lines if line.startswith("it ")] == ["it 2/8", "it 4/8"]
+    alerts = [line for line in lines if line.startswith("ALERT: ")]
+    assert [a.split(":")[1].strip() for a in alerts] == ["iteration 2", "iteration 3", "iteration 4", "iteration 5"]
+    assert all("non-finite loss, output or gradient, step skipped" in a for a in alerts)
+    errors = err.strip().splitlines()
+    assert len(errors) == 1 and "4 non-finite steps in a row at iteration 5" in errors[0]
+    assert "--set optim.lr=1.0e+11" in errors[0] and "bifusion resume" in errors[0]
+    run_dir = next((tmp_path / "demo").iterdir())
+    assert torch.load(run_dir / "checkpoints/last.pt", weights_only=True)["iteration"] == 5
 
 
 SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__")

@@ -84,8 +84,25 @@ def _best(run_dir: Path) -> dict[str, float]:
     return {k: float(v) for k, v in best.items() if isinstance(v, (int, float))}
 
 
+Series = tuple[str, list[float], list[float]]  # (column, iterations, values)
+
+
+def plot_series(run_dir: Path) -> dict[str, tuple[str, list[Series]]]:
+    """What each PNG draws: file name -> (title, its series), read from ``metrics.csv``; a plot whose
+    columns the run never logged is left out."""
+    rows = read_rows(Path(run_dir))
+    columns = list(rows[0]) if rows else []
+    plots = {}
+    for name, (title, wanted) in PLOTS.items():
+        chosen = [c for c in columns if any(c == w or (w.endswith("/") and c.startswith(w)) for w in wanted)]
+        series = [s for s in ((c, *_series(rows, c)) for c in chosen) if s[1]]
+        if series:
+            plots[name] = (title, series)
+    return plots
+
+
 def write_plots(run_dir: Path) -> list[Path]:
-    """PNG per figure group under ``RUN/plots/`` (groups the run never logged are left out)."""
+    """PNG per figure group under ``RUN/plots/`` (``plot_series``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,17 +111,10 @@ def write_plots(run_dir: Path) -> list[Path]:
     from ..atomic_io import atomic_path
 
     run_dir = Path(run_dir)
-    rows = read_rows(run_dir)
-    columns = list(rows[0]) if rows else []
     folder = run_dir / "plots"
     folder.mkdir(exist_ok=True)
     written = []
-    for name, (title, wanted) in PLOTS.items():
-        chosen = [c for c in columns if any(c == w or (w.endswith("/") and c.startswith(w)) for w in wanted)]
-        series = [(c, *_series(rows, c)) for c in chosen]
-        series = [s for s in series if s[1]]
-        if not series:
-            continue
+    for name, (title, series) in plot_series(run_dir).items():
         fig, ax = plt.subplots(figsize=(7, 4))
         for column, xs, ys in series:
             ax.plot(xs, ys, label=column, marker="o" if len(xs) < 20 else None)

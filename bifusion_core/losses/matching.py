@@ -41,14 +41,23 @@ def match_cost(
     )
 
 
+# what a non-finite cost is solved as: the solver refuses NaN and ±inf ("invalid numeric entries")
+NON_FINITE_COST = 1e30
+
+
 @torch.no_grad()
 def assign(costs: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Hungarian assignment (query rows, gt rows) of every cost matrix: all of them cross to the
-    host in one transfer and their indices come back in one, whatever the batch size and layers."""
+    host in one transfer and their indices come back in one, whatever the batch size and layers.
+
+    A non-finite cost (from a non-finite output: the trainer skips such a step) is solved as a
+    large finite one, so a diverging run reaches the trainer's skip-and-count path instead of
+    stopping here with a traceback."""
     if not costs:
         return []
     device = costs[0].device
     flat = torch.cat([c.reshape(-1) for c in costs]).numpy(force=True)  # the one device → host read
+    flat = np.nan_to_num(flat, nan=NON_FINITE_COST, posinf=NON_FINITE_COST, neginf=-NON_FINITE_COST)
     indices, offset = [], 0
     for c in costs:
         q, g = c.shape
