@@ -390,12 +390,30 @@ def _eval_online(targets: List[Path], split: str, data: Optional[Path], export: 
 @cli_command("infer")
 def infer_cmd(
     target: Path = typer.Argument(..., help="a run folder or checkpoint file"),
-    scene: str = typer.Option(..., "--scene", help="scan name in DATA/mv (e.g. scene0011_00)"),
+    scene: Optional[str] = typer.Option(None, "--scene", help="a prepared scan in DATA/mv (e.g. scene0011_00)"),
+    frames: Optional[Path] = typer.Option(
+        None, "--frames", help="a raw RGB-D recording: a plain-layout folder (docs/OWN_DATA.md), a ScanNet scan folder or a .sens"
+    ),
     data: Optional[Path] = DataOpt,
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default RUN/online/)"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: the run's train.device)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default RUN/online/, --frames: RUN/online/<recording>/)"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or auto (default: the run's train.device)"),
+    frame_step: Optional[int] = typer.Option(None, "--frame-step", help="--frames: stream the frames whose index is a multiple of N (default 1)"),
+    max_frames: Optional[int] = typer.Option(None, "--max-frames", help="--frames: stream at most the first N of them"),
+    depth_scale: Optional[float] = typer.Option(None, "--depth-scale", help="--frames, plain layout: depth PNG units per metre (default 1000: mm)"),
+    mesh: Optional[Path] = typer.Option(None, "--mesh", help="--frames: also map the result onto this mesh (PLY)"),
 ) -> None:
-    """Stream one scan's frames in recording order, merge them into scene instances, map them to the mesh."""
+    """Stream a scan frame by frame into scene instances: a prepared scan (--scene, mapped to its mesh)
+    or a raw RGB-D recording (--frames: fused point cloud, instances.json, benchmark masks, top view)."""
+    if (scene is None) == (frames is None):
+        raise BifusionError("infer", "give exactly one of --scene SCENE (prepared data) or --frames DIR (a raw recording)")
+    if frames is not None:
+        if data is not None:
+            raise BifusionError("--data", "only applies to --scene (prepared data); --frames reads the recording itself")
+        return _infer_recording(target, frames, out, device, frame_step, max_frames, depth_scale, mesh)
+    given = [flag for flag, value in (("--frame-step", frame_step), ("--max-frames", max_frames), ("--depth-scale", depth_scale),
+                                      ("--mesh", mesh)) if value is not None]
+    if given:
+        raise BifusionError(given[0], "only applies to --frames (a raw recording); a prepared scan has its frames and mesh")
     from bifusion_core.online.infer import infer_scene
 
     if device not in (None, "cpu", "cuda", "auto"):
@@ -405,6 +423,22 @@ def infer_cmd(
     summary = {k: v for k, v in result.summary().items() if not isinstance(v, str)}
     render.console.print(render.metrics_table(f"online inference · {scene} (merge cues: {result.cues})", {"value": summary}))
     render.console.print(f"results written to {result.path}")
+
+
+def _infer_recording(target: Path, frames: Path, out: Optional[Path], device: Optional[str], frame_step: Optional[int],
+                     max_frames: Optional[int], depth_scale: Optional[float], mesh: Optional[Path]) -> None:
+    from bifusion_core.online.infer_recording import RecordingSettings, infer_recording
+
+    given = {"frame_step": frame_step, "max_frames": max_frames, "depth_scale": depth_scale, "mesh": mesh, "device": device, "out": out}
+    settings = RecordingSettings.checked(frames=frames, **{k: v for k, v in given.items() if v is not None})
+    with render.StreamReporter(f"infer · {frames}") as reporter:
+        result = infer_recording(target, settings, reporter=reporter)
+    summary = {k: v for k, v in result.summary().items() if not isinstance(v, str)}
+    render.console.print(render.metrics_table(f"online inference · {result.name}", {"value": summary}))
+    render.console.print(f"{result.layout} layout · merge cues: {result.cues}", highlight=False)
+    for reason, count in result.skipped.items():
+        render.console.print(f"[yellow]skipped frames[/] {count} × {reason}", soft_wrap=True, highlight=False)
+    render.console.print(f"results written to {result.out_dir}: {', '.join(path.name for path in result.files)}", soft_wrap=True)
 
 
 @cli_command("stats")

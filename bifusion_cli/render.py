@@ -9,8 +9,11 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
 from rich.panel import Panel
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from bifusion_core.reporting import Reporter
 
@@ -175,6 +178,34 @@ class RichReporter(Reporter):
                 body.append(f"[{'red' if level == 'alert' else 'yellow'}]▲ {level}[/] {escape(message)}")
             parts.append(Panel(Group(*body), title=self.title, border_style="red" if self.alerts else "blue"))
         return Group(*parts)
+
+
+class _FramesPerSecond(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} frames/s" if speed else "– frames/s")
+
+
+class _InstancesSoFar(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        count = task.fields.get("instances")
+        return Text("" if count is None else f"{count} instances")
+
+
+class StreamReporter(RichReporter):
+    """Streaming a recording: the frames bar shows frames/s and the instances so far (``metrics``)."""
+
+    def __init__(self, title: str = "bifusion"):
+        super().__init__(title)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _FramesPerSecond(), _InstancesSoFar(),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        )
+
+    def metrics(self, values: dict[str, Any]) -> None:
+        if "instances" in values and "frames" in self.tasks:
+            self.progress.update(self.tasks["frames"], instances=values["instances"])
+            self._refresh()
 
 
 def metrics_table(title: str, columns: dict[str, dict[str, float]]) -> Table:

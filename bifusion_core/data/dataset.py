@@ -49,7 +49,28 @@ def build_item(
     clip_source: Any,
     rng: np.random.Generator | None = None,
 ) -> dict[str, Any]:
-    """T ≥ 1 prepared frames → one model input: points concatenated, per-frame arrays stacked.
+    """T ≥ 1 prepared frames (manifest records under ``root``) → one model input (``sample_item``)."""
+    first = records[0]
+    key = first["key"] if len(records) == 1 else f"{first['scene']}/{first['frame']:06d}+{len(records)}"
+    frames = [load_prepared(root / r["file"]) for r in records]
+    images = [root / r["image"] for r in records]
+    return sample_item(frames, [r["key"] for r in records], images, key, labels, voxel_size, augment, clip_source, rng)
+
+
+def sample_item(
+    frames: list[dict[str, np.ndarray]],
+    frame_keys: list[str],
+    images: list[Any],
+    key: str,
+    labels: LabelSet,
+    voxel_size: float,
+    augment: AugmentConfig | None,
+    clip_source: Any,
+    rng: np.random.Generator | None = None,
+) -> dict[str, Any]:
+    """T ≥ 1 samples (prepared files, or raw frames streamed by ``bifusion infer --frames``) → one
+    model input: points concatenated, per-frame arrays stacked. ``images``: each frame's prepared
+    image (file or array) for its CLIP tokens.
 
     The frames share one augmentation (they are one rigid scene) and superpoint ids are made
     unique across frames (a 2D superpoint belongs to one frame; each frame's ids are already
@@ -57,7 +78,6 @@ def build_item(
     voxels and their mean features, depth in metres, each camera's world-to-camera matrix.
     """
     rng = rng if rng is not None else np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
-    frames = [load_prepared(root / r["file"]) for r in records]
     targets = [label_targets(sample, labels) for sample in frames]
     points = np.concatenate([sample["points"] for sample in frames]).astype(np.float32)
     colors = np.concatenate([point_colors(sample) for sample in frames])
@@ -73,10 +93,9 @@ def build_item(
         superpoints.append(sample["superpoints"].astype(np.int64) + offset)
         offset += int(sample["superpoints"].max()) + 1
     world_to_camera = invert_pose(np.stack([sample["pose"] for sample in frames]))
-    first = records[0]
     item = {
-        "key": first["key"] if len(records) == 1 else f"{first['scene']}/{first['frame']:06d}+{len(records)}",
-        "frame_keys": [r["key"] for r in records],
+        "key": key,
+        "frame_keys": list(frame_keys),
         "points": points,
         "points_aug": points_aug,
         "colors": colors.astype(np.float32),
@@ -94,7 +113,7 @@ def build_item(
         "color_intrinsic": np.stack([sample["color_intrinsic"] for sample in frames]).astype(np.float32),
     }
     if clip_source is not None:
-        features = [clip_source.get(r["key"], root / r["image"]) for r in records]
+        features = [clip_source.get(frame_key, image) for frame_key, image in zip(frame_keys, images)]
         item["clip_patch"] = torch.stack([torch.as_tensor(p).float() for p, _ in features])
         item["clip_global"] = torch.stack([torch.as_tensor(g).float() for _, g in features])
     return item

@@ -43,7 +43,7 @@ EXTRINSIC_TOLERANCE = 1e-4  # text files hold 6 decimals, .sens float32: an iden
 
 
 class FrameSource(Protocol):
-    kind: str  # "exported" or "sens"
+    kind: str  # "exported" or "sens" (ScanNet), "plain" (``plain_frames.py``)
     intrinsics: CameraIntrinsics  # float32-rounded, as float64 arrays
     depth_shift: float  # stored depth / depth_shift = metres
     ignored_extrinsics: list[str]  # files / fields holding a non-identity colour-depth extrinsic
@@ -94,15 +94,16 @@ def open_frame_source(files: ScanFiles, meta: SceneMeta, preference: str = "auto
     return source
 
 
-def ignored_extrinsics(files: ScanFiles, meta: SceneMeta) -> list[str]:
+def ignored_extrinsics(files: ScanFiles, meta: SceneMeta, sens: Path | None = None) -> list[str]:
     """Where the scan carries a colour-depth extrinsic other than the identity (or one that cannot
-    be read): the places a run names once when it says it ignores them."""
+    be read): the places a run names once when it says it ignores them. ``sens``: the scan's
+    ``.sens`` when it is not ``<scene>/<scene>.sens``."""
     found = []
     for name in ("extrinsic_depth", "extrinsic_color"):
         path = files.intrinsic(name)
         if path.is_file() and not _is_identity(lambda: read_matrix(path, "extrinsic")):
             found.append(f"intrinsic/{path.name}")
-    sens = sens_path(files)
+    sens = sens if sens is not None else sens_path(files)
     if sens.is_file() and not _is_identity(lambda: _header_extrinsics(sens)):
         found.append(f"{sens.name} header")
     text = meta.values.get("colorToDepthExtrinsics")
@@ -176,15 +177,15 @@ class ExportedFrames:
 
 
 class SensFrames:
-    """Frames decoded from ``<scene>.sens``; only the requested frames are read."""
+    """Frames decoded from ``<scene>.sens`` (or the ``.sens`` at ``path``); only the requested frames are read."""
 
     kind = "sens"
 
-    def __init__(self, files: ScanFiles, meta: SceneMeta):
-        self.reader = SensReader(sens_path(files))
+    def __init__(self, files: ScanFiles, meta: SceneMeta, path: Path | None = None):
+        self.reader = SensReader(path if path is not None else sens_path(files))
         header = self.reader.header
         self.depth_shift = header.depth_shift
-        self.ignored_extrinsics = ignored_extrinsics(files, meta)
+        self.ignored_extrinsics = ignored_extrinsics(files, meta, self.reader.path)
         self.intrinsics = CameraIntrinsics(
             header.color_intrinsic[:3, :3].astype(np.float64), header.depth_intrinsic[:3, :3].astype(np.float64)
         )

@@ -9,9 +9,9 @@ boundary) and returns a ``SceneResult``; problems with the scene's files come ba
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import shutil
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -23,17 +23,16 @@ from ..images import encode_jpeg
 from ..atomic_io import atomic_dir, atomic_path, read_json, write_json
 from ..ops import contiguous_ids, transform_points
 from ..reporting import Reporter
-from .camera import back_project, color_pixels, nearest_index, rescale_intrinsic, resize_color, resize_nearest
+from .frame_sample import JPEG_QUALITY, FrameSampling, observe_frame
 from .frames import FrameSource, open_frame_source
 from .labels import LABEL_SETS
-from .manifest import MANIFEST_VERSION, MM_PER_M
-from .scannet_raw import CameraIntrinsics, ScanFiles, read_scan_annotations, read_scene_meta, unknown_labels_line
-from .superpoints import SuperpointView, point_superpoints, superpoint_method
+from .manifest import MANIFEST_VERSION
+from .scannet_raw import ScanFiles, read_scan_annotations, read_scene_meta, unknown_labels_line
+from .superpoints import point_superpoints, superpoint_method
 
 SCENE_RECORD = "scene.json"  # written last into <mode>/samples/<scene>/: its presence means "scene finished"
 GT_DIR = "gt"
 INSTANCE_BOX_MARGIN_M = 0.05
-JPEG_QUALITY = 95  # prepared images: what CLIP sees
 EXPECTED_FRAME_SKIPS = ("invalid pose",)  # ScanNet's lost-tracking frames: counted, never a problem
 
 
@@ -49,6 +48,10 @@ class ModeSettings:
     depth_range: tuple[float, float]
     seed: int
     labels_digest: str
+
+    @property
+    def sampling(self) -> FrameSampling:
+        return FrameSampling(self.image_size, self.num_points, self.depth_range, self.seed)
 
     def record(self) -> dict[str, Any]:
         return {
@@ -282,64 +285,13 @@ class SceneGeometry:
 def prepare_frame(
     source: FrameSource, frame: int, scene: SceneGeometry, settings: ModeSettings, method: Callable
 ) -> tuple[dict[str, np.ndarray], np.ndarray] | str:
-    """One sample and its image, or the reason the frame cannot give one."""
-    pose = source.pose(frame)
-    if not np.all(np.isfinite(pose)):
-        return "invalid pose (not finite)"
-    depth_raw = source.depth(frame)
-    if not depth_raw.any():
-        return "depth image is all zero"
-    color = source.color(frame)
-
-    size = settings.image_size
-    depth_resized = resize_nearest(depth_raw, size)
-    depth_mm = depth_resized if source.depth_shift == MM_PER_M else _to_millimetres(depth_resized, source.depth_shift)
-    intrinsics: CameraIntrinsics = source.intrinsics
-    intrinsic = rescale_intrinsic(intrinsics.depth, (depth_raw.shape[1], depth_raw.shape[0]), size)
-    color_intrinsic = rescale_intrinsic(intrinsics.color, (color.shape[1], color.shape[0]), size)
-    image = resize_color(color, size)
-
-    depth_m = depth_resized.astype(np.float32) / np.float32(source.depth_shift)
-    near, far = settings.depth_range
-    usable = (depth_m >= near) & (depth_m <= far)
-    if not usable.any():
-        return f"no depth within {near}-{far} m"
-    # every depth pixel's colour-image pixel: registered cameras, one pose (see docs/ARCHITECTURE.md)
-    grid_pixels, grid_valid = color_pixels(depth_m.shape, intrinsic, color_intrinsic)
-    colors_seen = image[nearest_index(grid_pixels[..., 1], size[1]), nearest_index(grid_pixels[..., 0], size[0])]
-
-    rows, cols = np.nonzero(usable)
-    rng = np.random.default_rng([settings.seed, zlib.crc32(scene.scene.encode()), frame])
-    chosen = sample_indices(len(rows), settings.num_points, rng)
-    v, u = rows[chosen], cols[chosen]
-    world = transform_points(back_project(u, v, depth_m[v, u], intrinsic), pose)
-    label200, label20, instance, vertex_segments = scene.label_points(transform_points(world, scene.axis_align))
-
-    # superpoints work on the depth grid, with the colour each depth pixel sees
-    view = SuperpointView(colors_seen, np.where(usable, depth_m, 0), np.stack([u, v], 1), vertex_segments)
-    sample = {
-        "points": world.astype(np.float32),
-        "colors": colors_seen[v, u].astype(np.uint8),
-        "pixels": grid_pixels[v, u].astype(np.float32),
-        "valid": grid_valid[v, u].astype(np.uint8),
-        "depth_mm": depth_mm,
-        "label200": label200,
-        "label20": label20,
-        "instance": instance,
-        "superpoints": point_superpoints(method, view),
-        "pose": pose.astype(np.float32),
-        "intrinsic": intrinsic.astype(np.float32),
-        "color_intrinsic": color_intrinsic.astype(np.float32),
-    }
-    return sample, image
-
-
-def _to_millimetres(depth: np.ndarray, depth_shift: float) -> np.ndarray:
-    return np.clip(np.round(depth.astype(np.float64) * (MM_PER_M / depth_shift)), 0, 65535).astype(np.uint16)
-
-
-def sample_indices(count: int, num_points: int, rng: np.random.Generator) -> np.ndarray:
-    """Exactly ``num_points`` indices; when there are fewer, every index once, then random repeats."""
-    if count >= num_points:
-        return np.sort(rng.choice(count, num_points, replace=False))
-    return np.concatenate([np.arange(count), rng.integers(0, count, num_points - count)])
+    """One sample and its image, or the reason the frame cannot give one: the frame's label-free
+    sample (``frame_sample.observe_frame``, shared with streaming raw recordings) plus the labels
+    of the mesh's nearest vertices."""
+    observed = observe_frame(source, frame, scene.scene, settings.sampling)
+    if isinstance(observed, str):
+        return observed
+    label200, label20, instance, vertex_segments = scene.label_points(transform_points(observed.world, scene.axis_align))
+    labels = {"label200": label200, "label20": label20, "instance": instance}
+    superpoints = point_superpoints(method, dataclasses.replace(observed.view, vertex_segments=vertex_segments))
+    return observed.sample(labels, superpoints), observed.image

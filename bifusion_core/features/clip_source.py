@@ -7,6 +7,7 @@ import multiprocessing.context
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from ..images import check_image_size, read_rgb
@@ -99,12 +100,15 @@ class ClipFeatureSource:
             self._encoder, _ = load_clip_encoder(self.num_layers, self.weights, self.device)
         return self._encoder
 
-    def get(self, key: str, image_path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    def get(self, key: str, image: str | Path | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image``: the prepared image file, or the decoded image itself (a raw recording
+        streamed by ``bifusion infer --frames`` has no file)."""
         stored = self.store.get(key) if self.store is not None else None
         if stored is not None:
             patch, global_token = stored
             return torch.from_numpy(patch).float(), torch.from_numpy(global_token).float()
-        image = read_rgb(image_path, self.image_size)
+        if not isinstance(image, np.ndarray):
+            image = read_rgb(image, self.image_size)
         patches, globals_ = encode_images(self.encoder, [image], self.device)
         self._fallbacks.increment()
         return torch.from_numpy(patches[0]).float(), torch.from_numpy(globals_[0]).float()

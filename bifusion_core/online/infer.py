@@ -10,12 +10,13 @@ import numpy as np
 
 from ..engine import builders
 from ..engine.restore import restore_model
-from ..evaluation.scene_eval import load_mesh_truth
+from ..data.labels import LabelSet
+from ..evaluation.scene_eval import ScenePrediction, load_mesh_truth
 from ..atomic_io import atomic_path, write_json
 from ..reporting import NULL_REPORTER, Reporter
 from .merge import MergeStats
 from .predictions import mesh_vertices, vertex_instance
-from .segmenter import OnlineSegmenter, fold_stages
+from .segmenter import OnlineSegmenter, SceneResult, fold_stages
 from .stream import ScanStream, mesh_truth_path, stream_manifest
 from .timing import StageClock
 
@@ -71,15 +72,8 @@ def infer_scene(
     with clock.measure("mesh_map"):
         pred = mesh_vertices(result, labels, mesh, smoothing=False, radius=cfg.eval.online.map_radius)
     stage_ms = fold_stages(clock, result.frames)
-    point_instance = vertex_instance(result.masks, result.scores)
     path = out_dir / f"{scene}.npz"
-    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez_compressed(
-            handle,
-            vertex_instance=vertex_instance(pred.masks, pred.scores), vertex_semantic=pred.semantic.astype(np.int32),
-            instance_masks=pred.masks, instance_labels=pred.labels.astype(np.int32), instance_scores=pred.scores.astype(np.float32),
-            points=result.points, point_instance=point_instance, point_semantic=labels.semantic_raw_id(result.semantic).astype(np.int32),
-        )
+    write_vertex_result(path, pred, result, labels)
     out = InferResult(
         scene, path, result.frames, len(result.scores), len(result.points), len(mesh.vertices), result.ms_per_frame,
         result.peak_rss_mb, result.merges, result.cues, stage_ms,
@@ -90,3 +84,15 @@ def infer_scene(
         "online": json.loads(cfg.eval.online.model_dump_json()),
     })
     return out
+
+
+def write_vertex_result(path: Path, pred: ScenePrediction, result: SceneResult, labels: LabelSet) -> None:
+    """The result on the mesh (``pred``) and on the accumulated points, in one ``.npz`` (see ``infer_scene``)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(
+            handle,
+            vertex_instance=vertex_instance(pred.masks, pred.scores), vertex_semantic=pred.semantic.astype(np.int32),
+            instance_masks=pred.masks, instance_labels=pred.labels.astype(np.int32), instance_scores=pred.scores.astype(np.float32),
+            points=result.points, point_instance=vertex_instance(result.masks, result.scores),
+            point_semantic=labels.semantic_raw_id(result.semantic).astype(np.int32),
+        )
