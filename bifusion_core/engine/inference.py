@@ -1,16 +1,75 @@
-"""Evaluate a saved checkpoint: rebuild the model from the config stored with it."""
+"""Evaluate a saved checkpoint: rebuild the model from the config stored with it.
+
+``CheckpointScoring`` is the skeleton every evaluation of a checkpoint shares (frame level here,
+streaming in ``online.evaluate``): restore the model with the ``eval.*`` overrides, check the
+inputs, score into an export folder that replaces the old one only when complete, and write
+``RUN/metrics_<kind><split>_<ckpt>.json`` stamped with the checkpoint, split, data root, iteration
+and overrides, NaN written as null.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+import numpy as np
 
 from ..atomic_io import atomic_dir, write_json
 from ..reporting import NULL_REPORTER, Reporter
 from . import builders
 from .checkpoint import resolve_checkpoint
 from .restore import restore_model
+
+
+def jsonable(obj: Any) -> Any:
+    """NaN → null (strict JSON readers refuse NaN); numpy scalars → Python."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if np.isnan(obj) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+class CheckpointScoring:
+    """One checkpoint being scored: ``restored`` (model and config), ``export(folder)``, ``write_metrics``."""
+
+    def __init__(self, target: str | Path, kind: str, split: str, data_root: Path | None = None,
+                 overrides: dict[str, Any] | None = None, device: str | None = None):
+        """``kind``: the metrics file's prefix after ``metrics_`` (``""`` frame level, ``"online_"``)."""
+        self.restored = restore_model(target, data_root, device, **(overrides or {}))
+        self.kind, self.split, self.overrides = kind, split, dict(overrides or {})
+
+    @property
+    def name(self) -> str:
+        return f"{self.restored.checkpoint.stem} @ {self.restored.iteration}"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.restored.metrics_path(self.kind, self.split)
+
+    @contextlib.contextmanager
+    def export(self, folder: Path | None) -> Iterator[Path | None]:
+        """A temporary folder that becomes ``folder`` (replacing it as a whole) if scoring succeeds;
+        None without a folder. Enter it after the inputs are checked: nothing is written before."""
+        if folder is None:
+            yield None
+            return
+        with atomic_dir(folder) as tmp:
+            yield tmp
+
+    def write_metrics(self, metrics: dict[str, Any]) -> Path:
+        r = self.restored
+        write_json(self.metrics_path, jsonable({
+            "checkpoint": str(r.checkpoint), "split": self.split, "data_root": str(r.cfg.data.root),
+            "iteration": r.iteration, "eval_overrides": self.overrides, **metrics,
+        }))
+        return self.metrics_path
 
 
 @dataclass
@@ -51,41 +110,27 @@ def evaluate_checkpoint(
     from ..data.manifest import load_manifest
     from ..evaluation.evaluate import evaluate_model, frame_protocol
 
-    restored = restore_model(target, data_root, **(overrides or {}))
+    scoring = CheckpointScoring(target, "", split, data_root, overrides)
+    restored = scoring.restored
     cfg, labels, model, device = restored.cfg, restored.labels, restored.model, restored.device
-    ckpt_path = restored.checkpoint
     builders.configure_threads(cfg, device)
     root = Path(cfg.data.root)
     frame_step = int(load_manifest(root, cfg.data.mode).get("frame_step", cfg.data.frame_step))
     ds = builders.build_dataset(cfg, root, split, train=False)  # data root and split checked before anything is written
     builders.attach_clip_source(ds, builders.clip_source(cfg, root, reporter))
-
-    def run(export_to: Path | None):
-        return evaluate_model(
-            model, builders.build_loader(cfg, ds, train=False), labels, cfg.eval, device, export_to, show_dir, reporter,
+    with scoring.export(export_dir) as folder:  # no stale masks of an earlier export survive
+        result = evaluate_model(
+            model, builders.build_loader(cfg, ds, train=False), labels, cfg.eval, device, folder, show_dir, reporter,
             protocol=frame_protocol(cfg.data), frame_step=frame_step,
         )
-
-    if export_dir is None:
-        result = run(None)
-    else:
-        with atomic_dir(export_dir) as tmp:  # no stale masks of an earlier export survive
-            result = run(tmp)
     stamps = result.stamps()
     summary = {**result.summary(), "frames": float(result.frames), "iteration": float(restored.iteration)}
-    metrics = {
+    metrics_path = scoring.write_metrics({
         **stamps,
-        "checkpoint": str(ckpt_path),
-        "split": split,
-        "data_root": str(root),
-        "eval_overrides": dict(overrides or {}),
         "summary": summary,
         "per_class_ap": {k: list(v) for k, v in result.per_class.get("ap", {}).items()},
         "per_class_ap50": result.per_class_ap50(),
         "per_class_iou": result.per_class_iou(),
         "gate_alpha_per_class": result.gate_alpha,
-    }
-    metrics_path = restored.metrics_path("", split)
-    write_json(metrics_path, metrics)
-    name = f"{ckpt_path.stem} @ {summary['iteration']:.0f}"
-    return CheckpointEvaluation(name, summary, result.per_class_ap50(), metrics_path, stamps, result.gate_alpha)
+    })
+    return CheckpointEvaluation(scoring.name, summary, result.per_class_ap50(), metrics_path, stamps, result.gate_alpha)

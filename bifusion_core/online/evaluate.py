@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..engine import builders
-from ..engine.restore import restore_model
+from ..engine.inference import CheckpointScoring
 from ..evaluation.scene_eval import SceneScorer, export_scene, load_mesh_truth, show_scene
-from ..atomic_io import atomic_dir, write_json
 from ..reporting import NULL_REPORTER, Reporter
 from .predictions import mesh_vertices, observed_points
 from .segmenter import OnlineSegmenter, fold_stages
@@ -51,7 +50,8 @@ def evaluate_online(
     reporter: Reporter = NULL_REPORTER,
 ) -> OnlineEvaluation:
     """``overrides``: dotted config keys for this evaluation only (e.g. ``eval.online.merge_threshold``)."""
-    restored = restore_model(target, data_root, device, **(overrides or {}))
+    scoring = CheckpointScoring(target, "online_", split, data_root, overrides, device)
+    restored = scoring.restored
     cfg, labels = restored.cfg, restored.labels
     root = Path(cfg.data.root)
     manifest = stream_manifest(root)
@@ -73,7 +73,7 @@ def evaluate_online(
     frames = 0
     seconds = 0.0
     with contextlib.ExitStack() as stack:
-        export_tmp = stack.enter_context(atomic_dir(export_dir)) if export_dir is not None else None
+        export_tmp = stack.enter_context(scoring.export(export_dir))
         for stream in streams:
             stream.clip_source = source
             result = segmenter.run(stream, reporter, clock)
@@ -99,27 +99,9 @@ def evaluate_online(
     }
     per_class = scorers[mesh_protocol].per_class()
     ap50 = {name: float(v[1]) for name, v in per_class.get("ap", {}).items() if not np.isnan(v[1])}
-    metrics_path = restored.metrics_path("online_", split)
     if write_metrics:
-        write_json(metrics_path, _jsonable({
-            "checkpoint": str(restored.checkpoint), "split": split, "data_root": str(cfg.data.root),
-            "iteration": restored.iteration,
+        scoring.write_metrics({
             "online": json.loads(cfg.eval.online.model_dump_json()), "segment_smoothing": segment_smoothing,
-            "eval_overrides": dict(overrides or {}),
             "speed": speed, "metrics": tables, "per_class_ap50": ap50,
-        }))
-    name = f"{restored.checkpoint.stem} @ {restored.iteration}"
-    return OnlineEvaluation(name, tables, speed, metrics_path, ap50)
-
-
-def _jsonable(obj: Any) -> Any:
-    """NaN → null (strict JSON readers refuse NaN); numpy scalars → Python."""
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return None if np.isnan(obj) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
+        })
+    return OnlineEvaluation(scoring.name, tables, speed, scoring.metrics_path, ap50)
