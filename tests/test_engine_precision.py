@@ -72,6 +72,7 @@ def test_bf16_computes_the_2d_side_fusion_and_decoder_in_bf16_and_feeds_minkowsk
     assert probes.into_minkowski == {torch.float32}
     rows = [r for r in csv.DictReader((result.run_dir / "metrics.csv").open()) if r.get("loss/total")]
     assert len(rows) == 3 and all(math.isfinite(float(r["loss/total"])) for r in rows) and result.skipped_steps == 0
+    assert "amp bf16" in (result.run_dir / "train.log").read_text()
 
 
 class OverflowAt(Callback):

@@ -40,7 +40,6 @@ from .partial_load import LoadReport, load_init_weights
 from .precision import Precision
 from .sampling import ResumableSampler
 from .schedule import parameter_groups, warmup_cosine
-from .unfreeze import apply_stage
 
 PRIMARY_METRIC = "instance/ap50"  # the benchmark's per-class AP50 (default of train.best_metric)
 
