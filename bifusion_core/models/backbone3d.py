@@ -128,10 +128,12 @@ class Backbone3D(nn.Module):
         """``coords`` (M,4) int batched voxel coordinates, ``feats`` (M,C) → (M, feat_dim) rows in input order.
 
         Always fp32: MinkowskiEngine has no half-precision kernels, so autocast is off in here
-        and the input is cast at the boundary (the output is fp32 under any ``train.amp``).
+        and the input is cast at the boundary to the U-Net's own dtype (the output is fp32 under
+        any ``train.amp``; fp64 only for a model made ``.double()``, as the rank-equivalence test does).
         """
+        dtype = next(self.parameters()).dtype
         with torch.autocast(feats.device.type, enabled=False):
-            x = ME.SparseTensor(features=feats.float(), coordinates=coords, coordinate_manager=_coordinate_manager(feats.device))
+            x = ME.SparseTensor(features=feats.to(dtype), coordinates=coords, coordinate_manager=_coordinate_manager(feats.device))
             out = self.head(self.unet(x))
             # Rows of the output follow the input map; align them to the order of ``coords``.
-            return out.features_at_coordinates(coords.float())
+            return out.features_at_coordinates(coords.to(dtype))
