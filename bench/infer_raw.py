@@ -8,7 +8,8 @@ plus one lost-tracking frame at the end. The recording is streamed through the r
 frozen encoder, forward, merge, all outputs written). Every ``--every`` frames the bench records
 the online state (fused points, one per ``eval.online.voxel`` cell; instance memory) and the
 process's current and peak RSS: after the first pass the room is covered, and neither the state
-nor the RSS may keep growing with the frame count.
+nor the RSS may keep growing with the frame count. The fused points can never exceed the voxel
+cap: the distinct cells of every usable depth pixel of the distinct views.
 
 Usage: python bench/infer_raw.py [--checkpoint RUN] [--preset demo-mv] [--frames 1000] [--loop 250]
        [--every 100] [--device cpu|cuda] [--json out.json]
@@ -27,13 +28,18 @@ import numpy as np
 import torch
 
 from bifusion_core.config import load_preset
+from bifusion_core.data.frame_sample import FrameSampling, observe_frame
 from bifusion_core.data.labels import LABEL_SETS
+from bifusion_core.data.plain_frames import PlainFrames
+from bifusion_core.data.prepare_settings import PrepareConfig
 from bifusion_core.data.scannet_raw import write_depth, write_matrix
 from bifusion_core.data.synthetic import SyntheticOptions, synthetic_frame, synthetic_scene
 from bifusion_core.engine import builders
 from bifusion_core.engine.checkpoint import save_checkpoint
+from bifusion_core.engine.restore import restore_model
 from bifusion_core.models.bifusion import build_model
 from bifusion_core.online.infer_recording import RecordingSettings, infer_recording
+from bifusion_core.online.point_map import voxel_keys
 from bifusion_core.online.timing import current_rss_mb, peak_rss_mb
 from bifusion_core.reporting import Reporter
 
@@ -65,6 +71,16 @@ def untrained_run(folder: Path, preset: str, device: str) -> Path:
     path = folder / "checkpoints" / "last.pt"
     save_checkpoint(path, {"model": model.state_dict(), "config": cfg.model_dump(mode="json"), "iteration": 0})
     return path
+
+
+def voxel_cap(folder: Path, loop: int, image_size: tuple[int, int], voxel: float) -> int:
+    """Distinct ``voxel`` cells of every usable depth pixel of the ``loop`` distinct views at the run's
+    image size: the most fused points the recording can give, however many passes it makes."""
+    source = PlainFrames(folder)
+    source.check_files(list(range(loop)))
+    every_pixel = FrameSampling(image_size, image_size[0] * image_size[1], PrepareConfig().depth_range, 0)
+    keys = [voxel_keys(observe_frame(source, frame, "cap", every_pixel).arrays["points"], voxel) for frame in range(loop)]
+    return len(np.unique(np.concatenate(keys)))
 
 
 class StateProbe(Reporter):
@@ -112,14 +128,17 @@ def main() -> None:
             print(f"  {stage:<12} {ms:8.1f} ms/frame")
         first = next((r for r in probe.rows if r["frames"] >= args.loop), probe.rows[0])
         last = probe.rows[-1]
+        cfg = restore_model(target, None, "cpu").cfg
+        cap = voxel_cap(work / "recording", args.loop, tuple(cfg.data.image_size), cfg.eval.online.voxel)
         print(f"after the first pass ({first['frames']} frames) → {last['frames']} frames: fused points "
-              f"{first['fused_points']} → {last['fused_points']} ({last['fused_points'] / first['fused_points'] - 1:+.1%}), state "
-              f"{first['state_mb']} → {last['state_mb']} MB, RSS {first['current_rss_mb']} → {last['current_rss_mb']} MB")
+              f"{first['fused_points']} → {last['fused_points']} ({last['fused_points'] / first['fused_points'] - 1:+.1%}; voxel cap "
+              f"{cap}: every usable depth pixel of the {args.loop} views), state {first['state_mb']} → {last['state_mb']} MB, "
+              f"RSS {first['current_rss_mb']} → {last['current_rss_mb']} MB")
         if args.json:
             args.json.write_text(json.dumps({
                 "device": args.device, "frames": result.frames, "loop": args.loop, "ms_per_frame": result.ms_per_frame,
                 "stage_ms_per_frame": result.stage_ms, "peak_rss_mb": result.peak_rss_mb, "state_mb": result.state_mb,
-                "instances": result.instances, "fused_points": result.points, "probe": probe.rows,
+                "instances": result.instances, "fused_points": result.points, "voxel_cap": cap, "probe": probe.rows,
             }, indent=1))
 
 

@@ -99,7 +99,7 @@ class RecordingResult:
         }
 
 
-class ObservedSegmenter(OnlineSegmenter):
+class ReportingSegmenter(OnlineSegmenter):
     """The online segmenter, reporting the instances so far after each frame (the progress bar)
     and keeping the scan's state: its instance memory knows each instance's number of views."""
 
@@ -151,10 +151,10 @@ def _segment(target: str | Path, recording: Recording, mesh: Mesh | None, settin
     cfg.clip.use_precomputed = False  # a raw recording has no stored tokens: the frozen encoder computes them
     clip_source = builders.clip_source(cfg, Path(cfg.data.root), reporter)
     if clip_source is not None:
-        clip_source.device = str(restored.device)
+        clip_source.device = str(restored.device)  # built lazily on first use: every frame needs it, so on the model's device
     clock = StageClock(restored.device)
     stream = RecordingStream(recording, labels, cfg.data.voxel_size, sampling, clip_source, clock, reporter)
-    segmenter = ObservedSegmenter(restored.model, cfg, labels, restored.device, reporter=reporter)
+    segmenter = ReportingSegmenter(restored.model, cfg, labels, restored.device, reporter=reporter)
 
     reporter.task("frames", len(recording.frames))
     result = segmenter.run(stream, reporter, clock)
@@ -180,8 +180,8 @@ def _segment(target: str | Path, recording: Recording, mesh: Mesh | None, settin
         "summary": out.summary(), "stage_ms_per_frame": stage_ms, "online": json.loads(cfg.eval.online.model_dump_json()),
     }
     with _staged(out.out_dir) as folder:
-        out.files = write_recording(folder, recording.name, result, labels, instances, views, header, mesh, mesh_pred)
-    out.files = [out.out_dir / path.name for path in out.files]
+        written = write_recording(folder, recording.name, result, labels, instances, views, header, mesh, mesh_pred)
+    out.files = [out.out_dir / path.name for path in written]
     return out
 
 
