@@ -318,9 +318,12 @@ def eval_cmd(
     split: str = typer.Option("val", "--split"),
     data: Optional[Path] = DataOpt,
     export: Optional[Path] = typer.Option(None, "--export", help="write predictions + GT in the ScanNet benchmark formats, one sub-folder per target"),
-    show_dir: Optional[Path] = typer.Option(None, "--show-dir", help="write colored PLY point clouds of predictions and GT"),
+    show_dir: Optional[Path] = typer.Option(None, "--show-dir", help="write colored PLYs of predictions and GT, one sub-folder per target"),
     online: bool = typer.Option(False, "--online", help="stream every scan of the split frame by frame, merge, score on the mesh vertices and the observed points"),
-    segment_smoothing: bool = typer.Option(False, "--segment-smoothing", help="--online: a mesh vertex takes the majority of its segs.json segment"),
+    segment_smoothing: Optional[bool] = typer.Option(
+        None, "--segment-smoothing/--no-segment-smoothing",
+        help="--online: snap instances and classes to the mesh's segs.json segments (default on: eval.online.segments)",
+    ),
     overrides: Optional[List[str]] = typer.Option(
         None, "--set", "-s", help="override an eval.* key for this evaluation, e.g. --set eval.online.merge_threshold=0.2 (repeatable)"
     ),
@@ -329,18 +332,19 @@ def eval_cmd(
     from bifusion_core.config.loader import evaluation_overrides
     from bifusion_core.engine.inference import evaluate_checkpoint, target_folder_names
 
-    if segment_smoothing and not online:
+    if segment_smoothing is not None and not online:
         raise BifusionError("--segment-smoothing", "only applies to --online evaluation")
     settings = evaluation_overrides(overrides or [])
+    if segment_smoothing is not None:
+        settings["eval.online.segments"] = segment_smoothing
     if online:
-        return _eval_online(targets, split, data, export, show_dir, segment_smoothing, settings)
-    folders = target_folder_names(targets) if export is not None else [None] * len(targets)
+        return _eval_online(targets, split, data, export, show_dir, settings)
+    folders = target_folder_names(targets)
     results = []
     with render.RichReporter("eval") as reporter:
         for target, folder in zip(targets, folders):
-            export_dir = export / folder if folder is not None else None
-            results.append(evaluate_checkpoint(target, split=split, data_root=data, export_dir=export_dir, show_dir=show_dir,
-                                               overrides=settings, reporter=reporter))
+            results.append(evaluate_checkpoint(target, split=split, data_root=data, export_dir=_sub(export, folder),
+                                               show_dir=_sub(show_dir, folder), overrides=settings, reporter=reporter))
     render.console.print(render.metrics_table(f"evaluation · {split}", {r.name: {**r.stamps, **r.summary} for r in results}))
 
     def per_target(label: str, values) -> dict:
@@ -357,20 +361,25 @@ def eval_cmd(
     render.console.print(f"metrics written to {', '.join(str(r.metrics_path) for r in results)}")
 
 
-def _eval_online(targets: List[Path], split: str, data: Optional[Path], export: Optional[Path], show_dir: Optional[Path], smoothing: bool,
+def _sub(folder: Optional[Path], name: str) -> Optional[Path]:
+    """A target's own sub-folder of --export / --show-dir (``<run>-<checkpoint>``)."""
+    return folder / name if folder is not None else None
+
+
+def _eval_online(targets: List[Path], split: str, data: Optional[Path], export: Optional[Path], show_dir: Optional[Path],
                  settings: dict) -> None:
     from bifusion_core.engine.inference import target_folder_names
     from bifusion_core.online.evaluate import evaluate_online
 
-    folders = target_folder_names(targets) if export is not None else [None] * len(targets)
+    folders = target_folder_names(targets)
     tables: dict[str, dict] = {}
     speed: dict[str, dict] = {}
     paths: list[str] = []
     with render.RichReporter("eval --online") as reporter:
         for target, folder in zip(targets, folders):
             result = evaluate_online(
-                target, split=split, data_root=data, export_dir=export / folder if folder else None,
-                segment_smoothing=smoothing, show_dir=show_dir, overrides=settings, reporter=reporter,
+                target, split=split, data_root=data, export_dir=_sub(export, folder),
+                show_dir=_sub(show_dir, folder), overrides=settings, reporter=reporter,
             )
             paths.append(str(result.metrics_path))
             for protocol, values in result.tables.items():

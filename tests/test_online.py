@@ -280,3 +280,24 @@ def test_a_duplicate_part_is_folded_into_its_object_at_the_end_of_a_scan():
     # the lamp, disjoint from both, and a threshold of 1 (never) leave everything as it is
     assert memory.fold_duplicates(point_map.size, overlap=0.5) == 0
     assert memory.fold_duplicates(point_map.size, overlap=1.0) == 0 and memory.num == 2
+
+
+def test_a_part_proposed_beside_its_object_in_one_frame_is_not_merged():
+    """IoU-based NMS lets a half through beside the whole (IoU 0.5); containment stops it, and only it."""
+    rng = np.random.default_rng(6)
+    chair, box = cube([0, 0, 0.5], 0.6, 400, rng), cube([2, 0, 0.3], 0.4, 200, rng)
+    points, inst = frame_of([chair, box], rng, [[1, 0, 0], [0, 1, 0]], [0.9, 0.6])
+    seat = inst.masks[0] & (points[:, 2] < 0.5)  # the chair's lower half: IoU 0.5 with the chair
+    straddle = inst.masks[1] | (inst.masks[0] & (points[:, 0] > 0.25))  # the box and a strip of the chair
+    frame = FrameInstances(
+        masks=np.stack([inst.masks[0], inst.masks[1], seat, straddle]), labels=np.zeros(4, np.int64),
+        scores=np.array([0.9, 0.6, 0.8, 0.5], np.float32), embed=np.tile(unit([1, 0, 0]), (4, 1)),
+        boxes=np.stack([inst.boxes[0], inst.boxes[1], box_of(points[seat]), box_of(points[straddle])]),
+    )
+    # the seat lies wholly inside the better-scored chair, the straddling mask mostly inside the box
+    assert frame.uncontained(0.5).tolist() == [True, True, False, False]
+    assert frame.uncontained(1.0).all()  # 1: keep every proposal
+    # the worse-scored of two equal masks goes, whichever comes first
+    twin = FrameInstances(np.stack([seat, seat]), np.zeros(2, np.int64), np.array([0.3, 0.7], np.float32),
+                          np.tile(unit([1, 0, 0]), (2, 1)), np.tile(box_of(points[seat]), (2, 1)))
+    assert twin.uncontained(0.5).tolist() == [False, True]

@@ -127,7 +127,7 @@ def test_infer_writes_vertex_results(untrained_run, mv_data, tmp_path):
 
 def test_eval_online_scores_mesh_and_observed_points(untrained_run, mv_data, tmp_path):
     export = tmp_path / "bench"
-    stdout = run_cli("eval", untrained_run, "--online", "--export", export, "--segment-smoothing").stdout
+    stdout = run_cli("eval", untrained_run, "--online", "--export", export).stdout  # segments snapped by default
     assert "mesh-vertex+segments" in stdout and "observed-points" in stdout and "ms/frame" in stdout
     metrics = json.loads(next(untrained_run.glob("metrics_online_val_*.json")).read_text())
     assert (Path(metrics["data_root"]) / "mv" / "manifest.json").is_file()  # what was scored
@@ -157,7 +157,9 @@ def test_eval_online_scores_mesh_and_observed_points(untrained_run, mv_data, tmp
 
 def test_show_dir_writes_one_folder_per_target_with_the_meshs_faces(untrained_run, mv_data, tmp_path):
     show = tmp_path / "show"
-    run_cli("eval", untrained_run, untrained_run / "checkpoints" / "last.pt", "--online", "--show-dir", show)
+    run_cli("eval", untrained_run, untrained_run / "checkpoints" / "last.pt", "--online", "--show-dir", show, "--no-segment-smoothing")
+    metrics = json.loads((untrained_run / "metrics_online_val_last.json").read_text())
+    assert set(metrics["metrics"]) == {"mesh-vertex", "observed-points"} and metrics["online"]["segments"] is False
     scene = val_scene(mv_data)
     with np.load(mv_data / "gt" / f"{scene}.npz") as gt:
         faces = gt["faces"]

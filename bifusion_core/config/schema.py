@@ -323,6 +323,11 @@ class OnlineConfig(Section):
     map_radius: float = Field(
         0.3, gt=0, description="mesh vertices farther than this from every accumulated point join no instance (metres)"
     )
+    segments: bool = Field(
+        True,
+        description="onto a mesh with segs.json segments, a segment joins an instance when most of its vertices do and "
+        "takes its vertices' majority class (ESAM's evaluation does the same); off: each vertex alone",
+    )
     match_cell: float = Field(
         0.1, gt=0, description="instances of the memory and of a frame are compared over cells of this edge (metres)"
     )
@@ -330,6 +335,11 @@ class OnlineConfig(Section):
     frame_topk: int = Field(20, gt=0, description="instances kept per frame before merging")
     min_points: int = Field(30, ge=1, description="a frame's instance with fewer points is a fragment, not merged")
     score_threshold: float = Field(0.0, ge=0, le=1, description="a frame's instance scoring at or below this is not merged")
+    containment: float = Field(
+        0.5, ge=0, le=1,
+        description="a frame's instance with more than this share of its points inside a better-scored one of the frame "
+        "is not merged (a part of that object; 1: keep all)",
+    )
     min_views: int = Field(1, ge=1, description="a scene instance built from fewer frame views is dropped at the end of the scan")
     scene_score: Literal["noisy_or", "mean"] = Field(
         "noisy_or", description="a scene instance's score from its views' scores: noisy-OR (more views, higher) or their mean"

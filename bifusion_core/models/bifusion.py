@@ -89,7 +89,7 @@ class BiFusionSegmentor(nn.Module):
         """Each point's colour-image pixel in its own frame, as preparation found it.
 
         A point comes from a depth pixel of that frame, so it is seen there by construction; only
-        the colour camera's extrinsic and field of view decide ``valid`` (no depth test needed).
+        the colour image's field of view decides ``valid`` (no depth test needed).
         """
         return batch.pixels, batch.valid
 
@@ -109,7 +109,7 @@ class BiFusionSegmentor(nn.Module):
         """Each point's 2D feature averaged over every frame of its window that sees it; views per point.
 
         A frame sees a point when the point lands inside its colour image and passes the relative
-        depth test (``clip.depth_tolerance``) in its depth camera. The point's own frame uses the
+        depth test (``clip.depth_tolerance``) against its depth map (one pose: the two are registered). The point's own frame uses the
         stored pixel and ``valid`` (the point is that frame's depth pixel, so it needs no depth test),
         exactly as the single-view path does.
         """
@@ -122,7 +122,7 @@ class BiFusionSegmentor(nn.Module):
             frames = (frame_window == w).nonzero().squeeze(1)  # contiguous (collate)
             pts = (point_window == w).nonzero().squeeze(1)
             uv, seen = multiview_visibility(
-                batch.points[pts], batch.world_to_color[frames], batch.color_intrinsic[frames], batch.world_to_depth[frames],
+                batch.points[pts], batch.world_to_camera[frames], batch.color_intrinsic[frames],
                 batch.intrinsic[frames], batch.depth[frames], batch.image_size, self.depth_tolerance,
             )
             own, cols = batch.point_frame[pts] - frames[0], torch.arange(pts.numel(), device=pts.device)
@@ -156,7 +156,7 @@ class BiFusionSegmentor(nn.Module):
             m2d, m3d = f2d, f3d
             if self.film is not None:
                 scale, shift = self.film(
-                    batch.points_aug, batch.point_batch, batch.num_samples, batch.points, batch.world_to_depth, batch.point_frame
+                    batch.points_aug, batch.point_batch, batch.num_samples, batch.points, batch.world_to_camera, batch.point_frame
                 )
                 m2d, m3d = self.film.modulate(f2d, scale, shift), self.film.modulate(f3d, scale, shift)
             fused, alpha = self.gate(m2d, m3d, valid, batch.point_batch, batch.num_samples, self.current_iteration)

@@ -1,10 +1,10 @@
 """``bifusion eval --online``: every scan of a split streamed, scored on the mesh and on the observed points.
 
 Two protocols per run, each stamped in its own section of ``metrics_online_<split>_<ckpt>.json``:
-``mesh-vertex`` (or ``mesh-vertex+segments`` with segment smoothing) — the benchmark's and ESAM's,
-every vertex of the reconstructed mesh — and ``observed-points``, the accumulated points the
-robot actually saw. All inputs (checkpoint, MV frames, every scan's mesh truth) are checked
-before anything is written; ``--export`` is written to a temporary folder and renamed at the end.
+``mesh-vertex+segments`` (``mesh-vertex`` with ``eval.online.segments`` off) — the benchmark's and
+ESAM's: every vertex of the reconstructed mesh, instances snapped to its segs.json segments as
+ESAM's evaluation does — and ``observed-points``, the accumulated points the robot actually saw.
+All inputs (checkpoint, MV frames, every scan's mesh truth) are checked before anything is written; ``--export`` is written to a temporary folder and renamed at the end.
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ def evaluate_online(
     split: str = "val",
     data_root: Path | None = None,
     export_dir: Path | None = None,
-    segment_smoothing: bool = False,
     show_dir: Path | None = None,
     device: str | None = None,
     overrides: dict[str, Any] | None = None,
@@ -62,7 +61,8 @@ def evaluate_online(
     ]
     source = builders.clip_source(cfg, root, reporter)
     segmenter = OnlineSegmenter(restored.model, cfg, labels, restored.device)
-    mesh_protocol = "mesh-vertex+segments" if segment_smoothing else "mesh-vertex"
+    segments = cfg.eval.online.segments
+    mesh_protocol = "mesh-vertex+segments" if segments else "mesh-vertex"
     frame_step = streams[0].frame_step
     common = dict(min_region=cfg.eval.min_region_points, frame_step=frame_step, split=split)
     scorers = {p: SceneScorer(labels, p, **common) for p in (mesh_protocol, "observed-points")}
@@ -81,7 +81,7 @@ def evaluate_online(
             seconds += result.seconds
             truth, mesh = load_mesh_truth(truth_paths[stream.scene], labels)
             with clock.measure("mesh_map"):
-                pred = mesh_vertices(result, labels, mesh, segment_smoothing, cfg.eval.online.map_radius)
+                pred = mesh_vertices(result, labels, mesh, segments, cfg.eval.online.map_radius)
             scorers[mesh_protocol].add(pred, truth)
             scorers["observed-points"].add(*observed_points(result, labels))
             if export_tmp is not None:
@@ -101,7 +101,7 @@ def evaluate_online(
     ap50 = {name: float(v[1]) for name, v in per_class.get("ap", {}).items() if not np.isnan(v[1])}
     if write_metrics:
         scoring.write_metrics({
-            "online": json.loads(cfg.eval.online.model_dump_json()), "segment_smoothing": segment_smoothing,
+            "online": json.loads(cfg.eval.online.model_dump_json()),
             "speed": speed, "metrics": tables, "per_class_ap50": ap50,
         })
     return OnlineEvaluation(scoring.name, tables, speed, scoring.metrics_path, ap50)

@@ -70,7 +70,7 @@ def infer_scene(
     clock = StageClock(restored.device)
     result = OnlineSegmenter(restored.model, cfg, labels, restored.device).run(stream, reporter, clock)
     with clock.measure("mesh_map"):
-        pred = mesh_vertices(result, labels, mesh, smoothing=False, radius=cfg.eval.online.map_radius)
+        pred = mesh_vertices(result, labels, mesh, smoothing=cfg.eval.online.segments, radius=cfg.eval.online.map_radius)
     stage_ms = fold_stages(clock, result.frames)
     path = out_dir / f"{scene}.npz"
     write_vertex_result(path, pred, result, labels)

@@ -51,6 +51,22 @@ class FrameInstances:
         return FrameInstances(self.masks[keep], self.labels[keep], self.scores[keep], self.embed[keep], self.boxes[keep],
                               None if self.class_prob is None else self.class_prob[keep])
 
+    def uncontained(self, limit: float) -> np.ndarray:
+        """(K,) bool: instances with at most ``limit`` of their points inside a better-scored kept one.
+
+        Frame-level NMS compares masks by IoU, which lets a part of an object through beside the
+        whole (a seat is half a chair: IoU 0.5). Frame AP forgives the part, ranked low; a merge
+        does not: the part joins the scene as a second instance of the object, or into the object
+        with its one-sided votes. Greedy, best score first."""
+        keep = np.zeros(len(self), bool)
+        if len(self) == 0 or limit >= 1:
+            return ~keep
+        masks = self.masks.astype(np.float32)
+        inside = (masks @ masks.T) / np.maximum(masks.sum(1), 1)[:, None]  # [i, j]: share of i inside j
+        for i in np.argsort(-self.scores, kind="stable"):
+            keep[i] = not (inside[i, keep] > limit).any()
+        return keep
+
 
 @dataclass
 class MergeStats:
@@ -124,10 +140,11 @@ def assign(sim: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
 class InstanceMemory:
     """Instances of one scan so far; rows 0..num-1 are live."""
 
-    def __init__(self, max_instances: int, threshold: float, label_gate: bool = True):
+    def __init__(self, max_instances: int, threshold: float, label_gate: bool = True, score_rule: str = "noisy_or"):
         self.max_instances = int(max_instances)
         self.threshold = float(threshold)
         self.label_gate = bool(label_gate)
+        self.score_rule = score_rule
         self.num = 0
         self.embed = np.zeros((0, 0), np.float32)
         self.boxes = np.zeros((0, 6), np.float32)
@@ -260,7 +277,10 @@ class InstanceMemory:
         mean = (self.embed[m] * c + embed * count) / (c + count)
         self.embed[m] = mean / max(float(np.linalg.norm(mean)), 1e-12)
         self.boxes[m] = (self.boxes[m] * c + box * count) / (c + count)
-        self.scores[m] = 1 - (1 - self.scores[m]) * (1 - score)
+        if self.score_rule == "mean":
+            self.scores[m] = (self.scores[m] * c + score * count) / (c + count)
+        else:
+            self.scores[m] = 1 - (1 - self.scores[m]) * (1 - score)
         self.counts[m] = c + count
 
     def fold_duplicates(self, num_points: int, overlap: float) -> int:

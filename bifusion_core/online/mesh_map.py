@@ -8,7 +8,7 @@ from one side does not annex the unseen wall behind it. Both point sets are
 in ScanNet's world frame (frames are placed with the unaligned camera poses and ``DATA/gt`` keeps
 the mesh's own vertex coordinates), so no axis alignment is applied here.
 
-Segment smoothing (``--segment-smoothing``) uses the mesh's over-segmentation (segs.json): a
+Segment smoothing (``eval.online.segments``, on by default) uses the mesh's over-segmentation (segs.json): a
 vertex takes the majority semantic label of its segment, and a segment joins an instance mask
 when most of its vertices are in it.
 """

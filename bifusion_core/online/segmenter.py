@@ -82,7 +82,8 @@ class OnlineSegmenter:
         pred = predict_objects(out, batch, self.frame_cfg, self.labels)[0]
         source = cue_source(pred, self.online.cues)
         instances = frame_instances(out, batch, pred, source)
-        return pred, source, instances.select(instances.masks.sum(1) >= self.online.min_points)
+        instances = instances.select((instances.masks.sum(1) >= self.online.min_points) & (instances.scores > self.online.score_threshold))
+        return pred, source, instances.select(instances.uncontained(self.online.containment))
 
     @torch.no_grad()
     def step(self, batch, point_map: PointMap, memory: InstanceMemory, clock: StageClock) -> tuple[str, MergeStats]:
@@ -131,7 +132,8 @@ class OnlineSegmenter:
         masks = memory.masks(point_map.size)
         rows, classes, scores = memory.proposals(self.online.classes_per_instance)
         order = np.argsort(-scores, kind="stable")
-        order = order[masks[rows[order]].any(1)][: self.cfg.eval.topk]
+        supported = masks[rows[order]].any(1) & (memory.counts[rows[order]] >= self.online.min_views)
+        order = order[supported][: self.cfg.eval.topk]
         return SceneResult(
             scene=stream.scene, frames=len(stream), frame_step=stream.frame_step, points=view["points"].copy(),
             masks=masks[rows[order]], classes=classes[order].copy(), scores=scores[order].astype(np.float32),
@@ -143,7 +145,8 @@ class OnlineSegmenter:
 
 def start_scan(online: OnlineConfig) -> tuple[PointMap, InstanceMemory]:
     """An empty point map and instance memory for a new scan."""
-    return PointMap(online.voxel, online.match_cell), InstanceMemory(online.max_instances, online.merge_threshold, online.label_gate)
+    memory = InstanceMemory(online.max_instances, online.merge_threshold, online.label_gate, online.scene_score)
+    return PointMap(online.voxel, online.match_cell), memory
 
 
 def merge_frame(
