@@ -340,10 +340,6 @@ class OnlineConfig(Section):
         description="a frame's instance with more than this share of its points inside a better-scored one of the frame "
         "is not merged (a part of that object; 1: keep all)",
     )
-    min_views: int = Field(1, ge=1, description="a scene instance built from fewer frame views is dropped at the end of the scan")
-    scene_score: Literal["noisy_or", "mean"] = Field(
-        "noisy_or", description="a scene instance's score from its views' scores: noisy-OR (more views, higher) or their mean"
-    )
     frame_stride: int = Field(1, ge=1, description="process every k-th prepared MV frame")
     label_gate: bool = Field(
         False, description="merge only instances whose likeliest classes agree (off: the class is decided from every view)"

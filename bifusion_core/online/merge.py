@@ -140,11 +140,10 @@ def assign(sim: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
 class InstanceMemory:
     """Instances of one scan so far; rows 0..num-1 are live."""
 
-    def __init__(self, max_instances: int, threshold: float, label_gate: bool = True, score_rule: str = "noisy_or"):
+    def __init__(self, max_instances: int, threshold: float, label_gate: bool = True):
         self.max_instances = int(max_instances)
         self.threshold = float(threshold)
         self.label_gate = bool(label_gate)
-        self.score_rule = score_rule
         self.num = 0
         self.embed = np.zeros((0, 0), np.float32)
         self.boxes = np.zeros((0, 6), np.float32)
@@ -277,10 +276,7 @@ class InstanceMemory:
         mean = (self.embed[m] * c + embed * count) / (c + count)
         self.embed[m] = mean / max(float(np.linalg.norm(mean)), 1e-12)
         self.boxes[m] = (self.boxes[m] * c + box * count) / (c + count)
-        if self.score_rule == "mean":
-            self.scores[m] = (self.scores[m] * c + score * count) / (c + count)
-        else:
-            self.scores[m] = 1 - (1 - self.scores[m]) * (1 - score)
+        self.scores[m] = 1 - (1 - self.scores[m]) * (1 - score)
         self.counts[m] = c + count
 
     def fold_duplicates(self, num_points: int, overlap: float) -> int:

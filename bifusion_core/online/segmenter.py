@@ -132,8 +132,7 @@ class OnlineSegmenter:
         masks = memory.masks(point_map.size)
         rows, classes, scores = memory.proposals(self.online.classes_per_instance)
         order = np.argsort(-scores, kind="stable")
-        supported = masks[rows[order]].any(1) & (memory.counts[rows[order]] >= self.online.min_views)
-        order = order[supported][: self.cfg.eval.topk]
+        order = order[masks[rows[order]].any(1)][: self.cfg.eval.topk]
         return SceneResult(
             scene=stream.scene, frames=len(stream), frame_step=stream.frame_step, points=view["points"].copy(),
             masks=masks[rows[order]], classes=classes[order].copy(), scores=scores[order].astype(np.float32),
@@ -145,8 +144,7 @@ class OnlineSegmenter:
 
 def start_scan(online: OnlineConfig) -> tuple[PointMap, InstanceMemory]:
     """An empty point map and instance memory for a new scan."""
-    memory = InstanceMemory(online.max_instances, online.merge_threshold, online.label_gate, online.scene_score)
-    return PointMap(online.voxel, online.match_cell), memory
+    return PointMap(online.voxel, online.match_cell), InstanceMemory(online.max_instances, online.merge_threshold, online.label_gate)
 
 
 def merge_frame(
