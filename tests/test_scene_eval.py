@@ -146,7 +146,16 @@ def test_frequency_groups_give_head_common_tail_means():
     assert r["instance/ap_common"] == pytest.approx(2 / 9, abs=1e-12)  # TP at .50 and .55 only
     assert r["instance/ap_tail"] == 0.0
     assert r["instance/ap"] == pytest.approx((1 + 2 / 9 + 0) / 3, abs=1e-12)
-    assert "instance/ap_head" not in SceneScorer(SCANNET20, "frame").result()
+    assert r["instance/ap50_head"] == r["instance/ap50_common"] == r["instance/ap25_common"] == 1.0
+    assert r["instance/ap50_tail"] == r["instance/ap25_tail"] == 0.0
+    # semantics are perfect, paper included: each group's scored class has IoU 1 (other classes are unscored)
+    assert r["semantic/miou_head"] == r["semantic/miou_common"] == r["semantic/miou_tail"] == 1.0
+    wrong = ScenePrediction("s", masks, np.array([head, common]), np.array([0.9, 0.8]), np.where(label == tail, head, label))
+    scorer = SceneScorer(SCANNET200, "observed-points")
+    scorer.add(wrong, SceneTruth("s", label, instance))
+    r = scorer.result()  # paper points called chair: chair IoU 200/400, paper 0, cushion 1
+    assert (r["semantic/miou_head"], r["semantic/miou_common"], r["semantic/miou_tail"]) == (0.5, 1.0, 0.0)
+    assert not any(k.endswith(("_head", "_tail")) for k in SceneScorer(SCANNET20, "frame").result())
 
 
 def test_bad_input_is_one_line():

@@ -15,8 +15,10 @@ Metrics (``SceneScorer.result``):
 * ``instance/ap``, ``instance/ap50``, ``instance/ap25``: the benchmark's per-class AP
   (``instance_ap.py``, identical to ScanNet's script), mean over classes with GT.
 * ``instance/ap*_class_agnostic``: the same with every thing class relabelled as one.
-* ``instance/ap_head`` / ``_common`` / ``_tail`` (label sets with frequency groups, i.e.
-  ScanNet200): mean per-class AP over the classes of the group that have GT.
+* ``instance/ap_head`` / ``_common`` / ``_tail``, the same for ``ap50_*`` and ``ap25_*``, and
+  ``semantic/miou_head`` / ``_common`` / ``_tail`` (label sets with frequency groups, i.e.
+  ScanNet200, as the benchmark's table has them): mean per-class AP over the group's classes
+  that have GT, mean IoU over the group's scored classes (official rule).
 * ``instance/mcov_class_agnostic``: mean coverage = mean over GT instances of the best IoU with
   any prediction. ``instance/mrec_class_agnostic``: recall of GT instances at IoU > 0.5 with
   any prediction. Both unweighted (each GT instance counts once, whatever its size), pooled over
@@ -204,7 +206,7 @@ class SceneScorer:
             "instance/ap50_class_agnostic": agnostic.ap50,
             "instance/ap25_class_agnostic": agnostic.ap25,
         }
-        out |= self._group_means(per_class)
+        out |= self._group_means(per_class, semantic["per_class_iou"])
         out |= {
             "instance/mcov_class_agnostic": self._coverage_sum / self._num_gt if self._num_gt else float("nan"),
             "instance/mrec_class_agnostic": self._recalled / self._num_gt if self._num_gt else float("nan"),
@@ -221,15 +223,24 @@ class SceneScorer:
         }
         return out, details
 
-    def _group_means(self, per_class: InstanceMetrics) -> dict[str, float]:
-        """Mean per-class AP over each frequency group's thing classes that have GT."""
-        class_ap = dict(zip(self._things, (v[0] for v in per_class.per_class.values())))
+    def _group_means(self, per_class: InstanceMetrics, class_iou: np.ndarray) -> dict[str, float]:
+        """Per frequency group: mean per-class AP / AP50 / AP25 over its thing classes with GT, and
+        mean IoU over its scored classes (NaN where a group has none)."""
+        class_ap = dict(zip(self._things, per_class.per_class.values()))
+        iou = dict(zip(self.labels.raw_ids, class_iou))
         out = {}
         for group, ids in self.labels.frequency_groups:
-            values = np.array([class_ap[i] for i in ids if i in class_ap])
-            values = values[~np.isnan(values)]
-            out[f"instance/ap_{group}"] = float(values.mean()) if values.size else float("nan")
+            for k, name in enumerate(("ap", "ap50", "ap25")):
+                out[f"instance/{name}_{group}"] = _nanmean([class_ap[i][k] for i in ids if i in class_ap])
+        for group, ids in self.labels.frequency_groups:
+            out[f"semantic/miou_{group}"] = _nanmean([iou[i] for i in ids if i in iou])
         return out
+
+
+def _nanmean(values: list[float]) -> float:
+    values = np.asarray(values, np.float64)
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else float("nan")
 
 
 def load_mesh_truth(gt_npz_path: str | Path, label_set: LabelSet) -> tuple[SceneTruth, MeshGT]:
