@@ -375,7 +375,7 @@ def _eval_online(targets: List[Path], split: str, data: Optional[Path], export: 
     tables: dict[str, dict] = {}
     speed: dict[str, dict] = {}
     paths: list[str] = []
-    with render.RichReporter("eval --online") as reporter:
+    with render.StreamReporter("eval --online") as reporter:
         for target, folder in zip(targets, folders):
             result = evaluate_online(
                 target, split=split, data_root=data, export_dir=_sub(export, folder),
@@ -427,7 +427,7 @@ def infer_cmd(
 
     if device not in (None, "cpu", "cuda", "auto"):
         raise BifusionError("--device", f"unknown device {device!r}; choose cpu, cuda or auto")
-    with render.RichReporter(f"infer · {scene}") as reporter:
+    with render.StreamReporter(f"infer · {scene}") as reporter:
         result = infer_scene(target, scene, data_root=data, out_dir=out, device=device, reporter=reporter)
     summary = {k: v for k, v in result.summary().items() if not isinstance(v, str)}
     render.console.print(render.metrics_table(f"online inference · {scene} (merge cues: {result.cues})", {"value": summary}))

@@ -193,7 +193,8 @@ class _InstancesSoFar(ProgressColumn):
 
 
 class StreamReporter(RichReporter):
-    """Streaming a recording: the frames bar shows frames/s and the instances so far (``metrics``)."""
+    """Streaming frames (``infer``, ``eval --online``): the frames bar shows frames/s and the instances
+    so far of the scan being streamed (``metrics``); nothing per frame is printed."""
 
     def __init__(self, title: str = "bifusion"):
         super().__init__(title)

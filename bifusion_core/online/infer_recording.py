@@ -34,8 +34,7 @@ from ..data.recording import Recording, open_recording
 from ..data.scannet_raw import Mesh, read_mesh
 from ..evaluation.scene_eval import MeshGT
 from ..reporting import NULL_REPORTER, Reporter
-from .merge import InstanceMemory, MergeStats
-from .point_map import PointMap
+from .merge import MergeStats
 from .predictions import mesh_vertices
 from .recording_output import SceneInstances, write_recording
 from .recording_stream import RecordingStream
@@ -99,34 +98,6 @@ class RecordingResult:
         }
 
 
-class ReportingSegmenter(OnlineSegmenter):
-    """The online segmenter, reporting the instances so far after each frame (the progress bar)
-    and keeping the scan's state: its instance memory knows each instance's number of views."""
-
-    def __init__(self, *args: Any, reporter: Reporter = NULL_REPORTER, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.reporter = reporter
-        self.state: tuple[PointMap, InstanceMemory] | None = None
-
-    def start(self) -> tuple[PointMap, InstanceMemory]:
-        self.state = super().start()
-        return self.state
-
-    def step(self, batch, point_map: PointMap, memory: InstanceMemory, clock: StageClock):
-        stepped = super().step(batch, point_map, memory, clock)
-        state_mb = (point_map.nbytes() + memory.nbytes()) / (1 << 20)
-        self.reporter.metrics({"instances": memory.num, "fused_points": point_map.size, "state_mb": state_mb})
-        return stepped
-
-
-def proposal_views(result: SceneResult, point_map: PointMap, memory: InstanceMemory) -> np.ndarray:
-    """(K,) frame views merged into each proposal's instance: the memory row with the proposal's mask."""
-    row_of: dict[bytes, int] = {}
-    for row, mask in enumerate(memory.masks(point_map.size)):
-        row_of.setdefault(np.packbits(mask).tobytes(), row)
-    return np.asarray([memory.counts[row_of[np.packbits(mask).tobytes()]] for mask in result.masks], np.int64)
-
-
 def infer_recording(target: str | Path, settings: RecordingSettings, reporter: Reporter = NULL_REPORTER) -> RecordingResult:
     """Stream the recording, write its segmented scene into ``settings.out``; see the module doc."""
     recording = open_recording(
@@ -154,11 +125,10 @@ def _segment(target: str | Path, recording: Recording, mesh: Mesh | None, settin
         clip_source.device = str(restored.device)  # built lazily on first use: every frame needs it, so on the model's device
     clock = StageClock(restored.device)
     stream = RecordingStream(recording, labels, cfg.data.voxel_size, sampling, clip_source, clock, reporter)
-    segmenter = ReportingSegmenter(restored.model, cfg, labels, restored.device, reporter=reporter)
+    segmenter = OnlineSegmenter(restored.model, cfg, labels, restored.device)
 
     reporter.task("frames", len(recording.frames))
     result = segmenter.run(stream, reporter, clock)
-    views = proposal_views(result, *segmenter.state)
     mesh_pred = None
     if mesh is not None:
         geometry = MeshGT(mesh.vertices, np.zeros(len(mesh.vertices), np.int64), mesh.faces, mesh.colors)
@@ -180,7 +150,7 @@ def _segment(target: str | Path, recording: Recording, mesh: Mesh | None, settin
         "summary": out.summary(), "stage_ms_per_frame": stage_ms, "online": json.loads(cfg.eval.online.model_dump_json()),
     }
     with _staged(out.out_dir) as folder:
-        written = write_recording(folder, recording.name, result, labels, instances, views, header, mesh, mesh_pred)
+        written = write_recording(folder, recording.name, result, labels, instances, result.views, header, mesh, mesh_pred)
     out.files = [out.out_dir / path.name for path in written]
     return out
 

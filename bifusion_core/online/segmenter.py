@@ -37,6 +37,7 @@ class SceneResult:
     masks: np.ndarray  # (K,P) bool
     classes: np.ndarray  # (K,) instance class train ids
     scores: np.ndarray  # (K,)
+    views: np.ndarray  # (K,) frame views merged into each proposal's instance
     semantic: np.ndarray  # (P,) semantic train ids
     gt_label: np.ndarray  # (P,) raw benchmark id of each accumulated point (observed-points truth)
     gt_instance: np.ndarray  # (P,)
@@ -117,6 +118,8 @@ class OnlineSegmenter:
                     source, stats = self.step(batch, point_map, memory, clock)
                     merges += stats
                     reporter.advance("frames")
+                    reporter.metrics({"instances": memory.num, "fused_points": point_map.size,
+                                      "state_mb": (point_map.nbytes() + memory.nbytes()) / (1 << 20)})
         finally:
             clock.detach()
         seconds = time.perf_counter() - started
@@ -136,6 +139,7 @@ class OnlineSegmenter:
         return SceneResult(
             scene=stream.scene, frames=len(stream), frame_step=stream.frame_step, points=view["points"].copy(),
             masks=masks[rows[order]], classes=classes[order].copy(), scores=scores[order].astype(np.float32),
+            views=memory.counts[rows[order]].copy(),
             semantic=view["semantic"].copy(), gt_label=view["gt_label"].copy(), gt_instance=view["gt_instance"].copy(),
             merges=merges, cues=source, seconds=seconds, peak_rss_mb=peak_rss_mb(),
             state_mb=(point_map.nbytes() + memory.nbytes()) / (1 << 20),
