@@ -28,15 +28,15 @@ import numpy as np
 import torch
 
 from bifusion_core.config import load_preset
-from bifusion_core.data.frame_sample import FrameSampling, observe_frame
+from bifusion_core.data.prepare.frame_sample import FrameSampling, observe_frame
 from bifusion_core.data.labels import LABEL_SETS
-from bifusion_core.data.plain_frames import PlainFrames
-from bifusion_core.data.prepare_settings import PrepareConfig
-from bifusion_core.data.scannet_raw import write_depth, write_matrix
+from bifusion_core.data.raw.plain_frames import PlainFrames
+from bifusion_core.data.prepare.settings import PrepareConfig
+from bifusion_core.data.raw.scannet_files import write_depth, write_matrix
 from bifusion_core.data.synthetic import SyntheticOptions, synthetic_frame, synthetic_scene
 from bifusion_core.engine import builders
 from bifusion_core.engine.checkpoint import save_checkpoint
-from bifusion_core.engine.restore import restore_model
+from bifusion_core.runs.restore import restore_model
 from bifusion_core.models.bifusion import build_model
 from bifusion_core.online.infer_recording import RecordingSettings, infer_recording
 from bifusion_core.online.point_map import voxel_keys

@@ -33,7 +33,7 @@ import torch
 
 from bifusion_core.config.loader import evaluation_overrides
 from bifusion_core.engine import builders
-from bifusion_core.engine.restore import restore_model
+from bifusion_core.runs.restore import restore_model
 from bifusion_core.evaluation.scene_eval import SceneScorer, load_mesh_truth
 from bifusion_core.online.merge import FrameInstances, MergeStats
 from bifusion_core.online.predictions import mesh_vertices, observed_points

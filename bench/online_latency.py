@@ -33,7 +33,7 @@ import torch
 
 from bifusion_core.config import load_preset
 from bifusion_core.data.labels import LABEL_SETS
-from bifusion_core.data.prepare import prepare_scannet
+from bifusion_core.data.prepare.pipeline import prepare_scannet
 from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP, SyntheticOptions, write_synthetic_scannet
 from bifusion_core.engine import builders
 from bifusion_core.evaluation.scene_eval import load_mesh_truth
@@ -54,7 +54,7 @@ def prepare(root: Path, points: int, frames: int, image_size: tuple[int, int]) -
 
 def load_model(args, root: Path):
     if args.checkpoint:
-        from bifusion_core.engine.restore import restore_model
+        from bifusion_core.runs.restore import restore_model
 
         restored = restore_model(args.checkpoint, root, args.device)
         return restored.cfg, restored.model, restored.labels, restored.device

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bifusion_core.data.prepare import prepare_scannet
+from bifusion_core.data.prepare.pipeline import prepare_scannet
 from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP, SyntheticOptions, write_synthetic_scannet
 
 

@@ -85,7 +85,7 @@ def validate_cmd(preset: str = PresetOpt, data: Optional[Path] = DataOpt, overri
     """Check data paths, the preset, and build the model for one forward pass on a tiny sample."""
     from rich.table import Table
 
-    from bifusion_core.engine.validate import run_checks
+    from bifusion_core.engine.preflight import run_checks
 
     checks = run_checks(preset, overrides or [], data)
     table = Table(title=f"bifusion validate · {preset}")
@@ -127,9 +127,9 @@ def prepare_cmd(
     ),
 ) -> None:
     """Turn raw ScanNet scans (or generated synthetic ones) into training samples; bad scenes are skipped and listed."""
-    from bifusion_core.data.prepare import prepare_scannet
-    from bifusion_core.data.prepare_settings import resolve_prepare_settings
-    from bifusion_core.data.superpoints import check_superpoint_method
+    from bifusion_core.data.prepare.pipeline import prepare_scannet
+    from bifusion_core.data.prepare.settings import resolve_prepare_settings
+    from bifusion_core.data.prepare.superpoints import check_superpoint_method
 
     if (synthetic is None) == (scannet is None):
         raise BifusionError("prepare", "give exactly one of --synthetic N or --scannet ROOT")
@@ -330,7 +330,7 @@ def eval_cmd(
 ) -> None:
     """Instance AP/AP50/AP25 per class (the benchmark's) and class-agnostic, semantic mIoU (official rule)."""
     from bifusion_core.config.loader import evaluation_overrides
-    from bifusion_core.engine.inference import evaluate_checkpoint, target_folder_names
+    from bifusion_core.evaluation.checkpoint_eval import evaluate_checkpoint, target_folder_names
 
     if segment_smoothing is not None and not online:
         raise BifusionError("--segment-smoothing", "only applies to --online evaluation")
@@ -368,7 +368,7 @@ def _sub(folder: Optional[Path], name: str) -> Optional[Path]:
 
 def _eval_online(targets: List[Path], split: str, data: Optional[Path], export: Optional[Path], show_dir: Optional[Path],
                  settings: dict) -> None:
-    from bifusion_core.engine.inference import target_folder_names
+    from bifusion_core.evaluation.checkpoint_eval import target_folder_names
     from bifusion_core.online.evaluate import evaluate_online
 
     folders = target_folder_names(targets)
@@ -459,7 +459,7 @@ def stats_cmd(
 ) -> None:
     """Summarise training runs (RUN ...) or a prepared data root (--data DIR)."""
     if runs:
-        from bifusion_core.engine.run_stats import run_summary, write_plots
+        from bifusion_core.runs.report import run_summary, write_plots
 
         columns = {}
         for run_dir in runs:
@@ -469,7 +469,7 @@ def stats_cmd(
             render.console.print(f"{run_dir}: {len(plots)} plots in {run_dir / 'plots'}", highlight=False)
         render.console.print(render.metrics_table("runs", columns))
         return
-    from bifusion_core.data.stats import dataset_stats
+    from bifusion_core.data.loading.data_stats import dataset_stats
 
     cfg = _preset(preset, overrides, **{"data.root": data})
     stats = dataset_stats(cfg)

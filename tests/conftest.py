@@ -9,7 +9,7 @@ from typing import Iterator
 import pytest
 
 from bifusion_core.cache import CACHE_ENV
-from bifusion_core.data.prepare import prepare_scannet
+from bifusion_core.data.prepare.pipeline import prepare_scannet
 from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP, SyntheticOptions, write_synthetic_scannet
 
 SYNTHETIC_SEED = 0

@@ -13,9 +13,9 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from bifusion_core.data.prepare import prepare_scannet
-from bifusion_core.data.scannet_raw import ScanFiles, read_segs, write_depth, write_segs
-from bifusion_core.data.sens import SensReader
+from bifusion_core.data.prepare.pipeline import prepare_scannet
+from bifusion_core.data.raw.scannet_files import ScanFiles, read_segs, write_depth, write_segs
+from bifusion_core.data.raw.sens import SensReader
 from bifusion_core.data.synthetic import SyntheticOptions, write_synthetic_scannet
 from bifusion_core.errors import BifusionError
 from bifusion_core.reporting import RecordingReporter

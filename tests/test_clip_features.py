@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bifusion_core.data.manifest import MANIFEST_VERSION
+from bifusion_core.data.prepare.manifest import MANIFEST_VERSION
 from bifusion_core.errors import BifusionError
 from bifusion_core.features.clip_encoder import (
     CLIP_MEAN,

@@ -15,7 +15,7 @@ from engine_tiny import BIF_TINY, tiny_cfg
 from torch import nn
 
 from bifusion_core.engine.callbacks import Callback
-from bifusion_core.engine.run_stats import plot_series
+from bifusion_core.runs.report import plot_series
 from bifusion_core.engine.trainer import Trainer, run_trainer
 
 pytestmark = pytest.mark.slow  # in-process trainer runs and a CLI run

@@ -124,7 +124,7 @@ def tiny_run(data, out, *extra: str, max_iters: int):
 def test_resume_with_allow_config_change_trains_with_the_changed_key(synthetic_data, tmp_path):
     """optim.lr ×10 at resume: the rows after it log ten times the rate of the schedule (before, the
     checkpoint's optimizer and scheduler state silently kept the old rate)."""
-    from bifusion_core.engine.schedule import warmup_cosine_factor
+    from bifusion_core.engine.optimizer import warmup_cosine_factor
     from bifusion_core.engine.trainer import resume
 
     run_dir = tiny_run(synthetic_data, tmp_path, "optim.lr=0.002", max_iters=3)
@@ -159,7 +159,7 @@ def test_resume_continues_the_epoch_in_the_saved_sample_order(synthetic_data, tm
     """A checkpoint at the end of epoch 0 (12 frames, batch 2: iteration 6) holds epoch 1's order
     (before: epoch 0's), and a resume loads its samples in the order the checkpoint holds, here
     reversed by hand (before, the saved order was never read)."""
-    from bifusion_core.data.dataset import PreparedFrames
+    from bifusion_core.data.loading.dataset import PreparedFrames
     from bifusion_core.engine.sampling import ResumableSampler
     from bifusion_core.engine.trainer import resume
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from bifusion_core.config.schema import FilmConfig, FusionConfig, TinySAConfig
-from bifusion_core.engine.schedule import parameter_groups
+from bifusion_core.engine.optimizer import parameter_groups
 from bifusion_core.models.bifusion import count_parameters
 from bifusion_core.models.film import GeometryEncoding, GeometryFiLM
 from bifusion_core.models.fusion import build_gate

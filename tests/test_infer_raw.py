@@ -16,13 +16,13 @@ from PIL import Image
 from cli import run_cli
 
 from bifusion_core.config import load_preset
-from bifusion_core.data.camera import rescale_intrinsic
-from bifusion_core.data.frame_sample import FrameSampling, observe_frame
+from bifusion_core.geometry.camera import rescale_intrinsic
+from bifusion_core.data.prepare.frame_sample import FrameSampling, observe_frame
 from bifusion_core.data.labels import LABEL_SETS
-from bifusion_core.data.plain_frames import PlainFrames
-from bifusion_core.data.prepare import prepare_scannet
-from bifusion_core.data.recording import open_recording
-from bifusion_core.data.scannet_raw import read_matrix, read_mesh
+from bifusion_core.data.raw.plain_frames import PlainFrames
+from bifusion_core.data.prepare.pipeline import prepare_scannet
+from bifusion_core.data.raw.recording import open_recording
+from bifusion_core.data.raw.scannet_files import read_matrix, read_mesh
 from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP, SyntheticOptions, write_synthetic_scannet
 from bifusion_core.engine import builders
 from bifusion_core.engine.checkpoint import save_checkpoint

@@ -183,7 +183,7 @@ def test_objectness_learns_mask_quality_not_which_copy_was_matched():
 
 
 def test_balanced_semantic_weights_favour_rare_classes_and_keep_the_loss_scale():
-    from bifusion_core.data.stats import balanced_class_weights
+    from bifusion_core.data.loading.data_stats import balanced_class_weights
 
     counts = torch.tensor([9000, 900, 100, 0]).numpy()
     w = balanced_class_weights(counts, 0.5)

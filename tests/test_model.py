@@ -6,7 +6,7 @@ import torch
 
 from bifusion_core.config import load_preset
 from bifusion_core.data.labels import LABEL_SETS
-from bifusion_core.data.random_batch import random_batch
+from bifusion_core.data.loading.random_batch import random_batch
 from bifusion_core.losses.criterion import Criterion
 from bifusion_core.losses.matching import hungarian_match
 from bifusion_core.models.backbone3d import Backbone3D

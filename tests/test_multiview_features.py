@@ -6,9 +6,9 @@ import torch
 from conftest import write_prepared_mv
 
 from bifusion_core.config import load_preset
-from bifusion_core.data.batch import collate
+from bifusion_core.data.loading.batch import collate
 from bifusion_core.engine import builders
-from bifusion_core.features.projection import gather_multiview, multiview_visibility, project_points
+from bifusion_core.geometry.projection import gather_multiview, multiview_visibility, project_points
 from bifusion_core.models.bifusion import build_model
 from bifusion_core.models.postprocess import predict_frames
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from bifusion_core.config import load_preset
-from bifusion_core.data.batch import collate
-from bifusion_core.data.prepare import prepare_scannet
-from bifusion_core.data.sequences import PreparedSequences
+from bifusion_core.data.loading.batch import collate
+from bifusion_core.data.prepare.pipeline import prepare_scannet
+from bifusion_core.data.loading.sequences import PreparedSequences
 from bifusion_core.data.synthetic import SyntheticOptions, write_synthetic_scannet
 from bifusion_core.engine import builders
 from bifusion_core.losses.criterion import Criterion

@@ -15,8 +15,8 @@ from conftest import PREPARED_IMAGE_SIZE, PREPARED_NUM_POINTS
 
 from bifusion_core.config import load_preset
 from bifusion_core.data.labels import LABEL_SETS
-from bifusion_core.data.prepare import prepare_scannet
-from bifusion_core.data.scannet_raw import read_mesh
+from bifusion_core.data.prepare.pipeline import prepare_scannet
+from bifusion_core.data.raw.scannet_files import read_mesh
 from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP
 from bifusion_core.engine import builders
 from bifusion_core.engine.checkpoint import save_checkpoint

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from bifusion_core.data.labels import read_labels_tsv
-from bifusion_core.data.camera import rescale_intrinsic
-from bifusion_core.data.prepare import prepare_scannet
-from bifusion_core.data.scannet_raw import (
+from bifusion_core.geometry.camera import rescale_intrinsic
+from bifusion_core.data.prepare.pipeline import prepare_scannet
+from bifusion_core.data.raw.scannet_files import (
     ScanFiles,
     SegGroup,
     read_aggregation,
@@ -29,8 +29,8 @@ from bifusion_core.data.scannet_raw import (
     write_matrix,
     write_scene_meta,
 )
-from bifusion_core.data.split_lists import PACKAGE_SOURCE
-from bifusion_core.data.superpoints import image_superpoints
+from bifusion_core.data.raw.split_lists import PACKAGE_SOURCE
+from bifusion_core.data.prepare.superpoints import image_superpoints
 from bifusion_core.data.synthetic import (
     CATEGORIES,
     SYNTHETIC_FRAME_STEP,
@@ -306,7 +306,7 @@ def test_a_killed_run_leaves_no_half_written_scene(synthetic_data: Path, tmp_pat
     settings = dict(mode="both", frame_step=40, mv_frame_step=20, image_size=(64, 48), num_points=300)
     script = (
         "import os, signal, sys\n"
-        "from bifusion_core.data.prepare import prepare_scannet\n"
+        "from bifusion_core.data.prepare.pipeline import prepare_scannet\n"
         "from bifusion_core.reporting import Reporter\n"
         "class KillInSecondScene(Reporter):\n"
         "    def advance(self, name, n=1):\n"

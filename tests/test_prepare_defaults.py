@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from bifusion_core.cache import CACHE_ENV, user_cache_dir
-from bifusion_core.data.prepare import prepare_scannet
-from bifusion_core.data.prepare_settings import parse_image_size, resolve_prepare_settings
-from bifusion_core.data.split_lists import PACKAGE_SOURCE, SPLITS, official_split_lists
+from bifusion_core.data.prepare.pipeline import prepare_scannet
+from bifusion_core.data.prepare.settings import parse_image_size, resolve_prepare_settings
+from bifusion_core.data.raw.split_lists import PACKAGE_SOURCE, SPLITS, official_split_lists
 from bifusion_core.errors import BifusionError
 from bifusion_core.features.clip_encoder import cached_random_clip_weights, save_random_clip_weights, weights_digest
 from bifusion_core.features.clip_store import feature_tag
@@ -129,9 +129,9 @@ def test_official_split_lists_are_package_data() -> None:
     assert "scene0011_00" in lists["val"] and "scene0000_00" in lists["train"] and lists["test"][0] == "scene0707_00"
     # pyproject ships them with the package (an installed bifusion has no source tree to read from)
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["bifusion_core"]
-    shipped = [p.relative_to(REPO / "bifusion_core").as_posix() for p in (REPO / "bifusion_core" / "data" / "splits").iterdir()]
+    shipped = [p.relative_to(REPO / "bifusion_core").as_posix() for p in (REPO / "bifusion_core" / "data" / "raw" / "splits").iterdir()]
     assert sorted(f for f in shipped if any(fnmatch.fnmatch(f, pat) for pat in patterns)) == [
-        f"data/splits/scannetv2_{s}.txt" for s in ("test", "train", "val")
+        f"data/raw/splits/scannetv2_{s}.txt" for s in ("test", "train", "val")
     ]
 
 

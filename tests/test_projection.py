@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from bifusion_core.features.projection import project_points, sample_feature_maps
+from bifusion_core.geometry.projection import project_points, sample_feature_maps
 
 W, H = 64, 48
 K = torch.tensor([[50.0, 0.0, 31.5], [0.0, 52.0, 23.5], [0.0, 0.0, 1.0]])

@@ -17,13 +17,20 @@ import pytest
 import torch
 
 from bifusion_core.config import load_preset
-from bifusion_core.data.camera import color_pixels
-from bifusion_core.data.frames import open_frame_source
+from bifusion_core.geometry.camera import color_pixels
+from bifusion_core.data.raw.frames import open_frame_source
 from bifusion_core.data.labels import LABEL_SETS
-from bifusion_core.data.prepare import prepare_scannet
-from bifusion_core.data.random_batch import random_batch
-from bifusion_core.data.scannet_raw import ScanFiles, read_matrix, read_mesh, read_scene_meta, write_matrix, write_scene_meta
-from bifusion_core.data.sens import read_sens_header
+from bifusion_core.data.prepare.pipeline import prepare_scannet
+from bifusion_core.data.loading.random_batch import random_batch
+from bifusion_core.data.raw.scannet_files import (
+    ScanFiles,
+    read_matrix,
+    read_mesh,
+    read_scene_meta,
+    write_matrix,
+    write_scene_meta,
+)
+from bifusion_core.data.raw.sens import read_sens_header
 from bifusion_core.data.synthetic import SyntheticOptions, synthetic_extrinsic, write_synthetic_scannet
 from bifusion_core.models.bifusion import build_model
 from bifusion_core.reporting import RecordingReporter

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bifusion_core.data.prepare import prepare_scannet
-from bifusion_core.data.scannet_raw import ScanFiles, read_color, read_depth, read_intrinsics, read_matrix
-from bifusion_core.data.sens import SensFrame, SensReader, encode_depth, read_sens_header, write_sens
+from bifusion_core.data.prepare.pipeline import prepare_scannet
+from bifusion_core.data.raw.scannet_files import ScanFiles, read_color, read_depth, read_intrinsics, read_matrix
+from bifusion_core.data.raw.sens import SensFrame, SensReader, encode_depth, read_sens_header, write_sens
 from bifusion_core.data.synthetic import SyntheticOptions, write_synthetic_scannet
 
 RNG = np.random.default_rng(7)

@@ -11,10 +11,10 @@ import torch
 from scipy.spatial import cKDTree
 
 from bifusion_core.config.schema import AugmentConfig
-from bifusion_core.data.dataset import PreparedFrames
+from bifusion_core.data.loading.dataset import PreparedFrames
 from bifusion_core.data.labels import LABEL_SETS
-from bifusion_core.data.prepare import prepare_scannet
-from bifusion_core.data.sequences import PreparedSequences
+from bifusion_core.data.prepare.pipeline import prepare_scannet
+from bifusion_core.data.loading.sequences import PreparedSequences
 from bifusion_core.data.synthetic import SyntheticOptions, write_synthetic_scannet
 
 LABELS = LABEL_SETS["scannet200"]
@@ -142,7 +142,7 @@ def test_clip_features_are_stacked_per_frame(mv_data: Path) -> None:
 
 
 def test_items_of_different_lengths_collate_into_one_batch(mv_data: Path) -> None:
-    from bifusion_core.data.batch import collate
+    from bifusion_core.data.loading.batch import collate
 
     ds = PreparedSequences(mv_data, "train", LABELS, 0.05, num_frames=3)
     batch = collate([ds[0], ds[2]])  # windows of 3 and 2 frames
@@ -153,7 +153,7 @@ def test_items_of_different_lengths_collate_into_one_batch(mv_data: Path) -> Non
 
 
 def test_a_window_decoded_per_frame_gives_each_frame_exactly_as_streaming_reads_it(mv_data: Path) -> None:
-    from bifusion_core.data.batch import collate
+    from bifusion_core.data.loading.batch import collate
     from bifusion_core.online.stream import ScanStream
 
     frames = PreparedSequences(mv_data, "val", LABELS, 0.05, num_frames=4, per_frame=True)[1]

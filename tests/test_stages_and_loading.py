@@ -10,7 +10,7 @@ from bifusion_core.engine.partial_load import load_init_weights, partial_load
 from bifusion_core.engine.unfreeze import apply_stage
 from bifusion_core.errors import BifusionError, ConfigError
 from bifusion_core.features.clip_encoder import load_clip_encoder
-from bifusion_core.losses.schedule import stage_index, stage_progress
+from bifusion_core.losses.stages import stage_index, stage_progress
 from bifusion_core.models.bifusion import build_model
 from bifusion_core.models.clip_tail import ClipTail
 
@@ -119,7 +119,7 @@ def test_online_clip_blocks_continue_the_stored_tokens():
 
 
 def test_clip_blocks_train_only_in_s2_at_a_tenth_of_the_rate():
-    from bifusion_core.engine.schedule import parameter_groups
+    from bifusion_core.engine.optimizer import parameter_groups
 
     cfg = load_preset("demo", TINY + ["train.unfreeze.clip_blocks=1"])
     model = build_model(cfg, LABELS)

@@ -11,9 +11,9 @@ from engine_tiny import tiny_cfg
 from scipy.optimize import linear_sum_assignment
 
 from bifusion_core.config import load_preset
-from bifusion_core.data.dataset import PreparedFrames
+from bifusion_core.data.loading.dataset import PreparedFrames
 from bifusion_core.data.labels import LABEL_SETS
-from bifusion_core.data.random_batch import random_batch
+from bifusion_core.data.loading.random_batch import random_batch
 from bifusion_core.engine.trainer import train
 from bifusion_core.losses.matching import assign
 from bifusion_core.losses.no_view import pseudo_labels

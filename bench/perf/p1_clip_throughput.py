@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Figure, emit, parser, synthetic_root, work_folder  # noqa: E402
 
-from bifusion_core.data.manifest import prepared_images  # noqa: E402
+from bifusion_core.data.prepare.manifest import prepared_images  # noqa: E402
 from bifusion_core.engine.builders import RANDOM_CLIP_SEED  # noqa: E402
 from bifusion_core.features.clip_encoder import (  # noqa: E402
     cached_random_clip_weights,

@@ -34,7 +34,7 @@ def peak_rss_bytes() -> int:
 
 
 def _prepare(params: dict[str, Any]) -> None:
-    from bifusion_core.data.prepare import prepare_scannet
+    from bifusion_core.data.prepare.pipeline import prepare_scannet
     from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP
 
     if params.get("baseline"):

@@ -41,7 +41,7 @@ from ..ops import transform_points
 from ..ply import write_ply
 from ..reporting import NULL_REPORTER, Reporter
 from .labels import write_labels_tsv
-from .scannet_raw import (
+from .raw.scannet_files import (
     ScanFiles,
     SegGroup,
     write_aggregation,
@@ -52,7 +52,7 @@ from .scannet_raw import (
     write_segs,
     write_split,
 )
-from .sens import SensFrame, encode_depth, write_sens
+from .raw.sens import SensFrame, encode_depth, write_sens
 
 #: Raw frame indices are ``0, SYNTHETIC_FRAME_STEP, 2*SYNTHETIC_FRAME_STEP, ...`` (like a
 #: SensReader export with ``frame_skip=20``); prepare them with ``frame_step`` a multiple of it.

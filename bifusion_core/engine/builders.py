@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from ..config.schema import Preset
-from ..data.batch import collate
-from ..data.dataset import PreparedFrames
+from ..data.loading.batch import collate
+from ..data.loading.dataset import PreparedFrames
 from ..data.labels import LABEL_SETS, LabelSet
 from ..reporting import NULL_REPORTER, Reporter
 
@@ -97,7 +97,7 @@ def build_dataset(cfg: Preset, data_root: Path, split: str | None, train: bool, 
     """Single frames (``data.mode: sv``) or runs of ``data.num_frames`` consecutive frames (``mv``)."""
     common = dict(augment=cfg.data.augment if train else None, clip_source=source)
     if cfg.data.mode == "mv":
-        from ..data.sequences import PreparedSequences
+        from ..data.loading.sequences import PreparedSequences
 
         ds = PreparedSequences(
             data_root, split, label_set(cfg), cfg.data.voxel_size, num_frames=cfg.data.num_frames,

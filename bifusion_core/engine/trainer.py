@@ -26,7 +26,7 @@ from ..config.loader import apply_overrides, load_saved_config, save_preset, val
 from ..config.schema import Preset
 from ..errors import BifusionError
 from ..losses.criterion import Criterion
-from ..losses.schedule import stage_index, stage_progress
+from ..losses.stages import stage_index, stage_progress
 from ..models.bifusion import BiFusionSegmentor, ModelOutput, build_model, count_parameters
 from ..reporting import NULL_REPORTER, Reporter
 from . import builders
@@ -39,7 +39,7 @@ from .monitor import Monitor, gradient_status
 from .partial_load import LoadReport, load_init_weights
 from .precision import Precision
 from .sampling import ResumableSampler
-from .schedule import parameter_groups, warmup_cosine
+from .optimizer import parameter_groups, warmup_cosine
 
 PRIMARY_METRIC = "instance/ap50"  # the benchmark's per-class AP50 (default of train.best_metric)
 
@@ -226,8 +226,8 @@ class Trainer:
         power = self.cfg.loss.semantic_balance
         if power <= 0:
             return None
-        from ..data.manifest import split_samples
-        from ..data.stats import balanced_class_weights, semantic_point_counts
+        from ..data.prepare.manifest import split_samples
+        from ..data.loading.data_stats import balanced_class_weights, semantic_point_counts
 
         mode = self.cfg.data.mode
         counts = semantic_point_counts(data_root, mode, split_samples(data_root, mode, "train")[1], self.labels)

@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from ..data.manifest import PreparedImage, prepared_images
+from ..data.prepare.manifest import PreparedImage, prepared_images
 from ..errors import BifusionError
 from ..images import check_image_size, read_rgb
 from ..parallel import run_jobs

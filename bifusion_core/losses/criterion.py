@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config.schema import LossConfig, LossStage
-from ..data.batch import Batch
+from ..data.loading.batch import Batch
 from ..models.bifusion import ModelOutput
 from ..models.decoder import DecoderOutput
 from .box import box_loss, instance_boxes

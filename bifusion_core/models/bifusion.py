@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config.schema import Preset
-from ..data.batch import Batch
+from ..data.loading.batch import Batch
 from ..data.labels import LabelSet
-from ..features.projection import gather_multiview, multiview_visibility
+from ..geometry.projection import gather_multiview, multiview_visibility
 from .backbone3d import Backbone3D
 from .clip_tail import ClipTail
 from .decoder import DecoderOutput, QueryDecoder

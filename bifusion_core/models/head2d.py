@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..features.projection import sample_feature_maps
+from ..geometry.projection import sample_feature_maps
 
 CLIP_WIDTH = 768
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..config.schema import EvalConfig
-from ..data.batch import Batch
+from ..data.loading.batch import Batch
 from ..data.labels import LabelSet
 from .bifusion import ModelOutput
 

@@ -7,7 +7,7 @@ back to each point through a zero-initialised projection, so enabling the neck o
 trained 3D backbone starts from exactly that backbone's features.
 
 ``pos_embed`` (the token-centre encoding) is named so that the optimiser leaves it out of weight
-decay and learning-rate scaling (``engine.schedule.parameter_groups``).
+decay and learning-rate scaling (``engine.optimizer.parameter_groups``).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.batch import Batch
+from ..data.loading.batch import Batch
 from ..errors import BifusionError
 from ..models.bifusion import ModelOutput
 from ..models.postprocess import FramePrediction

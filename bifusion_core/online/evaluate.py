@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..engine import builders
-from ..engine.inference import CheckpointScoring
+from ..evaluation.checkpoint_eval import CheckpointScoring
 from ..evaluation.scene_eval import SceneScorer, export_scene, load_mesh_truth, show_scene
 from ..reporting import NULL_REPORTER, Reporter
 from .predictions import mesh_vertices, observed_points

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine import builders
-from ..engine.restore import restore_model
+from ..runs.restore import restore_model
 from ..data.labels import LabelSet
 from ..evaluation.scene_eval import ScenePrediction, load_mesh_truth
 from ..atomic_io import atomic_path, write_json

@@ -1,6 +1,6 @@
 """``bifusion infer RUN --frames DIR``: segment a raw RGB-D recording (no mesh, labels or ``prepare``).
 
-The recording (plain layout, ScanNet's export or a ``.sens``: ``data/recording.py``) is opened and
+The recording (plain layout, ScanNet's export or a ``.sens``: ``data/raw/recording.py``) is opened and
 checked first, then streamed through the same ``OnlineSegmenter`` as ``eval --online``, each
 frame becoming the model input its prepared MV frame would be (``recording_stream.py``) at the
 run's own image size and point count; CLIP tokens come from the frozen encoder (the
@@ -26,12 +26,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, ValidationError
 
 from ..engine import builders
-from ..engine.restore import restore_model
+from ..runs.restore import restore_model
 from ..errors import BifusionError
-from ..data.frame_sample import FrameSampling
-from ..data.prepare_settings import PrepareConfig
-from ..data.recording import Recording, open_recording
-from ..data.scannet_raw import Mesh, read_mesh
+from ..data.prepare.frame_sample import FrameSampling
+from ..data.prepare.settings import PrepareConfig
+from ..data.raw.recording import Recording, open_recording
+from ..data.raw.scannet_files import Mesh, read_mesh
 from ..evaluation.scene_eval import MeshGT
 from ..reporting import NULL_REPORTER, Reporter
 from .merge import MergeStats

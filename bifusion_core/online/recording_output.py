@@ -24,7 +24,7 @@ import numpy as np
 
 from ..atomic_io import write_json
 from ..data.labels import LabelSet
-from ..data.scannet_raw import Mesh
+from ..data.raw.scannet_files import Mesh
 from ..evaluation.export import write_instance_predictions, write_semantic
 from ..evaluation.scene_eval import ScenePrediction
 from ..evaluation.visualize import palette, write_top_view

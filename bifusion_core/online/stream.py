@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..data.batch import Batch, collate
-from ..data.dataset import build_item
-from ..data.manifest import load_manifest, manifest_path
+from ..data.loading.batch import Batch, collate
+from ..data.loading.dataset import build_item
+from ..data.prepare.manifest import load_manifest, manifest_path
 from ..data.labels import LabelSet
 from ..errors import BifusionError
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from ..errors import BifusionError
-from ..reporting import Reporter
-from .scannet_raw import read_split
+from ...errors import BifusionError
+from ...reporting import Reporter
+from .scannet_files import read_split
 
 SPLITS = ("train", "val", "test")
 UNLISTED_SPLIT = "train"

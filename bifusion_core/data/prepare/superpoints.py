@@ -17,8 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import BifusionError
-from ..ops import contiguous_ids
+from ...errors import BifusionError
+from ...ops import contiguous_ids
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,17 @@ from typing import Callable
 
 import numpy as np
 
-from ..images import decode_rgb, encode_jpeg
-from ..ops import transform_points
-from .camera import back_project, color_pixels, nearest_index, rescale_intrinsic, resize_color, resize_nearest
-from .frames import FrameSource
+from ...images import decode_rgb, encode_jpeg
+from ...ops import transform_points
+from ...geometry.camera import (
+    back_project,
+    color_pixels,
+    nearest_index,
+    rescale_intrinsic,
+    resize_color,
+    resize_nearest,
+)
+from ..raw.frames import FrameSource
 from .manifest import MM_PER_M
 from .superpoints import SuperpointView, point_superpoints
 

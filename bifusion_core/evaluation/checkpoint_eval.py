@@ -18,9 +18,9 @@ import numpy as np
 
 from ..atomic_io import atomic_dir, write_json
 from ..reporting import NULL_REPORTER, Reporter
-from . import builders
-from .checkpoint import resolve_checkpoint
-from .restore import restore_model
+from ..engine import builders
+from ..engine.checkpoint import resolve_checkpoint
+from ..runs.restore import restore_model
 
 
 def jsonable(obj: Any) -> Any:
@@ -107,8 +107,8 @@ def evaluate_checkpoint(
 ) -> CheckpointEvaluation:
     """Score one checkpoint; ``export_dir`` (this target's own folder) is replaced as a whole;
     ``overrides``: dotted ``eval.*`` keys for this evaluation only."""
-    from ..data.manifest import load_manifest
-    from ..evaluation.evaluate import evaluate_model, frame_protocol
+    from ..data.prepare.manifest import load_manifest
+    from .evaluate import evaluate_model, frame_protocol
 
     scoring = CheckpointScoring(target, "", split, data_root, overrides)
     restored = scoring.restored

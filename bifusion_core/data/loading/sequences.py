@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..errors import BifusionError
+from ...errors import BifusionError
 from .batch import voxelize
 from .dataset import build_item, item_rng
-from .manifest import split_samples
-from .labels import LabelSet
+from ..prepare.manifest import split_samples
+from ..labels import LabelSet
 
 
 class PreparedSequences(Dataset):

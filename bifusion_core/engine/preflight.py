@@ -30,7 +30,7 @@ def run_checks(preset: str, overrides: list[str], data_root: Path | None) -> lis
 
 
 def _check_data(cfg) -> Check:
-    from ..data.manifest import load_manifest
+    from ..data.prepare.manifest import load_manifest
 
     root = Path(cfg.data.root)
     try:
@@ -56,7 +56,7 @@ def _check_model(cfg) -> Check:
         import torch
 
         from ..losses.criterion import Criterion
-        from ..data.random_batch import random_batch
+        from ..data.loading.random_batch import random_batch
         from ..models.bifusion import build_model, count_parameters
         from . import builders
 

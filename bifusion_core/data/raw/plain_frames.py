@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BifusionError
-from .camera import rescale_intrinsic
-from .scannet_raw import CameraIntrinsics, read_color, read_depth, read_matrix
+from ...errors import BifusionError
+from ...geometry.camera import rescale_intrinsic
+from .scannet_files import CameraIntrinsics, read_color, read_depth, read_matrix
 
 INTRINSICS = "intrinsics.txt"
 DEPTH_INTRINSICS = "depth_intrinsics.txt"

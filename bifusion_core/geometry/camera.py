@@ -1,7 +1,7 @@
 """Camera geometry of preparation: intrinsics for a resized image, resizing, back-projection,
 and where each depth pixel lands in the colour image.
 
-Pixel-index convention throughout (pixel (0,0)'s centre is (0,0)), as in ``features.projection``.
+Pixel-index convention throughout (pixel (0,0)'s centre is (0,0)), as in ``geometry.projection``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def color_pixels(shape: tuple[int, int], intrinsic: np.ndarray, color_intrinsic:
     k = np.asarray(color_intrinsic, np.float64)
     pu = k[0, 0] * ray[..., 0] + k[0, 1] * ray[..., 1] + k[0, 2]
     pv = k[1, 1] * ray[..., 1] + k[1, 2]
-    col, row = np.floor(pu + 0.5), np.floor(pv + 0.5)  # same nearest-pixel rule as features.projection
+    col, row = np.floor(pu + 0.5), np.floor(pv + 0.5)  # same nearest-pixel rule as geometry.projection
     valid = (col >= 0) & (col <= width - 1) & (row >= 0) & (row <= height - 1)
     return np.stack([pu, pv], -1), valid
 

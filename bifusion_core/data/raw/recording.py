@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BifusionError
+from ...errors import BifusionError
 from .frames import ExportedFrames, FrameSource, SensFrames, open_frame_source
 from .plain_frames import DEPTH_SCALE, INTRINSICS, PlainFrames
-from .scannet_raw import ScanFiles, SceneMeta, read_scene_meta
+from .scannet_files import ScanFiles, SceneMeta, read_scene_meta
 
 LAYOUTS = ("plain", "exported", "sens")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BifusionError
-from .labels import LabelSet
+from ...errors import BifusionError
+from ..labels import LabelSet
 
 
 #: Arrays added by prepared-format version 2 (colour camera); older samples lack them.

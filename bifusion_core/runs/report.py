@@ -77,7 +77,7 @@ def _best(run_dir: Path) -> dict[str, float]:
     path = run_dir / "checkpoints" / "best.pt"
     if not path.is_file():
         return {}
-    from .checkpoint import load_checkpoint
+    from ..engine.checkpoint import load_checkpoint
 
     payload = load_checkpoint(path)
     best = payload.get("callbacks", {}).get("Evaluation", {}).get("best") or payload.get("best", {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..ops import contiguous_ids
+from ...ops import contiguous_ids
 from .batch import Batch, collate, voxelize
 
 

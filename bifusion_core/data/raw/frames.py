@@ -25,8 +25,8 @@ from typing import Protocol
 
 import numpy as np
 
-from ..errors import BifusionError
-from .scannet_raw import (
+from ...errors import BifusionError
+from .scannet_files import (
     CameraIntrinsics,
     ScanFiles,
     SceneMeta,

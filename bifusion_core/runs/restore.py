@@ -12,8 +12,8 @@ from ..config.loader import set_dotted, validate_preset
 from ..config.schema import Preset
 from ..data.labels import LabelSet
 from ..models.bifusion import build_model
-from . import builders
-from .checkpoint import load_checkpoint, resolve_checkpoint
+from ..engine import builders
+from ..engine.checkpoint import load_checkpoint, resolve_checkpoint
 
 
 @dataclass

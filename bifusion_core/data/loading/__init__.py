@@ -1,0 +1,1 @@
+"""Loading prepared samples for training and evaluation: datasets, per-point targets, batching."""

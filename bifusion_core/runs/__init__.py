@@ -1,0 +1,1 @@
+"""A run folder read back: the trained model (``restore``) and what training logged (``report``)."""
