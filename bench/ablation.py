@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from bifusion_core.config import load_preset
-from bifusion_core.data.synthetic import SOFT_CLASSES, WALL_CLASSES
+from bifusion_core.data.synthetic.catalogue import SOFT_CLASSES, WALL_CLASSES
 from bifusion_core.evaluation.checkpoint_eval import evaluate_checkpoint
 from bifusion_core.engine.trainer import train
 from bifusion_core.atomic_io import write_json

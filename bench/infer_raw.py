@@ -33,7 +33,8 @@ from bifusion_core.data.labels import LABEL_SETS
 from bifusion_core.data.raw.plain_frames import PlainFrames
 from bifusion_core.data.prepare.settings import PrepareConfig
 from bifusion_core.data.raw.scannet_files import write_depth, write_matrix
-from bifusion_core.data.synthetic import SyntheticOptions, synthetic_frame, synthetic_scene
+from bifusion_core.data.synthetic.room import SyntheticOptions, synthetic_scene
+from bifusion_core.data.synthetic.render import synthetic_frame
 from bifusion_core.engine import builders
 from bifusion_core.engine.checkpoint import save_checkpoint
 from bifusion_core.runs.restore import restore_model

@@ -34,7 +34,8 @@ import torch
 from bifusion_core.config import load_preset
 from bifusion_core.data.labels import LABEL_SETS
 from bifusion_core.data.prepare.pipeline import prepare_scannet
-from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP, SyntheticOptions, write_synthetic_scannet
+from bifusion_core.data.synthetic.room import SYNTHETIC_FRAME_STEP, SyntheticOptions
+from bifusion_core.data.synthetic.write import write_synthetic_scannet
 from bifusion_core.engine import builders
 from bifusion_core.evaluation.scene_eval import load_mesh_truth
 from bifusion_core.models.bifusion import build_model

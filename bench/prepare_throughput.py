@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from bifusion_core.data.prepare.pipeline import prepare_scannet
-from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP, SyntheticOptions, write_synthetic_scannet
+from bifusion_core.data.synthetic.room import SYNTHETIC_FRAME_STEP, SyntheticOptions
+from bifusion_core.data.synthetic.write import write_synthetic_scannet
 
 
 def _size(text: str) -> tuple[int, int]:

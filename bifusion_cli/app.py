@@ -143,7 +143,7 @@ def prepare_cmd(
     with render.RichReporter("prepare") as reporter:
         root = scannet
         if synthetic is not None:
-            from bifusion_core.data.synthetic import write_synthetic_scannet
+            from bifusion_core.data.synthetic.write import write_synthetic_scannet
 
             write_synthetic_scannet(out, synthetic, seed=seed, layout=layout, reporter=reporter)
             root = out

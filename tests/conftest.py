@@ -10,7 +10,8 @@ import pytest
 
 from bifusion_core.cache import CACHE_ENV
 from bifusion_core.data.prepare.pipeline import prepare_scannet
-from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP, SyntheticOptions, write_synthetic_scannet
+from bifusion_core.data.synthetic.room import SYNTHETIC_FRAME_STEP, SyntheticOptions
+from bifusion_core.data.synthetic.write import write_synthetic_scannet
 
 SYNTHETIC_SEED = 0
 SYNTHETIC_SCENES = 3  # the last one is val

@@ -16,7 +16,8 @@ import pytest
 from bifusion_core.data.prepare.pipeline import prepare_scannet
 from bifusion_core.data.raw.scannet_files import ScanFiles, read_segs, write_depth, write_segs
 from bifusion_core.data.raw.sens import SensReader
-from bifusion_core.data.synthetic import SyntheticOptions, write_synthetic_scannet
+from bifusion_core.data.synthetic.room import SyntheticOptions
+from bifusion_core.data.synthetic.write import write_synthetic_scannet
 from bifusion_core.errors import BifusionError
 from bifusion_core.reporting import RecordingReporter
 from cli import run_cli

@@ -23,7 +23,8 @@ from bifusion_core.data.raw.plain_frames import PlainFrames
 from bifusion_core.data.prepare.pipeline import prepare_scannet
 from bifusion_core.data.raw.recording import open_recording
 from bifusion_core.data.raw.scannet_files import read_matrix, read_mesh
-from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP, SyntheticOptions, write_synthetic_scannet
+from bifusion_core.data.synthetic.room import SYNTHETIC_FRAME_STEP, SyntheticOptions
+from bifusion_core.data.synthetic.write import write_synthetic_scannet
 from bifusion_core.engine import builders
 from bifusion_core.engine.checkpoint import save_checkpoint
 from bifusion_core.evaluation.export import read_ids, read_instance_predictions

@@ -17,7 +17,7 @@ from bifusion_core.config import load_preset
 from bifusion_core.data.labels import LABEL_SETS
 from bifusion_core.data.prepare.pipeline import prepare_scannet
 from bifusion_core.data.raw.scannet_files import read_mesh
-from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP
+from bifusion_core.data.synthetic.room import SYNTHETIC_FRAME_STEP
 from bifusion_core.engine import builders
 from bifusion_core.engine.checkpoint import save_checkpoint
 from bifusion_core.evaluation.export import read_ids, read_instance_predictions

@@ -31,18 +31,15 @@ from bifusion_core.data.raw.scannet_files import (
 )
 from bifusion_core.data.raw.split_lists import PACKAGE_SOURCE
 from bifusion_core.data.prepare.superpoints import image_superpoints
-from bifusion_core.data.synthetic import (
+from bifusion_core.data.synthetic.catalogue import (
     CATEGORIES,
-    SYNTHETIC_FRAME_STEP,
     SOFT_CLASSES,
     TEXTURE_PERIOD_M,
     UNKNOWN_LABELS,
     WALL_CLASSES,
-    RenderedView,
-    SyntheticObject,
-    SyntheticScene,
-    synthetic_scene,
 )
+from bifusion_core.data.synthetic.room import SYNTHETIC_FRAME_STEP, SyntheticObject, SyntheticScene, synthetic_scene
+from bifusion_core.data.synthetic.render import RenderedView, render_view
 from bifusion_core.errors import BifusionError
 from bifusion_core.ply import write_ply
 from bifusion_core.reporting import RecordingReporter
@@ -93,7 +90,7 @@ def with_truth(synthetic_data: Path) -> list[tuple[dict, dict, RenderedView, np.
     result = []
     for entry, sample in _samples(synthetic_data):
         pose, intrinsic = sample["pose"].astype(np.float64), sample["intrinsic"].astype(np.float64)
-        view = _scene(entry["scene"]).render(pose, intrinsic, PREPARED_IMAGE_SIZE)
+        view = render_view(_scene(entry["scene"]), pose, intrinsic, PREPARED_IMAGE_SIZE)
         u, v = np.round(_depth_pixels(sample)).astype(int).T
         result.append((entry, sample, view, u, v))
     return result

@@ -31,7 +31,8 @@ from bifusion_core.data.raw.scannet_files import (
     write_scene_meta,
 )
 from bifusion_core.data.raw.sens import read_sens_header
-from bifusion_core.data.synthetic import SyntheticOptions, synthetic_extrinsic, write_synthetic_scannet
+from bifusion_core.data.synthetic.room import SyntheticOptions, synthetic_extrinsic
+from bifusion_core.data.synthetic.write import write_synthetic_scannet
 from bifusion_core.models.bifusion import build_model
 from bifusion_core.reporting import RecordingReporter
 

@@ -17,7 +17,8 @@ from PIL import Image
 from bifusion_core.data.prepare.pipeline import prepare_scannet
 from bifusion_core.data.raw.scannet_files import ScanFiles, read_color, read_depth, read_intrinsics, read_matrix
 from bifusion_core.data.raw.sens import SensFrame, SensReader, encode_depth, read_sens_header, write_sens
-from bifusion_core.data.synthetic import SyntheticOptions, write_synthetic_scannet
+from bifusion_core.data.synthetic.room import SyntheticOptions
+from bifusion_core.data.synthetic.write import write_synthetic_scannet
 
 RNG = np.random.default_rng(7)
 COLOR_SIZE, DEPTH_SIZE = (40, 30), (20, 15)

@@ -15,7 +15,8 @@ from bifusion_core.data.loading.dataset import PreparedFrames
 from bifusion_core.data.labels import LABEL_SETS
 from bifusion_core.data.prepare.pipeline import prepare_scannet
 from bifusion_core.data.loading.sequences import PreparedSequences
-from bifusion_core.data.synthetic import SyntheticOptions, write_synthetic_scannet
+from bifusion_core.data.synthetic.room import SyntheticOptions
+from bifusion_core.data.synthetic.write import write_synthetic_scannet
 
 LABELS = LABEL_SETS["scannet200"]
 IMAGE_SIZE = (96, 64)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow  # end-to-end CLI runs: `pytest -m "not slow"` lea
 from test_scene_export import reference_eval
 
 from bifusion_core.data.labels import LABEL_SETS
-from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP
+from bifusion_core.data.synthetic.room import SYNTHETIC_FRAME_STEP
 from bifusion_core.evaluation.export import read_ids, read_instance_predictions
 from bifusion_core.evaluation.instance_ap import InstanceSceneResult, class_agnostic, evaluate_instances
 

@@ -63,7 +63,8 @@ def synthetic_root(work: Path, scenes: int, frames: int, points: int, image_size
                    color_size: tuple[int, int] = (324, 242)) -> Path:
     """A prepared synthetic ScanNet root under ``work`` (reused when the same sizes exist)."""
     from bifusion_core.data.prepare.pipeline import prepare_scannet
-    from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP, SyntheticOptions, write_synthetic_scannet
+    from bifusion_core.data.synthetic.room import SYNTHETIC_FRAME_STEP, SyntheticOptions
+    from bifusion_core.data.synthetic.write import write_synthetic_scannet
 
     root = work / (f"synthetic-{mode}-{scenes}x{frames}-{points}-{image_size[0]}x{image_size[1]}"
                    f"-d{depth_size[0]}x{depth_size[1]}-c{color_size[0]}x{color_size[1]}")

@@ -35,7 +35,7 @@ def peak_rss_bytes() -> int:
 
 def _prepare(params: dict[str, Any]) -> None:
     from bifusion_core.data.prepare.pipeline import prepare_scannet
-    from bifusion_core.data.synthetic import SYNTHETIC_FRAME_STEP
+    from bifusion_core.data.synthetic.room import SYNTHETIC_FRAME_STEP
 
     if params.get("baseline"):
         return
@@ -79,7 +79,8 @@ def measure(job: str, params: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     args = parser(__doc__).parse_args()
     work = work_folder(args, "p8")
-    from bifusion_core.data.synthetic import SyntheticOptions, write_synthetic_scannet
+    from bifusion_core.data.synthetic.room import SyntheticOptions
+    from bifusion_core.data.synthetic.write import write_synthetic_scannet
     from bifusion_core.engine.builders import RANDOM_CLIP_SEED
     from bifusion_core.features.clip_encoder import cached_random_clip_weights
 

@@ -119,7 +119,7 @@ def resolve_prepare_settings(
     PrepareConfig.checked(FLAGS, **given)  # bad flags are refused before the preset is read
     cfg = load_preset(preset if preset is not None else default_prepare_preset(synthetic), overrides or [])
     if "mv_frame_step" not in given:
-        from ..synthetic import SYNTHETIC_FRAME_STEP
+        from ..synthetic.room import SYNTHETIC_FRAME_STEP
 
         given["mv_frame_step"] = SYNTHETIC_FRAME_STEP if synthetic else MV_FRAME_STEP
     defaults = {
