@@ -11,7 +11,8 @@ import pytest
 
 from bifusion_core.data.labels import LABEL_SETS
 from bifusion_core.evaluation.export import read_ids, read_instance_predictions
-from bifusion_core.evaluation.scene_eval import ScenePrediction, SceneScorer, SceneTruth, export_scene, show_scene
+from bifusion_core.evaluation.scene_eval import ScenePrediction, SceneScorer, SceneTruth, export_scene
+from bifusion_core.evaluation.visualize import show_scene
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = LABEL_SETS["scannet"]

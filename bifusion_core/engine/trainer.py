@@ -172,9 +172,9 @@ class Trainer:
         except BifusionError:
             val_ds = None
             self.note(f"no '{cfg.eval.split}' samples: training without periodic evaluation")
-        self.source = builders.clip_source(cfg, data_root, self.reporter if self.dist.is_main else NULL_REPORTER)
+        self.clip_source = builders.clip_source(cfg, data_root, self.reporter if self.dist.is_main else NULL_REPORTER)
         for ds in (self.train_ds, val_ds):
-            builders.attach_clip_source(ds, self.source)
+            builders.attach_clip_source(ds, self.clip_source)
         self.sampler = ResumableSampler(len(self.train_ds), cfg.data.batch_size, cfg.train.seed, self.dist.rank, self.dist.world)
         self.train_loader = builders.build_loader(cfg, self.train_ds, train=True, sampler=self.sampler)
         self.has_val = val_ds is not None  # every rank must know: evaluation ends in a barrier
@@ -435,7 +435,7 @@ class Trainer:
         return TrainResult(
             self.run_dir, self.total, time.perf_counter() - started,
             evaluation.best if evaluation else {}, evaluation.final if evaluation else {},
-            clip_fallbacks=getattr(self.source, "fallbacks", 0) if self.source is not None else 0,
+            clip_fallbacks=getattr(self.clip_source, "fallbacks", 0) if self.clip_source is not None else 0,
             init_reports=self.init_reports, skipped_steps=self.bad_total,
         )
 
@@ -474,8 +474,8 @@ class Trainer:
             out["gradient/status"] = gradient_status(host["gradient/total"])
         if self.precision.scaler is not None:
             out["amp/scale"] = float(self.precision.scaler.get_scale())
-        if self.source is not None:
-            out["clip/fallbacks"] = self.source.fallbacks
+        if self.clip_source is not None:
+            out["clip/fallbacks"] = self.clip_source.fallbacks
         return out
 
 

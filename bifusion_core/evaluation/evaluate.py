@@ -33,7 +33,7 @@ def frame_protocol(data: DataConfig) -> str:
 
 
 @dataclass
-class Evaluation:
+class ModelEvaluation:
     metrics: dict[str, Any]  # SceneScorer.result(): stamps first, then numbers
     per_class: dict[str, Any] = field(default_factory=dict)  # SceneScorer.per_class()
     gate_alpha: dict[str, float] = field(default_factory=dict)  # class name -> mean 2D weight α (fusion models)
@@ -68,7 +68,7 @@ def evaluate_model(
     reporter: Reporter = NULL_REPORTER,
     protocol: str = "frame",
     frame_step: int | None = None,
-) -> Evaluation:
+) -> ModelEvaluation:
     model.eval()
     scorer = SceneScorer(labels, protocol, min_region=cfg.min_region_points, frame_step=frame_step)
     scans: set[str] = set()
@@ -104,7 +104,7 @@ def evaluate_model(
         reporter.advance("evaluate", batch.num_windows)  # dataset items: frames, or windows
     scorer.update_context(num_scans=len(scans), num_frames=num_frames)
     gate_alpha = {labels.names[c]: float(alpha_sum[c] / alpha_count[c]) for c in np.flatnonzero(alpha_count)}
-    return Evaluation(scorer.result(), scorer.per_class(), gate_alpha)
+    return ModelEvaluation(scorer.result(), scorer.per_class(), gate_alpha)
 
 
 def accumulate_alpha(

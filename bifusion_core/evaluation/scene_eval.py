@@ -284,11 +284,3 @@ def export_scene(export_dir: str | Path, pred: ScenePrediction, truth: SceneTrut
 
     masks, gt = check_scene(pred, truth)
     write_scene(Path(export_dir), pred.scene or truth.scene, masks, pred.labels, pred.scores, pred.semantic, gt, truth.label_raw)
-
-
-def show_scene(show_dir: str | Path, pred: ScenePrediction, truth: SceneTruth, vertices: np.ndarray, **kwargs: Any) -> None:
-    """PLYs by predicted instance, semantic class and GT, plus a PNG top view (``visualize.py``)."""
-    from .visualize import write_scene_views
-
-    check_scene(pred, truth)
-    write_scene_views(Path(show_dir), pred, truth, vertices, **kwargs)

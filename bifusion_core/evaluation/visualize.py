@@ -11,6 +11,7 @@ import numpy as np
 from ..atomic_io import atomic_path
 from ..ops import contiguous_ids
 from ..ply import write_ply
+from .scene_eval import ScenePrediction, SceneTruth, check_scene, gt_instance_ids
 
 
 def palette(n: int, seed: int = 7) -> np.ndarray:
@@ -45,7 +46,7 @@ def write_frame_clouds(out: Path, name: str, points: np.ndarray, pred, gt_ids: n
 SCENE_VIEWS = ("pred_instance", "pred_semantic", "gt_instance", "gt_semantic")
 
 
-def write_scene_views(out: Path, pred: Any, truth: Any, vertices: np.ndarray, faces: np.ndarray | None = None) -> list[Path]:
+def write_scene_views(out: Path, pred: ScenePrediction, truth: SceneTruth, vertices: np.ndarray, faces: np.ndarray | None = None) -> list[Path]:
     """One scan: ``<scene>_{pred,gt}_{instance,semantic}.ply`` and ``<scene>_top.png``.
 
     Semantic colours are indexed by raw label id, so a class has the same colour in prediction
@@ -59,8 +60,6 @@ def write_scene_views(out: Path, pred: Any, truth: Any, vertices: np.ndarray, fa
         from ..errors import BifusionError
 
         raise BifusionError(scene, f"vertices must be ({len(truth.label_raw)}, 3), got {vertices.shape}")
-    from .scene_eval import gt_instance_ids
-
     pred_inst = instance_index(pred.masks, pred.scores)
     gt_inst = gt_index(gt_instance_ids(truth.label_raw, truth.instance))
     semantic_ids = np.concatenate([np.asarray(pred.semantic).reshape(-1), np.asarray(truth.label_raw).reshape(-1)])
@@ -101,3 +100,9 @@ def write_top_view(path: Path, vertices: np.ndarray, panels: list[tuple[str, np.
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
+
+
+def show_scene(show_dir: str | Path, pred: ScenePrediction, truth: SceneTruth, vertices: np.ndarray, **kwargs: Any) -> None:
+    """PLYs by predicted instance, semantic class and GT, plus a PNG top view (``write_scene_views``)."""
+    check_scene(pred, truth)
+    write_scene_views(Path(show_dir), pred, truth, vertices, **kwargs)

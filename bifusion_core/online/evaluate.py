@@ -19,7 +19,8 @@ import numpy as np
 
 from ..engine import builders
 from ..evaluation.checkpoint_eval import CheckpointScoring
-from ..evaluation.scene_eval import SceneScorer, export_scene, load_mesh_truth, show_scene
+from ..evaluation.scene_eval import SceneScorer, export_scene, load_mesh_truth
+from ..evaluation.visualize import show_scene
 from ..reporting import NULL_REPORTER, Reporter
 from .predictions import mesh_vertices, observed_points
 from .segmenter import OnlineSegmenter, fold_stages

@@ -2,7 +2,7 @@
 atomically (one folder per scene and mode, renamed into place only when all of it worked).
 
 A worker process runs ``prepare_scene`` on a ``SceneJob`` (plain data, it crosses a process
-boundary) and returns a ``SceneResult``; problems with the scene's files come back as its
+boundary) and returns a ``SceneOutcome``; problems with the scene's files come back as its
 ``error`` so the run can skip the scene and go on.
 """
 
@@ -79,7 +79,7 @@ class SceneJob:
 
 
 @dataclass
-class SceneResult:
+class SceneOutcome:
     scene: str
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: tuple[str, str] | None = None  # (where, problem)
@@ -87,7 +87,7 @@ class SceneResult:
     ignored_extrinsics: list[str] = field(default_factory=list)  # where the scan carries one (never applied)
 
 
-def prepare_scene(job: SceneJob, reporter: Reporter) -> SceneResult:
+def prepare_scene(job: SceneJob, reporter: Reporter) -> SceneOutcome:
     """All modes of one scene from one pass over its frames; nothing is renamed into place unless it all worked."""
     files = ScanFiles(job.scene_dir)
     scene = files.scene
@@ -96,7 +96,7 @@ def prepare_scene(job: SceneJob, reporter: Reporter) -> SceneResult:
     try:
         method = superpoint_method(job.superpoints, job.sam_checkpoint)
     except BifusionError as exc:
-        return SceneResult(scene, error=(exc.where, exc.problem), fatal=True)
+        return SceneOutcome(scene, error=(exc.where, exc.problem), fatal=True)
     try:
         if not wanted:
             raise BifusionError(scene, "no frames to prepare (none at the requested frame steps)")
@@ -130,9 +130,9 @@ def prepare_scene(job: SceneJob, reporter: Reporter) -> SceneResult:
             for mode, record in records.items():
                 record["gt"] = f"{GT_DIR}/{scene}.npz"
                 write_json(targets[mode][0] / SCENE_RECORD, record)
-        return SceneResult(scene, records=records, ignored_extrinsics=frame_source.ignored_extrinsics)
+        return SceneOutcome(scene, records=records, ignored_extrinsics=frame_source.ignored_extrinsics)
     except BifusionError as exc:
-        return SceneResult(scene, error=(exc.where, exc.problem))
+        return SceneOutcome(scene, error=(exc.where, exc.problem))
 
 
 def _open_targets(job: SceneJob, scene: str, stack: contextlib.ExitStack) -> dict[str, tuple[Path, Path]]:
