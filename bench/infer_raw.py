@@ -41,7 +41,7 @@ from bifusion_core.runs.restore import restore_model
 from bifusion_core.models.bifusion import build_model
 from bifusion_core.online.infer_recording import RecordingSettings, infer_recording
 from bifusion_core.online.point_map import voxel_keys
-from bifusion_core.online.timing import current_rss_mb, peak_rss_mb
+from bifusion_core.measure import current_rss_mb, peak_rss_mb
 from bifusion_core.reporting import Reporter
 
 

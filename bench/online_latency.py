@@ -43,7 +43,8 @@ from bifusion_core.online.merge import FrameInstances
 from bifusion_core.online.predictions import mesh_vertices
 from bifusion_core.online.segmenter import OnlineSegmenter, fold_stages, merge_frame, start_scan
 from bifusion_core.online.stream import ScanStream, mesh_truth_path, stream_manifest
-from bifusion_core.online.timing import StageClock, current_rss_mb, peak_rss_mb
+from bifusion_core.measure import current_rss_mb, peak_rss_mb
+from bifusion_core.online.timing import StageClock
 
 CHECKPOINTS = (200, 1000, 2000)
 

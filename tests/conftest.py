@@ -10,14 +10,9 @@ import pytest
 
 from bifusion_core.cache import CACHE_ENV
 from bifusion_core.data.prepare.pipeline import prepare_scannet
-from bifusion_core.data.synthetic.room import SYNTHETIC_FRAME_STEP, SyntheticOptions
+from bifusion_core.data.synthetic.room import SYNTHETIC_FRAME_STEP
 from bifusion_core.data.synthetic.write import write_synthetic_scannet
-
-SYNTHETIC_SEED = 0
-SYNTHETIC_SCENES = 3  # the last one is val
-SYNTHETIC_OPTIONS = SyntheticOptions(num_frames=6)
-PREPARED_IMAGE_SIZE = (224, 160)
-PREPARED_NUM_POINTS = 2048
+from synthetic_set import PREPARED_IMAGE_SIZE, PREPARED_NUM_POINTS, SYNTHETIC_OPTIONS, SYNTHETIC_SCENES, SYNTHETIC_SEED
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -50,11 +45,4 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         image_size=PREPARED_IMAGE_SIZE,
         num_points=PREPARED_NUM_POINTS,
     )
-    return root
-
-
-def write_prepared_mv(root: Path, scenes: int, seed: int, image_size: tuple[int, int]) -> Path:
-    """``scenes`` synthetic scans of 4 frames each, prepared as MV frame streams (1024 points) in ``root``."""
-    write_synthetic_scannet(root, scenes, seed=seed, options=SyntheticOptions(num_frames=4))
-    prepare_scannet(root, root, mode="mv", mv_frame_step=SYNTHETIC_FRAME_STEP, image_size=image_size, num_points=1024)
     return root

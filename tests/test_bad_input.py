@@ -255,7 +255,7 @@ def test_run_level_problems_stop_before_any_work(prepared: Path, tmp_path: Path)
         prepare_scannet(prepared, out, superpoints="sam", sam_checkpoint=tmp_path / "weights.bin", **SETTINGS)
     with pytest.raises(BifusionError, match="label table not found"):
         prepare_scannet(prepared, out, labels_tsv=tmp_path / "none.tsv", **SETTINGS)
-    with pytest.raises(BifusionError, match="unknown frame source 'video'"):
+    with pytest.raises(BifusionError, match="source: invalid value 'video': must be one of 'auto', 'exported' or 'sens'"):
         prepare_scannet(prepared, out, source="video", **SETTINGS)
     assert not out.exists()
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import PREPARED_NUM_POINTS, SYNTHETIC_OPTIONS, SYNTHETIC_SCENES
+from synthetic_set import PREPARED_NUM_POINTS, SYNTHETIC_OPTIONS, SYNTHETIC_SCENES
 
 from cli import run_cli
 

@@ -3,8 +3,6 @@ CPU threads. Mixed precision: test_engine_precision.py."""
 
 from __future__ import annotations
 
-import collections
-import sys
 
 import pytest
 import torch
@@ -13,10 +11,12 @@ from engine_tiny import TINY, cli_sets, tiny_cfg
 
 from bifusion_core.engine import trainer as trainer_module
 from bifusion_core.engine.trainer import NonFiniteStop, Trainer, train
+from bifusion_core.measure import HostSyncCounter
 from bifusion_core.models.bifusion import BiFusionSegmentor
 from bifusion_core.reporting import RecordingReporter
 
 
+@pytest.mark.slow  # an in-process trainer run
 def test_nan_steps_are_skipped_then_the_run_stops_with_the_last_good_state(synthetic_data, tmp_path, monkeypatch):
     """NaN at iteration 3 (skipped, the run goes on), then from 5 on: stop after max_bad_steps=2."""
     real = trainer_module.Criterion.__call__
@@ -103,45 +103,26 @@ def test_diverging_run_without_a_terminal(synthetic_data, tmp_path):
     assert torch.load(run_dir / "checkpoints/last.pt", weights_only=True)["iteration"] == 5
 
 
-SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__")
-
-
+@pytest.mark.slow  # an in-process trainer run
 def test_host_syncs_per_step(synthetic_data, tmp_path, monkeypatch):
     """Count tensor → host reads per iteration, by call site. The engine does one per optimizer step
     (is it finite, was a stop requested) plus one per logging step; the Hungarian matching one (all
     cost matrices of the batch in one transfer); the model and the other losses none."""
-    sites: list[collections.Counter] = []
-    counting = {"on": False}
-
-    def counted(name):
-        original = getattr(torch.Tensor, name)
-
-        def wrapper(self, *args, **kwargs):
-            if counting["on"]:
-                frame = sys._getframe(1)
-                sites[-1][f"{frame.f_code.co_filename.split('bifusion_core/')[-1]}:{frame.f_lineno} {frame.f_code.co_name}"] += 1
-            return original(self, *args, **kwargs)
-
-        return wrapper
-
-    for name in SYNC_METHODS:
-        monkeypatch.setattr(torch.Tensor, name, counted(name))
+    counter = HostSyncCounter("cpu")
     real_step = Trainer.step
 
     def step(self, it, batch):  # counts from one step's start to the next (logging included)
-        sites.append(collections.Counter())
-        counting["on"] = True
+        counter.begin_step()
         return real_step(self, it, batch)
 
     monkeypatch.setattr(Trainer, "step", step)
     cfg = tiny_cfg(synthetic_data, tmp_path, "train.log_every=4", max_iters=5)
-    train(cfg, run_dir=tmp_path / "run")
-    counting["on"] = False
+    with counter.counting():
+        train(cfg, run_dir=tmp_path / "run")
     # torch's own reads (AdamW's CPU step counter), the decoder's CPU-side draw of the query ratio and
     # the k-d tree kNN (CPU tensors only; on a GPU the brute force runs on the device) are not device
-    # syncs; iterations 1-3 do not log, 4 does
-    host_only = ("site-packages", "decoder.py", "_knn_tree")
-    device_side = [collections.Counter({s: n for s, n in c.items() if not any(h in s for h in host_only)}) for c in sites]
+    # syncs (HOST_ONLY_SITES); iterations 1-3 do not log, 4 does
+    device_side = [counter.device_sites(c) for c in counter.steps]
     quiet = device_side[:3]
     engine = [sum(n for s, n in c.items() if s.startswith("engine/")) for c in quiet]
     model_and_losses = [sum(n for s, n in c.items() if not s.startswith("engine/") and "matching.py" not in s) for c in quiet]

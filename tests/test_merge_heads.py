@@ -132,12 +132,12 @@ def test_mv_presets_weight_merge_and_box():
     for name in ("3d-sv", "bif-sv-simple", "demo"):
         assert load_preset(name).loss.merge == 0.0
     demo_mv = load_preset("demo-mv")
-    assert demo_mv.data.num_frames == 4 and demo_mv.data.root == load_preset("demo").data.root
+    assert demo_mv.data.root == load_preset("demo").data.root
 
 
 @pytest.fixture(scope="module")
 def mv_demo_data(tmp_path_factory):
-    from conftest import write_prepared_mv
+    from synthetic_set import write_prepared_mv
 
     return write_prepared_mv(tmp_path_factory.mktemp("demo-mv-data"), 3, seed=1, image_size=(224, 160))
 

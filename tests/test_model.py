@@ -8,7 +8,7 @@ from bifusion_core.config import load_preset
 from bifusion_core.data.labels import LABEL_SETS
 from bifusion_core.data.loading.random_batch import random_batch
 from bifusion_core.losses.criterion import Criterion
-from bifusion_core.losses.matching import hungarian_match
+from bifusion_core.losses.matching import assign, match_cost
 from bifusion_core.models.backbone3d import Backbone3D
 from bifusion_core.models.bifusion import build_model, count_parameters
 from bifusion_core.models.postprocess import mask_nms
@@ -102,7 +102,7 @@ def test_hungarian_matching_picks_the_right_queries():
     mask_logits[2, 3:] = 6.0  # query 2 predicts instance 1
     mask_logits[0, :2] = 6.0  # query 0 predicts instance 0
     cls_logits = torch.zeros(4, 8)
-    rows, cols = hungarian_match(cls_logits, mask_logits, gt_classes, gt_masks)
+    rows, cols = assign([match_cost(cls_logits, mask_logits, gt_classes, gt_masks)])[0]
     assert dict(zip(rows.tolist(), cols.tolist())) == {0: 0, 2: 1}
 
 

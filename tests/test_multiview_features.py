@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import write_prepared_mv
+from synthetic_set import write_prepared_mv
 
 from bifusion_core.config import load_preset
 from bifusion_core.data.loading.batch import collate

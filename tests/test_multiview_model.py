@@ -56,7 +56,7 @@ def train_step(cfg, batch):
 
 def test_mv_preset_decodes_each_frame_of_a_window_as_streaming_does(mv_root):
     cfg = mv_preset(mv_root)
-    assert cfg.data.mode == "mv" and cfg.data.mv_decode == "frame" and cfg.model.fusion.gate == "lite"
+    assert cfg.data.mode == "mv" and cfg.data.mv_decode == "frame"
     ds = builders.build_dataset(cfg, mv_root, None, train=True)
     assert isinstance(ds, PreparedSequences)
     items = [clip_stand_ins(ds[0]), clip_stand_ins(ds[1])]

@@ -11,7 +11,7 @@ import torch
 from cli import run_cli
 
 pytestmark = pytest.mark.slow  # end-to-end CLI runs: `pytest -m "not slow"` leaves them out
-from conftest import PREPARED_IMAGE_SIZE, PREPARED_NUM_POINTS
+from synthetic_set import PREPARED_IMAGE_SIZE, PREPARED_NUM_POINTS
 
 from bifusion_core.config import load_preset
 from bifusion_core.data.labels import LABEL_SETS

@@ -43,7 +43,7 @@ from bifusion_core.data.synthetic.render import RenderedView, render_view
 from bifusion_core.errors import BifusionError
 from bifusion_core.ply import write_ply
 from bifusion_core.reporting import RecordingReporter
-from conftest import PREPARED_IMAGE_SIZE, PREPARED_NUM_POINTS, SYNTHETIC_OPTIONS, SYNTHETIC_SCENES, SYNTHETIC_SEED
+from synthetic_set import PREPARED_IMAGE_SIZE, PREPARED_NUM_POINTS, SYNTHETIC_OPTIONS, SYNTHETIC_SCENES, SYNTHETIC_SEED
 
 NPZ_FIELDS = {
     "points": (np.float32, (PREPARED_NUM_POINTS, 3)),

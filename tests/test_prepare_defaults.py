@@ -15,8 +15,16 @@ import pytest
 
 from bifusion_core.cache import CACHE_ENV, user_cache_dir
 from bifusion_core.data.prepare.pipeline import prepare_scannet
-from bifusion_core.data.prepare.settings import parse_image_size, resolve_prepare_settings
+from bifusion_core.config import load_preset
+from bifusion_core.data.prepare.settings import (
+    MV_FRAME_STEP,
+    REAL_DATA_PRESET,
+    SYNTHETIC_PRESET,
+    parse_image_size,
+    resolve_prepare_settings,
+)
 from bifusion_core.data.raw.split_lists import PACKAGE_SOURCE, SPLITS, official_split_lists
+from bifusion_core.data.synthetic.room import SYNTHETIC_FRAME_STEP
 from bifusion_core.errors import BifusionError
 from bifusion_core.features.clip_encoder import cached_random_clip_weights, save_random_clip_weights, weights_digest
 from bifusion_core.features.clip_store import feature_tag
@@ -54,17 +62,24 @@ def _files(folder: Path) -> list[Path]:
 # ----------------------------------------------------------------------------- item 5: default settings
 
 
+def _preset_settings(name: str) -> tuple:
+    data = load_preset(name).data
+    return (name, data.mode, data.frame_step, tuple(data.image_size), data.num_points)
+
+
 def test_scannet_defaults_to_the_real_data_preset_family() -> None:
+    """Real scans take the real-data preset's settings, synthetic ones the demo's (values read from the presets)."""
     real = resolve_prepare_settings(synthetic=False)
-    assert (real.preset, real.mode, real.frame_step, real.image_size, real.num_points) == ("3d-sv", "sv", 200, (320, 240), 20000)
-    assert real.mv_frame_step == 40 and real.benchmark == "scannet200"
+    assert (real.preset, real.mode, real.frame_step, real.image_size, real.num_points) == _preset_settings(REAL_DATA_PRESET)
+    assert real.mv_frame_step == MV_FRAME_STEP and real.benchmark == load_preset(REAL_DATA_PRESET).data.benchmark
     synthetic = resolve_prepare_settings(synthetic=True)  # the synthetic demo keeps its small settings
-    assert (synthetic.preset, synthetic.frame_step, synthetic.image_size, synthetic.num_points) == ("demo", 20, (224, 160), 4096)
-    assert synthetic.mv_frame_step == 20
+    assert (synthetic.preset, synthetic.mode, synthetic.frame_step, synthetic.image_size, synthetic.num_points) == _preset_settings(SYNTHETIC_PRESET)
+    assert synthetic.mv_frame_step == SYNTHETIC_FRAME_STEP
     flags = resolve_prepare_settings(synthetic=False, frame_step=40, image_size="640x480", mode="both", benchmark="scannet")
-    assert (flags.frame_step, flags.image_size, flags.mode, flags.benchmark, flags.num_points) == (40, (640, 480), "both", "scannet", 20000)
+    assert (flags.frame_step, flags.image_size, flags.mode, flags.benchmark) == (40, (640, 480), "both", "scannet")
+    assert flags.num_points == load_preset(REAL_DATA_PRESET).data.num_points  # what no flag names comes from the preset
     named = resolve_prepare_settings(synthetic=False, preset="demo", overrides=["data.num_points=512"])
-    assert (named.preset, named.frame_step, named.num_points) == ("demo", 20, 512)  # an explicit preset wins
+    assert (named.preset, named.frame_step, named.num_points) == ("demo", load_preset("demo").data.frame_step, 512)  # an explicit preset wins
 
 
 @pytest.mark.parametrize(
@@ -73,9 +88,9 @@ def test_scannet_defaults_to_the_real_data_preset_family() -> None:
         (dict(image_size="320"), "--image-size", "expected WIDTHxHEIGHT"),
         (dict(image_size="320x250"), "--image-size", "multiples of 16"),
         (dict(image_size="0x240"), "--image-size", "multiples of 16"),
-        (dict(frame_step=0), "--frame-step", "positive integer"),
-        (dict(mv_frame_step=-3), "--mv-frame-step", "positive integer"),
-        (dict(mode="all"), "--mode", "choose one of sv, mv, both"),
+        (dict(frame_step=0), "--frame-step", "invalid value 0: Input should be greater than 0"),
+        (dict(mv_frame_step=-3), "--mv-frame-step", "invalid value -3: Input should be greater than 0"),
+        (dict(mode="all"), "--mode", "invalid value 'all': must be one of 'sv', 'mv' or 'both'"),
     ],
 )
 def test_bad_flags_are_one_line_errors_naming_the_flag(kwargs: dict, where: str, problem: str) -> None:
@@ -94,19 +109,22 @@ def test_cli_prepare_scannet_uses_real_data_settings_and_says_so(synthetic_data:
     out = tmp_path / "out"
     proc = run_cli("prepare", "--scannet", tmp_path / "raw", "--out", out)
     manifest = _manifest(out)
-    assert (manifest["frame_step"], manifest["image_size"], manifest["num_points"]) == (200, [320, 240], 20000)
-    assert [s["frame"] for s in manifest["samples"]] == [0]  # raw frames 0..100 every 20: only 0 at step 200
+    real = load_preset(REAL_DATA_PRESET).data
+    width, height = real.image_size
+    assert (manifest["frame_step"], manifest["image_size"], manifest["num_points"]) == (real.frame_step, [width, height], real.num_points)
+    assert [s["frame"] for s in manifest["samples"]] == list(range(0, 101, real.frame_step))  # raw frames 0..100 every 20
     settings_line = next(line for line in proc.stdout.splitlines() if line.startswith("settings:"))
-    for part in ("preset 3d-sv", "modes sv", "frame steps sv 200", "image 320x240", "20,000 points/frame",
-                 "superpoints image", "benchmark scannet200", f"splits: {PACKAGE_SOURCE}"):
+    for part in (f"preset {REAL_DATA_PRESET}", f"modes {real.mode}", f"frame steps {real.mode} {real.frame_step}",
+                 f"image {width}x{height}", f"{real.num_points:,} points/frame", "superpoints image",
+                 f"benchmark {real.benchmark}", f"splits: {PACKAGE_SOURCE}"):
         assert part in settings_line, (part, settings_line)
 
     flags = run_cli("prepare", "--scannet", tmp_path / "raw", "--out", tmp_path / "flags", "--frame-step", "20",
                     "--image-size", "64x48", "--mode", "both", "--set", "data.num_points=256")
     manifest = _manifest(tmp_path / "flags")
     assert (manifest["frame_step"], manifest["image_size"], manifest["num_points"]) == (20, [64, 48], 256)
-    assert len(manifest["samples"]) == 6 and _manifest(tmp_path / "flags", "mv")["frame_step"] == 40
-    assert "frame steps sv 20, mv 40 · image 64x48 · 256 points/frame" in flags.stdout
+    assert len(manifest["samples"]) == 6 and _manifest(tmp_path / "flags", "mv")["frame_step"] == MV_FRAME_STEP
+    assert f"frame steps sv 20, mv {MV_FRAME_STEP} · image 64x48 · 256 points/frame" in flags.stdout
 
 
 def test_cli_bad_image_size_fails_in_one_line_before_writing(synthetic_data: Path, tmp_path: Path) -> None:

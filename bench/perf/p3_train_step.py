@@ -13,10 +13,8 @@ from __future__ import annotations
 import collections
 import math
 import statistics
-import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 from common import Figure, emit, parser, synthetic_root
@@ -24,13 +22,7 @@ from common import Figure, emit, parser, synthetic_root
 import torch
 
 from bifusion_core.engine.callbacks import Callback
-
-# Tensor methods that copy a (device) tensor to the host: each one is a synchronisation on CUDA
-SYNC_METHODS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__")
-# reads of tensors that live on the host on every device, so never a device sync: torch's own
-# (AdamW's step counter), the decoder's draw of its query ratio from torch's CPU generator, and
-# the CPU k-d tree kNN (on a GPU the brute force runs on the device)
-HOST_ONLY_SITES = ("site-packages/", "models/decoder.py", "_knn_tree")
+from bifusion_core.measure import HOST_ONLY_SITES, HostSyncCounter
 
 
 def demo_config(root: Path, out: Path, *overrides: str, quick: bool, device: str):
@@ -118,64 +110,10 @@ def step_ratio(root: Path, work: Path, quick: bool, device: str) -> Figure:
 
 
 # ---- P4 + P7 -----------------------------------------------------------------------------------
-class SyncCounter:
-    """Host reads per training step, by call site (``file:line``), from one step's start to the next."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.steps: list[collections.Counter] = []
-        self.logging: list[bool] = []
-        self.on = False
-
-    def install(self) -> list:
-        """Wrap the Tensor read methods (CPU) or catch the sync-debug warnings (CUDA); returns undo actions."""
-        undo = []
-        if self.device.type == "cuda":
-            torch.cuda.set_sync_debug_mode("warn")
-            self.catcher = warnings.catch_warnings(record=True)
-            self.caught = self.catcher.__enter__()
-            warnings.simplefilter("always")
-            undo.append(lambda: (torch.cuda.set_sync_debug_mode(0), self.catcher.__exit__(None, None, None)))
-            return undo
-        for name in SYNC_METHODS:
-            original = getattr(torch.Tensor, name)
-            setattr(torch.Tensor, name, self._wrap(original))
-            undo.append(lambda name=name, original=original: setattr(torch.Tensor, name, original))
-        return undo
-
-    def _wrap(self, original):
-        counter = self
-
-        def read(tensor, *args, **kwargs):
-            if counter.on and counter.steps:
-                frame = sys._getframe(1)
-                counter.steps[-1][f"{frame.f_code.co_filename.split('bifusion_core/')[-1]}:{frame.f_lineno} {frame.f_code.co_name}"] += 1
-            return original(tensor, *args, **kwargs)
-
-        return read
-
-    def flush(self) -> None:
-        """CUDA: file the warnings caught since the last call under the step that ran then."""
-        if self.device.type == "cuda" and self.steps:
-            for w in self.caught:
-                if "synchroniz" in str(w.message):
-                    self.steps[-1][f"{Path(w.filename).name}:{w.lineno}"] += 1
-            self.caught.clear()
-
-    def begin_step(self, logging: bool) -> None:
-        self.flush()  # the step that just ended
-        self.steps.append(collections.Counter())
-        self.logging.append(logging)
-        self.on = True
-
-    def device_syncs(self, counter: collections.Counter) -> int:
-        return sum(n for site, n in counter.items() if not any(h in site for h in HOST_ONLY_SITES))
-
-
 class StepSyncs(Callback):
     """A trainer callback: each iteration's start opens the counter's next step (the logging path included)."""
 
-    def __init__(self, counter: SyncCounter, log_every: int):
+    def __init__(self, counter: HostSyncCounter, log_every: int):
         self.counter, self.log_every = counter, log_every
 
     def on_iteration_start(self, t, it: int) -> None:
@@ -191,7 +129,7 @@ def trainer_run(root: Path, work: Path, quick: bool, device: str) -> list[Figure
     iters, log_every = (6, 3) if quick else (30, 6)
     cfg = demo_config(root, work / "runs", f"train.max_iters={iters}", f"train.log_every={log_every}", quick=quick, device=device)
     reporter = RecordingReporter()
-    counter = SyncCounter(builders.pick_device(cfg))
+    counter = HostSyncCounter(builders.pick_device(cfg))
 
     class BenchTrainer(Trainer):
         """The figures are about the training loop: no evaluation, and a callback that counts syncs."""
@@ -202,14 +140,8 @@ def trainer_run(root: Path, work: Path, quick: bool, device: str) -> list[Figure
 
     trainer = BenchTrainer(cfg, new_run_dir(cfg), reporter)
     trainer.setup()
-    undo = counter.install()
-    try:
+    with counter.counting():
         result = trainer.fit()
-    finally:
-        counter.flush()
-        counter.on = False
-        for action in undo:
-            action()
     logged = [h for h in reporter.history if "time/data_wait_share" in h]
     steady = logged[1:] or logged  # the first window holds the workers' start
     share = sum(h["time/data_wait_share"] / h["it/s"] for h in steady) / sum(1 / h["it/s"] for h in steady)

@@ -29,7 +29,7 @@ def child(scans: int, vertices: int, masks: int) -> None:
     from mesh_scans import LABELS, mesh_scan
 
     from bifusion_core.evaluation.scene_eval import SceneScorer
-    from bifusion_core.online.timing import peak_rss_mb
+    from bifusion_core.measure import peak_rss_mb
 
     start = time.perf_counter()
     scorer = SceneScorer(LABELS, "mesh-vertex")

@@ -1,7 +1,7 @@
 """P8a/P8b: peak memory of one ``prepare`` worker and one ``precompute-clip`` worker (report).
 
 Each job runs alone in a fresh spawned process, the way a worker of either command runs, and
-reports its peak resident set (``VmHWM``). A second fresh process that only imports the same
+reports its peak resident set (``bifusion_core.measure.peak_rss_mb``). A second fresh process that only imports the same
 modules gives the baseline (Python, torch, open_clip), so the row shows what the work itself
 adds. Sizes are ScanNet's: 640x480 prepared images and 20k points per frame, from a synthetic
 scan whose colour camera is 648x484 and depth camera 320x240; precompute uses the CLI's batch of
@@ -11,7 +11,6 @@ scan whose colour camera is 648x484 and depth camera 320x240; precompute uses th
 from __future__ import annotations
 
 import multiprocessing as mp
-import resource
 import shutil
 import sys
 from pathlib import Path
@@ -19,18 +18,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Figure, emit, parser, work_folder  # noqa: E402
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def _prepare(params: dict[str, Any]) -> None:
@@ -60,7 +47,9 @@ def _precompute(params: dict[str, Any]) -> None:
 
 def _child(job: str, params: dict[str, Any], results: Any) -> None:
     {"prepare": _prepare, "precompute": _precompute}[job](params)
-    results.put({"peak": peak_rss_bytes(), "cuda_peak": params.get("cuda_peak")})
+    from bifusion_core.measure import peak_rss_mb
+
+    results.put({"peak": int(peak_rss_mb() * 2**20), "cuda_peak": params.get("cuda_peak")})
 
 
 def measure(job: str, params: dict[str, Any]) -> dict[str, Any]:

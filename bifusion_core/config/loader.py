@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from ..errors import ConfigError
+from ..errors import ConfigError, validation_error
 from ..atomic_io import write_text
 from .schema import Preset
 
@@ -123,33 +123,6 @@ def set_dotted(data: dict[str, Any], keys: list[str], value: Any, where: str) ->
     return data
 
 
-def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    cls: Any = model
-    for part in loc[:-1]:
-        field = cls.model_fields.get(part) if isinstance(part, str) else None
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return []
-        cls = field.annotation
-    return list(cls.model_fields)
-
-
-def format_validation_error(exc: ValidationError, data: dict[str, Any]) -> ConfigError:
-    """First problem as one line: the dotted key, the value given, and what is allowed."""
-    err = exc.errors()[0]
-    loc = tuple(err["loc"])
-    key = ".".join(str(p) for p in loc) or "preset"
-    if err["type"] == "extra_forbidden":
-        allowed = _allowed_keys(Preset, loc)
-        return ConfigError(key, f"unknown key (allowed here: {', '.join(allowed)})")
-    value = err.get("input")
-    message = err["msg"].removeprefix("Value error, ")
-    if "expected" in err.get("ctx", {}):
-        message = f"must be one of {err['ctx']['expected']}"
-    if isinstance(value, dict):  # a check across several keys of this section
-        return ConfigError(key, message)
-    return ConfigError(key, f"invalid value {value!r}: {message}")
-
-
 def load_preset(name_or_path: str | Path, overrides: list[str] | None = None, **fields: Any) -> Preset:
     """Resolve, override and validate a preset.
 
@@ -167,7 +140,7 @@ def validate_preset(data: dict[str, Any]) -> Preset:
     try:
         return Preset.model_validate(data)
     except ValidationError as exc:
-        raise format_validation_error(exc, data) from None
+        raise validation_error(exc, model=Preset, default="preset", error=ConfigError) from None
 
 
 def preset_to_yaml(preset: Preset) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import random
-import resource
 import signal
 import threading
 import time
@@ -28,6 +27,7 @@ from ..errors import BifusionError
 from ..losses.criterion import Criterion
 from ..losses.stages import stage_index, stage_progress
 from ..models.bifusion import BiFusionSegmentor, ModelOutput, build_model, count_parameters
+from ..measure import peak_memory_mb
 from ..reporting import NULL_REPORTER, Reporter
 from . import builders
 from . import distributed as D
@@ -40,8 +40,6 @@ from .partial_load import LoadReport, load_init_weights
 from .precision import Precision
 from .sampling import ResumableSampler
 from .optimizer import parameter_groups, warmup_cosine
-
-PRIMARY_METRIC = "instance/ap50"  # the benchmark's per-class AP50 (default of train.best_metric)
 
 
 @dataclass
@@ -477,13 +475,6 @@ class Trainer:
         if self.clip_source is not None:
             out["clip/fallbacks"] = self.clip_source.fallbacks
         return out
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """CUDA: the allocator's peak; CPU: the process's peak resident set."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def train(cfg: Preset, *, reporter: Reporter = NULL_REPORTER, run_dir: Path | None = None) -> TrainResult:

@@ -32,7 +32,6 @@ from ..atomic_io import atomic_path
 
 CLIP_MODEL_NAME = "ViT-B-16"
 PATCH_SIZE = 16
-WIDTH = 768
 MAX_LAYERS = 12
 # OpenAI CLIP normalisation (open_clip.constants.OPENAI_DATASET_MEAN/STD), used by every
 # ViT-B/16 checkpoint open_clip ships; kept here so preprocessing does not import open_clip.

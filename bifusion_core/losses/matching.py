@@ -67,14 +67,3 @@ def assign(costs: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]
     lengths = [len(i) for i in indices]
     back = torch.as_tensor(np.concatenate(indices).astype(np.int64), device=device).split(lengths)
     return [(back[2 * i], back[2 * i + 1]) for i in range(len(costs))]
-
-
-def hungarian_match(
-    cls_logits: torch.Tensor,
-    mask_logits: torch.Tensor,
-    gt_classes: torch.Tensor,
-    gt_masks: torch.Tensor,
-    weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (query rows, gt rows) minimising class + BCE + Dice cost."""
-    return assign([match_cost(cls_logits, mask_logits, gt_classes, gt_masks, weights)])[0]

@@ -85,14 +85,6 @@ class BiFusionSegmentor(nn.Module):
                 self.get_submodule(name).eval()
         return self
 
-    def point_pixels(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each point's colour-image pixel in its own frame, as preparation found it.
-
-        A point comes from a depth pixel of that frame, so it is seen there by construction; only
-        the colour image's field of view decides ``valid`` (no depth test needed).
-        """
-        return batch.pixels, batch.valid
-
     def feature_maps(self, batch: Batch) -> torch.Tensor:
         """(F,dim,h,w) unit 2D feature maps, one per frame of the batch (h, w: the token grid times
         ``clip.pixel_shuffle``)."""
@@ -137,8 +129,8 @@ class BiFusionSegmentor(nn.Module):
         if self.multiview:
             f2d, views = self.multiview_features(batch, fmap)
             return f2d, views > 0, views
-        uv, valid = self.point_pixels(batch)
-        return self.head2d.point_features(fmap, uv, batch.point_frame, batch.image_size), valid, None
+        # a point is a depth pixel of its own frame: the colour pixel preparation stored is where it is seen
+        return self.head2d.point_features(fmap, batch.pixels, batch.point_frame, batch.image_size), batch.valid, None
 
     def forward(self, batch: Batch) -> ModelOutput:
         vox = self.backbone3d(batch.vox_coords, batch.vox_feats)

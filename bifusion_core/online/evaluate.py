@@ -21,11 +21,12 @@ from ..engine import builders
 from ..evaluation.checkpoint_eval import CheckpointScoring
 from ..evaluation.scene_eval import SceneScorer, export_scene, load_mesh_truth
 from ..evaluation.visualize import show_scene
+from ..measure import peak_rss_mb
 from ..reporting import NULL_REPORTER, Reporter
 from .predictions import mesh_vertices, observed_points
 from .segmenter import OnlineSegmenter, fold_stages
 from .stream import ScanStream, mesh_truth_path, split_scenes, stream_manifest
-from .timing import StageClock, peak_rss_mb
+from .timing import StageClock
 
 
 @dataclass

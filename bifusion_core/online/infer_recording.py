@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, Validati
 
 from ..engine import builders
 from ..runs.restore import restore_model
-from ..errors import BifusionError
+from ..errors import validation_error
 from ..data.prepare.frame_sample import FrameSampling
 from ..data.prepare.settings import PrepareConfig
 from ..data.raw.recording import Recording, open_recording
@@ -65,9 +65,7 @@ class RecordingSettings(BaseModel):
         try:
             return cls(**values)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            key = str(err["loc"][0]) if err["loc"] else "infer"
-            raise BifusionError(FLAGS.get(key, key), f"{err['msg'].removeprefix('Value error, ')}, got {err.get('input')!r}") from None
+            raise validation_error(exc, names=FLAGS, default="infer") from None
 
 
 @dataclass

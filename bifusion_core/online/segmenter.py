@@ -18,12 +18,13 @@ import torch
 from ..config.schema import OnlineConfig, Preset
 from ..data.labels import LabelSet
 from ..models.postprocess import predict_objects
+from ..measure import peak_rss_mb
 from ..reporting import NULL_REPORTER, Reporter
 from .cues import cue_source, frame_instances
 from .merge import FrameInstances, InstanceMemory, MergeStats
 from .point_map import PointMap
 from .stream import ScanStream
-from .timing import STAGES, StageClock, current_rss_mb, peak_rss_mb
+from .timing import STAGES, StageClock
 
 
 @dataclass
@@ -171,4 +172,4 @@ def fold_stages(clock: StageClock, frames: int) -> dict[str, float]:
     return {s: 1000 * total[s] / max(frames, 1) for s in STAGES if s in total}
 
 
-__all__ = ["OnlineSegmenter", "SceneResult", "current_rss_mb", "peak_rss_mb"]
+__all__ = ["OnlineSegmenter", "SceneResult"]

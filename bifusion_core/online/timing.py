@@ -7,8 +7,6 @@ overall; only used where a breakdown is asked for or cheap: a handful of boundar
 from __future__ import annotations
 
 import contextlib
-import resource
-import sys
 import time
 from collections import defaultdict
 from typing import Iterator
@@ -25,21 +23,6 @@ MODEL_STAGES = {
     "pool": "decoder", "decoder": "decoder",
 }
 STAGES = ("load", "2d_features", "projection", "backbone3d", "memory_adapter", "fusion", "decoder", "postprocess", "merge", "mesh_map")
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
-
-
-def current_rss_mb() -> float:
-    try:
-        with open("/proc/self/statm") as fh:
-            pages = int(fh.read().split()[1])
-        return pages * resource.getpagesize() / (1 << 20)
-    except OSError:
-        return peak_rss_mb()
 
 
 class StageClock:

@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
 from ...config import load_preset
-from ...errors import BifusionError
+from ...errors import validation_error
 from ...images import parse_image_size
 from ..raw.frames import SOURCES
 
@@ -31,7 +31,6 @@ FLAGS = {
     "mode": "--mode", "frame_step": "--frame-step", "mv_frame_step": "--mv-frame-step", "image_size": "--image-size",
     "benchmark": "--benchmark", "workers": "--workers", "superpoints": "--superpoints", "source": "--source",
 }
-_CHOICES = {"mode": ("mode", MODES), "source": ("frame source", SOURCES), "benchmark": ("benchmark", BENCHMARKS)}
 
 
 class PrepareConfig(BaseModel):
@@ -80,19 +79,7 @@ class PrepareConfig(BaseModel):
         try:
             return cls(**values)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            key = str(err["loc"][0]) if err["loc"] else ""
-            message = err["msg"].removeprefix("Value error, ")
-            if not key and ": " in message:  # a check across fields names its field first
-                key, message = message.split(": ", 1)
-            name = (where or {}).get(key, key or "prepare")
-            value = err.get("input")
-            if err["type"] == "literal_error":
-                label, choices = _CHOICES[key]
-                message = f"unknown {label} {value!r}; choose one of {', '.join(choices)}"
-            elif err["type"] in ("greater_than", "int_parsing", "int_from_float", "int_type"):
-                message = f"must be a positive integer, got {value!r}"
-            raise BifusionError(name, message) from None
+            raise validation_error(exc, names=where, default="prepare") from None
 
 
 def default_prepare_preset(synthetic: bool) -> str:

@@ -21,7 +21,6 @@ from ...atomic_io import atomic_path, read_json, write_json, write_text
 MESH_SUFFIX = "_vh_clean_2.ply"
 SEGS_SUFFIX = "_vh_clean_2.0.010000.segs.json"
 AGGREGATION_SUFFIX = ".aggregation.json"
-INTRINSIC_NAMES = ("intrinsic_color", "extrinsic_color", "intrinsic_depth", "extrinsic_depth")
 _FRAME_NAME = re.compile(r"^(\d+)$")
 
 

@@ -127,16 +127,6 @@ class SensReader:
         self._check(index)
         return self.poses[index].copy()
 
-    def frame(self, index: int) -> SensFrame:
-        """The stored bytes of one frame (nothing decoded)."""
-        self._check(index)
-        start, color_size, depth_size = (int(v) for v in self.frame_offsets[index])
-        self._file.seek(start - 32)
-        ts_color, ts_depth, _, _ = struct.unpack("<4Q", self._file.read(32))
-        color = self._file.read(color_size)
-        depth = self._file.read(depth_size)
-        return SensFrame(self.poses[index].copy(), color, depth, ts_color, ts_depth)
-
     def color(self, index: int) -> np.ndarray:
         """uint8 (H, W, 3) RGB."""
         return decode_color(self.frame_bytes(index, "color"), self.header, f"{self.path} frame {index}")
