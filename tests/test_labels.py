@@ -15,7 +15,6 @@ from bifusion_core.data.labels import (
     TSV_COLUMNS,
     VALID_CLASS_IDS_20,
     VALID_CLASS_IDS_200,
-    get_label_set,
     read_labels_tsv,
     write_labels_tsv,
 )
@@ -43,7 +42,7 @@ def test_scannet200_mapping() -> None:
 
 
 def test_scannet20_mapping() -> None:
-    labels = get_label_set("scannet")
+    labels = LABEL_SETS["scannet"]
     assert (labels.num_semantic, labels.num_instance, labels.sample_key) == (20, 18, "label20")
     raw = np.array([[1, 2, 3], [13, 39, 40]], dtype=np.int32)
     assert labels.semantic_train_ids(raw).tolist() == [[0, 1, 2], [-1, 19, -1]]
@@ -71,8 +70,6 @@ def test_label_set_is_immutable_and_rejects_floats() -> None:
         labels.name = "other"  # type: ignore[misc]
     with pytest.raises(TypeError):
         labels.semantic_train_ids(np.array([1.0, 2.0]))
-    with pytest.raises(BifusionError, match="unknown label set"):
-        get_label_set("nyu")
 
 
 def test_tsv_round_trip(tmp_path: Path) -> None:

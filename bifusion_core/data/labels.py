@@ -245,13 +245,6 @@ LABEL_SETS: dict[str, LabelSet] = {
 }
 
 
-def get_label_set(name: str) -> LabelSet:
-    try:
-        return LABEL_SETS[name]
-    except KeyError:
-        raise BifusionError(name, f"unknown label set; choose one of {sorted(LABEL_SETS)}") from None
-
-
 # --------------------------------------------------------------------------- label table (tsv)
 
 
