@@ -17,6 +17,7 @@ demo: setup
 	@bash scripts/demo.sh
 
 test: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q tests
 
 # the performance suite P1-P8 (~15 min on 2 cores): a Rich table and bench/results.json

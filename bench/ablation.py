@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bifusion_core.atomic_io import write_json
 from bifusion_core.config import load_preset
 from bifusion_core.data.synthetic.catalogue import SOFT_CLASSES, WALL_CLASSES
-from bifusion_core.evaluation.checkpoint_eval import evaluate_checkpoint
 from bifusion_core.engine.trainer import train
-from bifusion_core.atomic_io import write_json
+from bifusion_core.evaluation.checkpoint_eval import evaluate_checkpoint
 
 TEXTURE_CLASSES = SOFT_CLASSES + WALL_CLASSES
 #: variant -> preset overrides on top of ``demo`` (CLIP blocks: 2 = the demo's, 0 = patch embedding only)

@@ -28,21 +28,21 @@ import numpy as np
 import torch
 
 from bifusion_core.config import load_preset
-from bifusion_core.data.prepare.frame_sample import FrameSampling, observe_frame
 from bifusion_core.data.labels import LABEL_SETS
-from bifusion_core.data.raw.plain_frames import PlainFrames
+from bifusion_core.data.prepare.frame_sample import FrameSampling, observe_frame
 from bifusion_core.data.prepare.settings import PrepareConfig
+from bifusion_core.data.raw.plain_frames import PlainFrames
 from bifusion_core.data.raw.scannet_files import write_depth, write_matrix
-from bifusion_core.data.synthetic.room import SyntheticOptions, synthetic_scene
 from bifusion_core.data.synthetic.render import synthetic_frame
+from bifusion_core.data.synthetic.room import SyntheticOptions, synthetic_scene
 from bifusion_core.engine import builders
 from bifusion_core.engine.checkpoint import save_checkpoint
-from bifusion_core.runs.restore import restore_model
+from bifusion_core.measure import current_rss_mb, peak_rss_mb
 from bifusion_core.models.bifusion import build_model
 from bifusion_core.online.infer_recording import RecordingSettings, infer_recording
 from bifusion_core.online.point_map import voxel_keys
-from bifusion_core.measure import current_rss_mb, peak_rss_mb
 from bifusion_core.reporting import Reporter
+from bifusion_core.runs.restore import restore_model
 
 
 def write_recording(folder: Path, frames: int, loop: int) -> None:
@@ -132,7 +132,7 @@ def main() -> None:
         cfg = restore_model(target, None, "cpu").cfg
         cap = voxel_cap(work / "recording", args.loop, tuple(cfg.data.image_size), cfg.eval.online.voxel)
         print(f"after the first pass ({first['frames']} frames) → {last['frames']} frames: fused points "
-              f"{first['fused_points']} → {last['fused_points']} ({last['fused_points'] / first['fused_points'] - 1:+.1%}; voxel cap "
+              f"{first['fused_points']} → {last['fused_points']} " f"({last['fused_points'] / first['fused_points'] - 1:+.1%}; voxel cap "
               f"{cap}: every usable depth pixel of the {args.loop} views), state {first['state_mb']} → {last['state_mb']} MB, "
               f"RSS {first['current_rss_mb']} → {last['current_rss_mb']} MB")
         if args.json:

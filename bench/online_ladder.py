@@ -33,12 +33,12 @@ import torch
 
 from bifusion_core.config.loader import evaluation_overrides
 from bifusion_core.engine import builders
-from bifusion_core.runs.restore import restore_model
 from bifusion_core.evaluation.scene_eval import SceneScorer, load_mesh_truth
 from bifusion_core.online.merge import FrameInstances, MergeStats
 from bifusion_core.online.predictions import mesh_vertices, observed_points
 from bifusion_core.online.segmenter import OnlineSegmenter, merge_frame, scan_memory
 from bifusion_core.online.stream import ScanStream, mesh_truth_path, split_scenes, stream_manifest
+from bifusion_core.runs.restore import restore_model
 
 RUNGS = ("gt", "gt-model-cues", "model-matched", "model-matched-gt-mask", "model")
 MATCH_IOU = 0.5

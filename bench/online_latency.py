@@ -38,12 +38,12 @@ from bifusion_core.data.synthetic.room import SYNTHETIC_FRAME_STEP, SyntheticOpt
 from bifusion_core.data.synthetic.write import write_synthetic_scannet
 from bifusion_core.engine import builders
 from bifusion_core.evaluation.scene_eval import load_mesh_truth
+from bifusion_core.measure import current_rss_mb, peak_rss_mb
 from bifusion_core.models.bifusion import build_model
 from bifusion_core.online.merge import FrameInstances
 from bifusion_core.online.predictions import mesh_vertices
 from bifusion_core.online.segmenter import OnlineSegmenter, fold_stages, merge_frame, start_scan
 from bifusion_core.online.stream import ScanStream, mesh_truth_path, stream_manifest
-from bifusion_core.measure import current_rss_mb, peak_rss_mb
 from bifusion_core.online.timing import StageClock
 
 CHECKPOINTS = (200, 1000, 2000)
@@ -151,17 +151,17 @@ def main() -> None:
         if not (root / "mv" / "manifest.json").is_file():
             prepare(root, args.points, args.frames, tuple(cfg.data.image_size))
         lat, cache = latency(cfg, model, labels, device, root)
-        print(f"latency · {args.device} · {lat['points_per_frame']} points/frame · {lat['frames']} frames · merge cues: {lat['cues']}")
+        print(f"latency · {args.device} · {lat['points_per_frame']} points/frame · " f"{lat['frames']} frames · merge cues: {lat['cues']}")
         for stage, ms in lat["ms_per_frame"].items():
             print(f"  {stage:<12} {ms:8.1f} ms/frame")
         print(f"  {'total':<12} {lat['ms_per_frame_total']:8.1f} ms/frame · peak RSS {lat['peak_rss_mb']:.0f} MB")
         rows = long_stream(cfg, cache, args.long)
-        print(f"bounded memory · {args.long}-frame replay (voxel {cfg.eval.online.voxel} m, max_instances {cfg.eval.online.max_instances})")
+        print(f"bounded memory · {args.long}-frame replay " f"(voxel {cfg.eval.online.voxel} m, max_instances {cfg.eval.online.max_instances})")
         for r in rows:
             print(
                 f"  {r['frames']:>5} frames: peak RSS {r['peak_rss_mb']:7.1f} MB, current {r['current_rss_mb']:7.1f} MB, "
                 f"{r['accumulated_points']:>7} points, {r['instances']:>4} instances, state {r['online_state_mb']:6.2f} MB "
-                f"(all frame points {r['all_frame_points']:,}: ESAM-like ≈ {r['esam_like_state_mb']:,.0f} MB), merge {r['ms_per_frame_merge']:.1f} ms/frame"
+                f"(all frame points {r['all_frame_points']:,}: ESAM-like ≈ {r['esam_like_state_mb']:,.0f} MB), " f"merge {r['ms_per_frame_merge']:.1f} ms/frame"
             )
         if args.json:
             args.json.write_text(json.dumps({"latency": lat, "long": rows, "device": args.device}, indent=1))

@@ -279,7 +279,8 @@ def resume_cmd(
     ),
     gpus: int = typer.Option(1, "--gpus", min=1, help="processes through torchrun, as for train"),
 ) -> None:
-    """Continue a run in its folder from checkpoints/last.pt: weights, optimizer, schedule, scaler, data position, random states."""
+    """Continue a run in its folder from checkpoints/last.pt: weights, optimizer, schedule, scaler, data position,
+    random states."""
     from bifusion_core.engine.trainer import resume, resume_checkpoint
 
     resume_checkpoint(run_dir)  # refuse before launching anything

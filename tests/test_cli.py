@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from synthetic_set import PREPARED_NUM_POINTS, SYNTHETIC_OPTIONS, SYNTHETIC_SCENES
 
 from cli import run_cli
+from synthetic_set import PREPARED_NUM_POINTS, SYNTHETIC_OPTIONS, SYNTHETIC_SCENES
 
 TRAIN_FRAMES = (SYNTHETIC_SCENES - 1) * SYNTHETIC_OPTIONS.num_frames  # the last synthetic scene is val
 VAL_FRAMES = SYNTHETIC_OPTIONS.num_frames
@@ -65,7 +65,7 @@ def test_validate_missing_data_fails_naming_the_manifest(tmp_path):
 def test_train_without_data_is_one_line_and_leaves_no_run_folder(tmp_path):
     proc = run_cli("train", "--preset", "demo", "--data", tmp_path / "data", "--max-iters", "1", check=False, cwd=tmp_path)
     assert proc.returncode == 1
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "manifest.json" in lines[0]
     assert list(tmp_path.iterdir()) == []  # not even outputs/ under the working folder
 

@@ -24,9 +24,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine_tiny import BIF_TINY
-
 from bifusion_core.engine.launch import run_ranks
+from engine_tiny import BIF_TINY
 
 pytestmark = pytest.mark.slow  # runs of several processes: `pytest -m "not slow"` leaves them out
 

@@ -10,13 +10,13 @@ import math
 
 import pytest
 import torch
-from cli import run_cli
-from engine_tiny import BIF_TINY, tiny_cfg
 from torch import nn
 
 from bifusion_core.engine.callbacks import Callback
-from bifusion_core.runs.report import plot_series
 from bifusion_core.engine.trainer import Trainer, run_trainer
+from bifusion_core.runs.report import plot_series
+from cli import run_cli
+from engine_tiny import BIF_TINY, tiny_cfg
 
 pytestmark = pytest.mark.slow  # in-process trainer runs and a CLI run
 

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import torch
+
 from cli import run_cli
 from engine_tiny import TINY, cli_sets
 
@@ -114,9 +115,8 @@ def test_sigterm_saves_last_and_the_resume_is_exact(runs, synthetic_data, tmp_pa
 
 
 def tiny_run(data, out, *extra: str, max_iters: int):
-    from engine_tiny import tiny_cfg
-
     from bifusion_core.engine.trainer import train
+    from engine_tiny import tiny_cfg
 
     return train(tiny_cfg(data, out, *extra, max_iters=max_iters), run_dir=out / "run").run_dir
 

@@ -3,17 +3,16 @@ CPU threads. Mixed precision: test_engine_precision.py."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
-from cli import run_cli
-from engine_tiny import TINY, cli_sets, tiny_cfg
 
 from bifusion_core.engine import trainer as trainer_module
 from bifusion_core.engine.trainer import NonFiniteStop, Trainer, train
 from bifusion_core.measure import HostSyncCounter
 from bifusion_core.models.bifusion import BiFusionSegmentor
 from bifusion_core.reporting import RecordingReporter
+from cli import run_cli
+from engine_tiny import TINY, cli_sets, tiny_cfg
 
 
 @pytest.mark.slow  # an in-process trainer run

@@ -13,14 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cli import run_cli
-
 from bifusion_core.config import load_preset
-from bifusion_core.geometry.camera import rescale_intrinsic
-from bifusion_core.data.prepare.frame_sample import FrameSampling, observe_frame
 from bifusion_core.data.labels import LABEL_SETS
-from bifusion_core.data.raw.plain_frames import PlainFrames
+from bifusion_core.data.prepare.frame_sample import FrameSampling, observe_frame
 from bifusion_core.data.prepare.pipeline import prepare_scannet
+from bifusion_core.data.raw.plain_frames import PlainFrames
 from bifusion_core.data.raw.recording import open_recording
 from bifusion_core.data.raw.scannet_files import read_matrix, read_mesh
 from bifusion_core.data.synthetic.room import SYNTHETIC_FRAME_STEP, SyntheticOptions
@@ -28,9 +25,11 @@ from bifusion_core.data.synthetic.write import write_synthetic_scannet
 from bifusion_core.engine import builders
 from bifusion_core.engine.checkpoint import save_checkpoint
 from bifusion_core.evaluation.export import read_ids, read_instance_predictions
+from bifusion_core.geometry.camera import rescale_intrinsic
 from bifusion_core.models.bifusion import build_model
 from bifusion_core.online.recording_stream import RecordingStream
 from bifusion_core.online.stream import ScanStream
+from cli import run_cli
 
 SCENE = "scene0000_00"
 RUN_IMAGE_SIZE = (128, 96)

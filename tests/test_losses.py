@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from bifusion_core.config.schema import LossConfig
-from bifusion_core.losses.clip_align import clip_alignment_loss
 from bifusion_core.losses.classification import focal_loss, no_object_cross_entropy, query_class_loss
+from bifusion_core.losses.clip_align import clip_alignment_loss
 from bifusion_core.losses.instance import instance_loss, weighted_instance_loss
 from bifusion_core.losses.no_view import no_view_loss, pseudo_labels
 from bifusion_core.losses.spatial import spatial_consistency_loss

@@ -5,13 +5,12 @@ import csv
 import pytest
 import torch
 
-from cli import run_cli
-
 from bifusion_core.config import load_preset
 from bifusion_core.config.schema import DecoderConfig
 from bifusion_core.losses.box import box_iou, box_loss, instance_boxes, pairwise_box_iou
 from bifusion_core.losses.merge import merge_loss, query_assignment
 from bifusion_core.models.decoder import QueryDecoder
+from cli import run_cli
 
 
 def decoder_and_tokens(dim=32, num_sp=12, seed=0):

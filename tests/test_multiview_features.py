@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from synthetic_set import write_prepared_mv
 
 from bifusion_core.config import load_preset
 from bifusion_core.data.loading.batch import collate
@@ -11,6 +10,7 @@ from bifusion_core.engine import builders
 from bifusion_core.geometry.projection import gather_multiview, multiview_visibility, project_points
 from bifusion_core.models.bifusion import build_model
 from bifusion_core.models.postprocess import predict_frames
+from synthetic_set import write_prepared_mv
 
 W, H = 8, 6
 inv = torch.linalg.inv

@@ -5,8 +5,8 @@ import torch
 
 from bifusion_core.config import load_preset
 from bifusion_core.data.loading.batch import collate
-from bifusion_core.data.prepare.pipeline import prepare_scannet
 from bifusion_core.data.loading.sequences import PreparedSequences
+from bifusion_core.data.prepare.pipeline import prepare_scannet
 from bifusion_core.data.synthetic.room import SyntheticOptions
 from bifusion_core.data.synthetic.write import write_synthetic_scannet
 from bifusion_core.engine import builders

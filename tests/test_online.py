@@ -221,8 +221,9 @@ def test_segment_smoothing_on_a_hand_made_mesh():
 
 def test_a_frame_without_instances_gives_empty_cues():
     """An untrained model often keeps no instance in a frame: the heads path must still give (0, D) and (0, 6)."""
-    import torch
     from types import SimpleNamespace
+
+    import torch
 
     from bifusion_core.models.postprocess import FramePrediction
     from bifusion_core.online.cues import frame_instances

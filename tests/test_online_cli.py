@@ -8,11 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from cli import run_cli
-
-pytestmark = pytest.mark.slow  # end-to-end CLI runs: `pytest -m "not slow"` leaves them out
-from synthetic_set import PREPARED_IMAGE_SIZE, PREPARED_NUM_POINTS
-
 from bifusion_core.config import load_preset
 from bifusion_core.data.labels import LABEL_SETS
 from bifusion_core.data.prepare.pipeline import prepare_scannet
@@ -26,8 +21,12 @@ from bifusion_core.models.bifusion import build_model
 from bifusion_core.online.merge import FrameInstances, InstanceMemory
 from bifusion_core.online.mesh_map import nearest_point, to_vertices
 from bifusion_core.online.point_map import PointMap
-from bifusion_core.online.stream import ScanStream, mesh_truth_path, stream_manifest
 from bifusion_core.online.segmenter import merge_frame
+from bifusion_core.online.stream import ScanStream, mesh_truth_path, stream_manifest
+from cli import run_cli
+from synthetic_set import PREPARED_IMAGE_SIZE, PREPARED_NUM_POINTS
+
+pytestmark = pytest.mark.slow  # end-to-end CLI runs: `pytest -m "not slow"` leaves them out
 
 VAL_SCENE_FRAMES = 6
 

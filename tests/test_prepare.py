@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from bifusion_core.data.labels import read_labels_tsv
-from bifusion_core.geometry.camera import rescale_intrinsic
 from bifusion_core.data.prepare.pipeline import prepare_scannet
+from bifusion_core.data.prepare.superpoints import image_superpoints
 from bifusion_core.data.raw.scannet_files import (
     ScanFiles,
     SegGroup,
@@ -30,7 +30,6 @@ from bifusion_core.data.raw.scannet_files import (
     write_scene_meta,
 )
 from bifusion_core.data.raw.split_lists import PACKAGE_SOURCE
-from bifusion_core.data.prepare.superpoints import image_superpoints
 from bifusion_core.data.synthetic.catalogue import (
     CATEGORIES,
     SOFT_CLASSES,
@@ -38,9 +37,10 @@ from bifusion_core.data.synthetic.catalogue import (
     UNKNOWN_LABELS,
     WALL_CLASSES,
 )
-from bifusion_core.data.synthetic.room import SYNTHETIC_FRAME_STEP, SyntheticObject, SyntheticScene, synthetic_scene
 from bifusion_core.data.synthetic.render import RenderedView, render_view
+from bifusion_core.data.synthetic.room import SYNTHETIC_FRAME_STEP, SyntheticObject, SyntheticScene, synthetic_scene
 from bifusion_core.errors import BifusionError
+from bifusion_core.geometry.camera import rescale_intrinsic
 from bifusion_core.ply import write_ply
 from bifusion_core.reporting import RecordingReporter
 from synthetic_set import PREPARED_IMAGE_SIZE, PREPARED_NUM_POINTS, SYNTHETIC_OPTIONS, SYNTHETIC_SCENES, SYNTHETIC_SEED

@@ -7,15 +7,15 @@ import fnmatch
 import hashlib
 import json
 import shutil
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from bifusion_core.cache import CACHE_ENV, user_cache_dir
-from bifusion_core.data.prepare.pipeline import prepare_scannet
 from bifusion_core.config import load_preset
+from bifusion_core.data.prepare.pipeline import prepare_scannet
 from bifusion_core.data.prepare.settings import (
     MV_FRAME_STEP,
     REAL_DATA_PRESET,
@@ -29,7 +29,6 @@ from bifusion_core.errors import BifusionError
 from bifusion_core.features.clip_encoder import cached_random_clip_weights, save_random_clip_weights, weights_digest
 from bifusion_core.features.clip_store import feature_tag
 from bifusion_core.reporting import RecordingReporter
-
 from cli import run_cli
 
 REPO = Path(__file__).resolve().parents[1]

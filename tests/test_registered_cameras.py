@@ -17,11 +17,10 @@ import pytest
 import torch
 
 from bifusion_core.config import load_preset
-from bifusion_core.geometry.camera import color_pixels
-from bifusion_core.data.raw.frames import open_frame_source
 from bifusion_core.data.labels import LABEL_SETS
-from bifusion_core.data.prepare.pipeline import prepare_scannet
 from bifusion_core.data.loading.random_batch import random_batch
+from bifusion_core.data.prepare.pipeline import prepare_scannet
+from bifusion_core.data.raw.frames import open_frame_source
 from bifusion_core.data.raw.scannet_files import (
     ScanFiles,
     read_matrix,
@@ -33,6 +32,7 @@ from bifusion_core.data.raw.scannet_files import (
 from bifusion_core.data.raw.sens import read_sens_header
 from bifusion_core.data.synthetic.room import SyntheticOptions, synthetic_extrinsic
 from bifusion_core.data.synthetic.write import write_synthetic_scannet
+from bifusion_core.geometry.camera import color_pixels
 from bifusion_core.models.bifusion import build_model
 from bifusion_core.reporting import RecordingReporter
 

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from bifusion_core.data.prepare.pipeline import prepare_scannet
-from bifusion_core.data.raw.scannet_files import ScanFiles, read_color, read_depth, read_intrinsics, read_matrix
 from bifusion_core.data.raw import sens as sens_module
+from bifusion_core.data.raw.scannet_files import ScanFiles, read_color, read_depth, read_intrinsics, read_matrix
 from bifusion_core.data.raw.sens import SensFrame, SensReader, encode_depth, read_sens_header, write_sens
 from bifusion_core.data.synthetic.room import SyntheticOptions
 from bifusion_core.data.synthetic.write import write_synthetic_scannet

@@ -11,10 +11,10 @@ import torch
 from scipy.spatial import cKDTree
 
 from bifusion_core.config.schema import AugmentConfig
-from bifusion_core.data.loading.dataset import PreparedFrames
 from bifusion_core.data.labels import LABEL_SETS
-from bifusion_core.data.prepare.pipeline import prepare_scannet
+from bifusion_core.data.loading.dataset import PreparedFrames
 from bifusion_core.data.loading.sequences import PreparedSequences
+from bifusion_core.data.prepare.pipeline import prepare_scannet
 from bifusion_core.data.synthetic.room import SyntheticOptions
 from bifusion_core.data.synthetic.write import write_synthetic_scannet
 

@@ -33,7 +33,8 @@ def test_stage_weights_at_the_boundaries():
     "override, fragment",
     [
         ("loss.stages=[{until: 0.5, semantic: 1, instance: 1, clip: 0, aux: 0}]", "last must be 1.0"),
-        ("loss.stages=[{until: 0.5, semantic: 1, instance: 1, clip: 0, aux: 0}, {until: 0.4, semantic: 1, instance: 1, clip: 0, aux: 0}]",
+        ("loss.stages=[{until: 0.5, semantic: 1, instance: 1, clip: 0, aux: 0}, "
+         "{until: 0.4, semantic: 1, instance: 1, clip: 0, aux: 0}]",
          "increase strictly"),
         ("train.unfreeze.clip_blocks=3", "exceeds the 2 CLIP blocks"),
         ("train.unfreeze.s1=[decoder]", "train.unfreeze.s1.0"),

@@ -6,12 +6,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from engine_tiny import tiny_cfg
 from scipy.optimize import linear_sum_assignment
 
 from bifusion_core.config import load_preset
-from bifusion_core.data.loading.dataset import PreparedFrames
 from bifusion_core.data.labels import LABEL_SETS
+from bifusion_core.data.loading.dataset import PreparedFrames
 from bifusion_core.data.loading.random_batch import random_batch
 from bifusion_core.engine import trainer as trainer_module
 from bifusion_core.engine.trainer import Trainer, train
@@ -20,6 +19,7 @@ from bifusion_core.losses.no_view import pseudo_labels
 from bifusion_core.losses.spatial import spatial_consistency_loss
 from bifusion_core.measure import HostSyncCounter
 from bifusion_core.reporting import RecordingReporter
+from engine_tiny import tiny_cfg
 
 
 def test_batched_assignment_equals_one_matrix_at_a_time_with_one_host_read(monkeypatch):

@@ -4,19 +4,17 @@ import csv
 import json
 import shutil
 
-import numpy as np
 import pytest
 import torch
-
-from cli import run_cli
-
-pytestmark = pytest.mark.slow  # end-to-end CLI runs: `pytest -m "not slow"` leaves them out
-from test_scene_export import reference_eval
 
 from bifusion_core.data.labels import LABEL_SETS
 from bifusion_core.data.synthetic.room import SYNTHETIC_FRAME_STEP
 from bifusion_core.evaluation.export import read_ids, read_instance_predictions
 from bifusion_core.evaluation.instance_ap import InstanceSceneResult, class_agnostic, evaluate_instances
+from cli import run_cli
+from test_scene_export import reference_eval
+
+pytestmark = pytest.mark.slow  # end-to-end CLI runs: `pytest -m "not slow"` leaves them out
 
 TINY = [
     "--set", "data.batch_size=2", "--set", "data.num_workers=0", "--set", "train.eval_every=3",

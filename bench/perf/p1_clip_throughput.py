@@ -4,8 +4,9 @@ The numerator is the core function the CLI calls (``precompute_clip_features`` w
 file the CLI resolves: building the encoder, decoding the prepared JPEGs, the ViT, float16
 conversion and HDF5 shard writes); the denominator runs the same encoder on frames already
 decoded, normalised and on the device. Passes alternate (bare, precompute, precompute, bare, ...)
-so drift of a shared machine hits both sides, and each side's best pass gives its frames/s. Per-process costs that precede any pass (importing
-open_clip, hashing the weights file once) are paid before timing by both sides alike.
+so drift of a shared machine hits both sides, and each side's best pass gives its frames/s. Per-process
+costs that precede any pass (importing open_clip, hashing the weights file once) are paid before timing
+by both sides alike.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Figure, emit, parser, synthetic_root, work_folder  # noqa: E402
-
 from bifusion_core.data.prepare.manifest import prepared_images  # noqa: E402
 from bifusion_core.engine.builders import RANDOM_CLIP_SEED  # noqa: E402
 from bifusion_core.features.clip_encoder import (  # noqa: E402
@@ -32,6 +31,7 @@ from bifusion_core.features.clip_encoder import (  # noqa: E402
 from bifusion_core.features.clip_precompute import precompute_clip_features  # noqa: E402
 from bifusion_core.features.clip_store import clip_feature_dir  # noqa: E402
 from bifusion_core.images import read_rgb  # noqa: E402
+from common import Figure, emit, parser, synthetic_root, work_folder  # noqa: E402
 
 TARGET = 0.9
 

@@ -21,12 +21,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Figure, emit, parser, synthetic_root, work_folder  # noqa: E402
-
 from bifusion_core.data.prepare.manifest import prepared_images  # noqa: E402
 from bifusion_core.features.clip_precompute import precompute_clip_features  # noqa: E402
 from bifusion_core.features.clip_source import ClipFeatureSource  # noqa: E402
 from bifusion_core.features.clip_store import ClipFeatureStore  # noqa: E402
+from common import Figure, emit, parser, synthetic_root, work_folder  # noqa: E402
 
 WARM_TARGET, COLD_TARGET = 1.0, 2.0
 

@@ -17,12 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import Figure, emit, parser, synthetic_root
-
 import torch
 
 from bifusion_core.engine.callbacks import Callback
 from bifusion_core.measure import HOST_ONLY_SITES, HostSyncCounter
+from common import Figure, emit, parser, synthetic_root
 
 
 def demo_config(root: Path, out: Path, *overrides: str, quick: bool, device: str):

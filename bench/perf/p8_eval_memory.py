@@ -26,10 +26,9 @@ TOLERANCE = 0.05  # of the peak at N
 
 def child(scans: int, vertices: int, masks: int) -> None:
     """Score ``scans`` scans one by one, then print peak RSS and state size as JSON."""
-    from mesh_scans import LABELS, mesh_scan
-
     from bifusion_core.evaluation.scene_eval import SceneScorer
     from bifusion_core.measure import peak_rss_mb
+    from mesh_scans import LABELS, mesh_scan
 
     start = time.perf_counter()
     scorer = SceneScorer(LABELS, "mesh-vertex")

@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ..errors import ConfigError, validation_error
 from ..atomic_io import write_text
+from ..errors import ConfigError, validation_error
 from .schema import Preset
 
 PRESET_DIR = Path(os.environ.get("BIFUSION_PRESETS", Path(__file__).resolve().parents[2] / "presets"))

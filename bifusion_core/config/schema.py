@@ -186,7 +186,7 @@ class LossConfig(Section):
     objectness_target: Literal["iou", "matched"] = Field(
         "iou",
         description="what the objectness head learns for every query: its mask's IoU with the best-overlapping instance "
-        "('iou'), or 1 for the Hungarian-matched query and 0 for the rest ('matched': a near-copy of the matched mask is taught 0)",
+        "('iou'), or 1 for the Hungarian-matched query and 0 for the rest " "('matched': a near-copy of the matched mask is taught 0)",
     )
     box: float = Field(0.5, ge=0, description="box head: L1 + (1 − 3D IoU) against the matched instance's box")
     merge: float = Field(0.0, ge=0, description="merge InfoNCE across frames t, t±1 (multi-view presets; 0 = off)")
@@ -375,7 +375,7 @@ class EvalConfig(Section):
     score_threshold: float = Field(0.0, ge=0, le=1)
     objectness_weight: float = Field(
         0.0, ge=0,
-        description="exponent of the objectness probability in an instance's score, next to its mask quality (0: mask quality alone)",
+        description="exponent of the objectness probability in an instance's score, " "next to its mask quality (0: mask quality alone)",
     )
     mask_threshold: float = Field(0.5, gt=0, lt=1)
     nms_iou: float = Field(0.5, gt=0, le=1, description="class-aware: only a better pair of the same class suppresses")

@@ -15,8 +15,8 @@ from typing import Any, Iterable, Mapping, overload
 
 import numpy as np
 
-from ..errors import BifusionError
 from ..atomic_io import write_text
+from ..errors import BifusionError
 
 # ScanNet200 benchmark (BenchmarkScripts/ScanNet200/scannet200_constants.py): raw tsv ``id`` -> name.
 _SCANNET200: tuple[tuple[int, str], ...] = (

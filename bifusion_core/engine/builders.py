@@ -9,9 +9,9 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from ..config.schema import Preset
+from ..data.labels import LABEL_SETS, LabelSet
 from ..data.loading.batch import collate
 from ..data.loading.dataset import PreparedFrames
-from ..data.labels import LABEL_SETS, LabelSet
 from ..reporting import NULL_REPORTER, Reporter
 
 RANDOM_CLIP_SEED = 0  # the random ViT-B/16 used when a preset names no CLIP weights

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import BifusionError
 from ..atomic_io import atomic_path
+from ..errors import BifusionError
 
 CHECKPOINT_DIR = "checkpoints"
 

@@ -55,8 +55,8 @@ def _check_model(cfg) -> Check:
     try:
         import torch
 
-        from ..losses.criterion import Criterion
         from ..data.loading.random_batch import random_batch
+        from ..losses.criterion import Criterion
         from ..models.bifusion import build_model, count_parameters
         from . import builders
 
@@ -75,7 +75,7 @@ def _check_model(cfg) -> Check:
         return Check("model", False, f"model build/forward failed: {exc.__class__.__name__}: {exc}")
     parts = [f"{count_parameters(model) / 1e6:.2f} M parameters"]
     if cfg.model.use_2d:
-        parts.append(f"{cfg.model.fusion.gate} gate {count_parameters(model.gate) / 1e6:.3f} M, 2D head {count_parameters(model.head2d) / 1e6:.2f} M")
+        parts.append(f"{cfg.model.fusion.gate} gate {count_parameters(model.gate) / 1e6:.3f} M, " f"2D head {count_parameters(model.head2d) / 1e6:.2f} M")
     for name, label in (("film", "FiLM"), ("tiny_sa", "Tiny-SA"), ("clip_tail", "online CLIP blocks")):
         if getattr(model, name) is not None:
             parts.append(f"{label} {count_parameters(getattr(model, name)) / 1e6:.3f} M")

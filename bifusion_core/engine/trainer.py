@@ -26,20 +26,28 @@ from ..config.schema import Preset
 from ..errors import BifusionError
 from ..losses.criterion import Criterion
 from ..losses.stages import stage_index, stage_progress
-from ..models.bifusion import BiFusionSegmentor, ModelOutput, build_model, count_parameters
 from ..measure import peak_memory_mb
+from ..models.bifusion import BiFusionSegmentor, ModelOutput, build_model, count_parameters
 from ..reporting import NULL_REPORTER, Reporter
 from . import builders
 from . import distributed as D
 from .callbacks import (
-    Callback, Checkpointing, CsvSink, Evaluation, GateWarmup, PanelSink, StageSwitch, TensorBoardSink, TrainLog,
+    Callback,
+    Checkpointing,
+    CsvSink,
+    Evaluation,
+    GateWarmup,
+    PanelSink,
+    StageSwitch,
+    TensorBoardSink,
+    TrainLog,
 )
 from .checkpoint import CHECKPOINT_DIR, capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .monitor import Monitor, gradient_status
+from .optimizer import parameter_groups, warmup_cosine
 from .partial_load import LoadReport, load_init_weights
 from .precision import Precision
 from .sampling import ResumableSampler
-from .optimizer import parameter_groups, warmup_cosine
 
 
 @dataclass
@@ -224,8 +232,8 @@ class Trainer:
         power = self.cfg.loss.semantic_balance
         if power <= 0:
             return None
-        from ..data.prepare.manifest import split_samples
         from ..data.loading.data_stats import balanced_class_weights, semantic_point_counts
+        from ..data.prepare.manifest import split_samples
 
         mode = self.cfg.data.mode
         counts = semantic_point_counts(data_root, mode, split_samples(data_root, mode, "train")[1], self.labels)
@@ -276,7 +284,7 @@ class Trainer:
             seed_everything(self.cfg.train.seed + self.dist.rank + self.start)
             self.note(f"no random state saved for rank {self.dist.rank} (the run had {len(rngs)} ranks): reseeded")
         if payload.get("world", 1) != self.dist.world:
-            self.note(f"resumed with {self.dist.world} ranks (checkpoint: {payload.get('world', 1)}): the sample order of the epoch changes")
+            self.note(f"resumed with {self.dist.world} ranks (checkpoint: {payload.get('world', 1)}): " "the sample order of the epoch changes")
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save(self, name: str, iteration: int) -> None:
@@ -374,7 +382,7 @@ class Trainer:
         self.note(
             f"run {self.run_dir} · {len(self.train_ds)} train frames · {self.sampler.batches_per_epoch} iterations/epoch"
             f"{f' per rank × {self.dist.world} ranks' if self.dist.enabled else ''} · "
-            f"{count_parameters(self.model, trainable_only=True) / 1e6:.2f} M trainable parameters · {self.device} · amp {cfg.train.amp}"
+            f"{count_parameters(self.model, trainable_only=True) / 1e6:.2f} M trainable parameters · " f"{self.device} · amp {cfg.train.amp}"
         )
         if self.start:
             self.note(f"resumed {self.run_dir} at iteration {self.start}/{self.total}")
@@ -450,7 +458,7 @@ class Trainer:
             self.run_dir,
             f"{self.bad_in_row} non-finite steps in a row at iteration {it}; last good state saved in "
             f"{CHECKPOINT_DIR}/last.pt. Lower the learning rate (--set optim.lr={optim.lr / 10:.1e}) or the gradient clip "
-            f"(--set optim.clip_grad={(optim.clip_grad or 2.0) / 2:g}), then bifusion resume {self.run_dir} --allow-config-change",
+            f"(--set optim.clip_grad={(optim.clip_grad or 2.0) / 2:g}), then " f"bifusion resume {self.run_dir} --allow-config-change",
         )
 
     def _host_figures(self, figures: dict[str, torch.Tensor], it: int, epoch: int, rate: float, wait_share: float) -> dict[str, Any]:

@@ -17,9 +17,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..atomic_io import atomic_dir, write_json
-from ..reporting import NULL_REPORTER, Reporter
 from ..engine import builders
 from ..engine.checkpoint import resolve_checkpoint
+from ..reporting import NULL_REPORTER, Reporter
 from ..runs.restore import restore_model
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BifusionError
 from ..atomic_io import write_bytes
+from ..errors import BifusionError
 
 MASK_SUBDIR = "pred_mask"
 INSTANCE_PRED, INSTANCE_GT = "instance/pred", "instance/gt"

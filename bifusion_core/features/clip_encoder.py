@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..atomic_io import atomic_path
 from ..cache import user_cache_dir
 from ..compat import require
 from ..errors import BifusionError
-from ..atomic_io import atomic_path
 
 CLIP_MODEL_NAME = "ViT-B-16"
 PATCH_SIZE = 16

@@ -23,9 +23,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..atomic_io import atomic_path
 from ..compat import require
 from ..errors import BifusionError
-from ..atomic_io import atomic_path
 from .clip_encoder import CLIP_MODEL_NAME
 
 SHARD_GLOB = "shard-*.h5"

@@ -18,7 +18,6 @@ from .merge import merge_loss, query_assignment
 from .no_view import no_view_sums
 from .spatial import spatial_consistency_sums
 
-
 INSTANCE_KEY_SPAN = 1 << 32  # instance key = window · span + scene instance id: unique across windows
 
 

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config.schema import Preset
-from ..data.loading.batch import Batch
 from ..data.labels import LabelSet
+from ..data.loading.batch import Batch
 from ..geometry.projection import gather_multiview, multiview_visibility
 from .backbone3d import Backbone3D
 from .clip_tail import ClipTail
@@ -101,8 +101,8 @@ class BiFusionSegmentor(nn.Module):
         """Each point's 2D feature averaged over every frame of its window that sees it; views per point.
 
         A frame sees a point when the point lands inside its colour image and passes the relative
-        depth test (``clip.depth_tolerance``) against its depth map (one pose: the two are registered). The point's own frame uses the
-        stored pixel and ``valid`` (the point is that frame's depth pixel, so it needs no depth test),
+        depth test (``clip.depth_tolerance``) against its depth map (one pose: the two are registered). The
+        point's own frame uses the stored pixel and ``valid`` (the point is that frame's depth pixel, so it needs no depth test),
         exactly as the single-view path does.
         """
         n = batch.points.shape[0]

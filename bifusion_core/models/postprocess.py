@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from ..config.schema import EvalConfig
-from ..data.loading.batch import Batch
 from ..data.labels import LabelSet
+from ..data.loading.batch import Batch
 from .bifusion import ModelOutput
 
 

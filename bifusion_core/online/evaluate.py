@@ -4,7 +4,8 @@ Two protocols per run, each stamped in its own section of ``metrics_online_<spli
 ``mesh-vertex+segments`` (``mesh-vertex`` with ``eval.online.segments`` off) — the benchmark's and
 ESAM's: every vertex of the reconstructed mesh, instances snapped to its segs.json segments as
 ESAM's evaluation does — and ``observed-points``, the accumulated points the robot actually saw.
-All inputs (checkpoint, MV frames, every scan's mesh truth) are checked before anything is written; ``--export`` is written to a temporary folder and renamed at the end.
+All inputs (checkpoint, MV frames, every scan's mesh truth) are checked before anything is written;
+``--export`` is written to a temporary folder and renamed at the end.
 """
 
 from __future__ import annotations

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine import builders
-from ..runs.restore import restore_model
-from ..data.labels import LabelSet
-from ..evaluation.scene_eval import ScenePrediction, load_mesh_truth
 from ..atomic_io import atomic_path, write_json
+from ..data.labels import LabelSet
+from ..engine import builders
+from ..evaluation.scene_eval import ScenePrediction, load_mesh_truth
 from ..reporting import NULL_REPORTER, Reporter
+from ..runs.restore import restore_model
 from .merge import MergeStats
 from .predictions import mesh_vertices, vertex_instance
 from .segmenter import OnlineSegmenter, SceneResult, fold_stages

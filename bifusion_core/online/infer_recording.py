@@ -25,20 +25,20 @@ from typing import Any, Iterator, Literal, Optional
 import numpy as np
 from pydantic import BaseModel, ConfigDict, PositiveFloat, PositiveInt, ValidationError
 
-from ..engine import builders
-from ..runs.restore import restore_model
-from ..errors import validation_error
 from ..data.prepare.frame_sample import FrameSampling
 from ..data.prepare.settings import PrepareConfig
 from ..data.raw.recording import Recording, open_recording
 from ..data.raw.scannet_files import Mesh, read_mesh
+from ..engine import builders
+from ..errors import validation_error
 from ..evaluation.scene_eval import MeshGT
 from ..reporting import NULL_REPORTER, Reporter
+from ..runs.restore import restore_model
 from .merge import MergeStats
 from .predictions import mesh_vertices
 from .recording_output import SceneInstances, write_recording
 from .recording_stream import RecordingStream
-from .segmenter import OnlineSegmenter, SceneResult, fold_stages
+from .segmenter import OnlineSegmenter, fold_stages
 from .timing import StageClock
 
 #: the CLI flag of each setting, so an error names what the user typed

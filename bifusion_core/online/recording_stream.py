@@ -20,12 +20,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..data.labels import LabelSet
 from ..data.loading.batch import Batch, collate
 from ..data.loading.dataset import sample_item
 from ..data.prepare.frame_sample import FrameSampling, clip_image, observe_frame, unlabelled_sample
-from ..data.labels import LabelSet
-from ..data.raw.recording import Recording
 from ..data.prepare.superpoints import superpoint_method
+from ..data.raw.recording import Recording
 from ..errors import BifusionError
 from ..reporting import NULL_REPORTER, Reporter
 from .timing import StageClock

@@ -17,8 +17,8 @@ import torch
 
 from ..config.schema import OnlineConfig, Preset
 from ..data.labels import LabelSet
-from ..models.postprocess import predict_objects
 from ..measure import peak_rss_mb
+from ..models.postprocess import predict_objects
 from ..reporting import NULL_REPORTER, Reporter
 from .cues import cue_source, frame_instances
 from .merge import FrameInstances, InstanceMemory, MergeStats

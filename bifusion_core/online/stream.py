@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..data.labels import LabelSet
 from ..data.loading.batch import Batch, collate
 from ..data.loading.dataset import build_item
 from ..data.prepare.manifest import load_manifest, manifest_path
-from ..data.labels import LabelSet
 from ..errors import BifusionError
 
 STREAM_MODE = "mv"

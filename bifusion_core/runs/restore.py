@@ -11,9 +11,9 @@ import torch
 from ..config.loader import set_dotted, validate_preset
 from ..config.schema import Preset
 from ..data.labels import LabelSet
-from ..models.bifusion import build_model
 from ..engine import builders
 from ..engine.checkpoint import load_checkpoint, resolve_checkpoint
+from ..models.bifusion import build_model
 
 
 @dataclass

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ..prepare.manifest import load_manifest
 from ..labels import LABEL_SETS
+from ..prepare.manifest import load_manifest
 
 
 def dataset_stats(cfg) -> dict[str, Any]:

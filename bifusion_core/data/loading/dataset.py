@@ -11,9 +11,9 @@ from torch.utils.data import Dataset
 
 from ...config.schema import AugmentConfig
 from ...ops import invert_pose
-from .batch import voxelize
 from ..labels import LabelSet
 from ..prepare.manifest import MM_PER_M, split_samples
+from .batch import voxelize
 from .targets import label_targets, load_prepared, point_colors
 
 

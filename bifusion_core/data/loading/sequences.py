@@ -25,10 +25,10 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ...errors import BifusionError
+from ..labels import LabelSet
+from ..prepare.manifest import split_samples
 from .batch import voxelize
 from .dataset import build_item, item_rng
-from ..prepare.manifest import split_samples
-from ..labels import LabelSet
 
 
 class PreparedSequences(Dataset):

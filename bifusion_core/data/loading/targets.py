@@ -13,7 +13,6 @@ import numpy as np
 from ...errors import BifusionError
 from ..labels import LabelSet
 
-
 #: Arrays added by prepared-format version 2 (colour camera); older samples lack them.
 COLOR_CAMERA_KEYS = ("valid", "color_intrinsic")
 #: An array only format 2 has: its pixels went through an extrinsic that must not be applied.

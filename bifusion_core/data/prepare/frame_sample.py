@@ -15,8 +15,6 @@ from typing import Callable
 
 import numpy as np
 
-from ...images import decode_rgb, encode_jpeg
-from ...ops import transform_points
 from ...geometry.camera import (
     back_project,
     color_pixels,
@@ -25,6 +23,8 @@ from ...geometry.camera import (
     resize_color,
     resize_nearest,
 )
+from ...images import decode_rgb, encode_jpeg
+from ...ops import transform_points
 from ..raw.frames import FrameSource
 from .manifest import MM_PER_M
 from .superpoints import SuperpointView, point_superpoints

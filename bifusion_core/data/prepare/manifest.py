@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ...errors import BifusionError
 from ...atomic_io import read_json, write_json
+from ...errors import BifusionError
 
 MANIFEST_FORMAT = "bifusion-prepared"
 MANIFEST_VERSION = 3  # 3: registered colour and depth (no ``depth_to_color``); 2: ``valid``, colour intrinsics

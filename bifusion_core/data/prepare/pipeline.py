@@ -32,13 +32,13 @@ from typing import Any
 from ...errors import BifusionError
 from ...parallel import run_jobs
 from ...reporting import NULL_REPORTER, Reporter
-from ..raw.frames import count_frames
 from ..labels import read_labels_tsv
+from ..raw.frames import count_frames
+from ..raw.scannet_files import ScanFiles
+from ..raw.split_lists import SplitAssignment, assign_splits
 from .manifest import manifest_path, write_manifest
 from .scene import ModeSettings, SceneJob, finished_record, prepare_scene
 from .settings import PrepareConfig
-from ..raw.scannet_files import ScanFiles
-from ..raw.split_lists import SplitAssignment, assign_splits
 from .superpoints import check_superpoint_method
 
 LABELS_TSV_NAME = "scannetv2-labels.combined.tsv"

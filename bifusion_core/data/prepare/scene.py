@@ -18,16 +18,16 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ...atomic_io import atomic_dir, atomic_path, read_json, write_json
 from ...errors import BifusionError
 from ...images import encode_jpeg
-from ...atomic_io import atomic_dir, atomic_path, read_json, write_json
 from ...ops import contiguous_ids, transform_points
 from ...reporting import Reporter
-from .frame_sample import JPEG_QUALITY, FrameSampling, observe_frame
-from ..raw.frames import FrameSource, open_frame_source
 from ..labels import LABEL_SETS
-from .manifest import MANIFEST_VERSION
+from ..raw.frames import FrameSource, open_frame_source
 from ..raw.scannet_files import ScanFiles, read_scan_annotations, read_scene_meta, unknown_labels_line
+from .frame_sample import JPEG_QUALITY, FrameSampling, observe_frame
+from .manifest import MANIFEST_VERSION
 from .superpoints import point_superpoints, superpoint_method
 
 SCENE_RECORD = "scene.json"  # written last into <mode>/samples/<scene>/: its presence means "scene finished"

@@ -1,1 +1,2 @@
-"""Raw RGB-D input as recorded: ScanNet scans (``.sens`` streams, SensReader exports, mesh, annotations, split lists) and plain recordings, behind one ``FrameSource``."""
+"""Raw RGB-D input as recorded: ScanNet scans (``.sens`` streams, SensReader exports, mesh, annotations, split lists) and plain
+recordings, behind one ``FrameSource``."""

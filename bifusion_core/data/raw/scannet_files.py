@@ -14,9 +14,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ...atomic_io import atomic_path, read_json, write_json, write_text
 from ...errors import BifusionError
 from ...images import decode_rgb
-from ...atomic_io import atomic_path, read_json, write_json, write_text
 
 MESH_SUFFIX = "_vh_clean_2.ply"
 SEGS_SUFFIX = "_vh_clean_2.0.010000.segs.json"

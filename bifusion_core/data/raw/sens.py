@@ -23,9 +23,9 @@ from typing import BinaryIO, Iterable
 
 import numpy as np
 
+from ...atomic_io import atomic_path
 from ...errors import BifusionError
 from ...images import decode_rgb
-from ...atomic_io import atomic_path
 
 SENS_VERSION = 4
 COLOR_COMPRESSION = {-1: "unknown", 0: "raw", 1: "png", 2: "jpeg"}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 # raw category -> (tsv id, nyu40 id, nyu40 class name); a small, consistent slice of ScanNet's table.
 CATEGORIES: dict[str, tuple[int, int, str]] = {
     "wall": (1, 1, "wall"),

@@ -20,7 +20,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...ops import transform_points
-from .catalogue import CATEGORIES, PALETTE, PRINTS, ROOM_HEIGHT_M, SOFT_CLASSES, SUPPORTS, FURNITURE, TEXTURE_PERIOD_M, WALL_CLASSES
+from .catalogue import (
+    CATEGORIES,
+    FURNITURE,
+    PALETTE,
+    PRINTS,
+    ROOM_HEIGHT_M,
+    SOFT_CLASSES,
+    SUPPORTS,
+    TEXTURE_PERIOD_M,
+    WALL_CLASSES,
+)
 from .shapes import Design, merge_meshes, object_design, rectangle
 
 #: Raw frame indices are ``0, SYNTHETIC_FRAME_STEP, 2*SYNTHETIC_FRAME_STEP, ...`` (like a
@@ -346,7 +356,7 @@ def synthetic_scene(seed: int, index: int, options: SyntheticOptions | None = No
 def _color_intrinsic(depth_k: np.ndarray, options: SyntheticOptions) -> np.ndarray:
     """The colour camera's own intrinsics: about the depth's field of view at its own size, zoomed
     by ``color_zoom``, fy = ``color_pixel_aspect`` * fx, principal point a little off centre."""
-    (dw, dh), (cw, ch) = options.depth_size, options.color_size
+    dw, (cw, ch) = options.depth_size[0], options.color_size
     fx = depth_k[0, 0] * cw / dw * options.color_zoom
     return np.array([[fx, 0, (cw - 1) / 2 + 0.6], [0, fx * options.color_pixel_aspect, (ch - 1) / 2 - 0.4], [0, 0, 1]])
 
