@@ -42,9 +42,12 @@ VARIANTS: dict[str, list[str]] = {
     "lite-ps2": ["model.fusion.gate=lite", "clip.pixel_shuffle=2"],
     "lite-nofilm": ["model.fusion.gate=lite", "model.film.enabled=false"],
     # lite with the CLIP alignment loss the demo preset had before (stage weights 0.2 / 0.08 / 0.04)
-    "lite-align": ["model.fusion.gate=lite", "loss.stages=[{until: 0.3, semantic: 0.3, instance: 0.4, clip: 0.2, aux: 0.1}, "
-                   "{until: 0.7, semantic: 0.4, instance: 0.5, clip: 0.08, aux: 0.02}, "
-                   "{until: 1.0, semantic: 0.45, instance: 0.5, clip: 0.04, aux: 0.01}]"],
+    "lite-align": [
+        "model.fusion.gate=lite",
+        "loss.stages=[{until: 0.3, semantic: 0.3, instance: 0.4, clip: 0.2, aux: 0.1}, "
+        "{until: 0.7, semantic: 0.4, instance: 0.5, clip: 0.08, aux: 0.02}, "
+        "{until: 1.0, semantic: 0.45, instance: 0.5, clip: 0.04, aux: 0.01}]",
+    ],
 }
 #: what ``make ablation`` runs (~45 min); each further variant named in ``--variants`` adds ~8 min
 DEFAULT_VARIANTS = ["3d", "plain", "lite", "enhanced", "lite-l0"]
@@ -64,8 +67,11 @@ def prepare(data: Path, scenes: int, clip_layers: set[int]) -> None:
 
 def run_one(variant: str, seed: int, args) -> dict:
     overrides = VARIANTS[variant] + [
-        f"train.seed={seed}", f"train.max_iters={args.iters}", f"train.eval_every={10 * args.iters}",
-        f"train.checkpoint_every={args.iters}", f"model.fusion.warmup_iters={args.iters // 5}",
+        f"train.seed={seed}",
+        f"train.max_iters={args.iters}",
+        f"train.eval_every={10 * args.iters}",
+        f"train.checkpoint_every={args.iters}",
+        f"model.fusion.warmup_iters={args.iters // 5}",
     ]
     cfg = load_preset("demo", overrides, **{"data.root": args.data, "train.output_dir": args.out / "runs" / variant})
     started = time.perf_counter()
@@ -73,8 +79,13 @@ def run_one(variant: str, seed: int, args) -> dict:
     ev = evaluate_checkpoint(result.run_dir / "checkpoints" / "last.pt", split="val", data_root=args.data)
     metrics = json.loads(ev.metrics_path.read_text())
     return {
-        "variant": variant, "seed": seed, "run_dir": str(result.run_dir), "seconds": time.perf_counter() - started,
-        "summary": ev.summary, "iou": metrics["per_class_iou"], "ap50": metrics["per_class_ap50"],
+        "variant": variant,
+        "seed": seed,
+        "run_dir": str(result.run_dir),
+        "seconds": time.perf_counter() - started,
+        "summary": ev.summary,
+        "iou": metrics["per_class_iou"],
+        "ap50": metrics["per_class_ap50"],
         "gate_alpha": ev.gate_alpha,
     }
 
@@ -100,8 +111,10 @@ def aggregate(runs: list[dict]) -> dict:
             }
             for k, v in values.items():
                 rows.setdefault(k, []).append(float(v))
-        table[variant] = {k: (float(np.nanmean(v)), float(np.nanstd(v))) if not np.all(np.isnan(v)) else (np.nan, np.nan)
-                          for k, v in rows.items()}
+        table[variant] = {
+            k: (float(np.nanmean(v)), float(np.nanstd(v))) if not np.all(np.isnan(v)) else (np.nan, np.nan)
+            for k, v in rows.items()
+        }
     return table
 
 
@@ -171,17 +184,29 @@ def main() -> None:
         for variant in args.variants:
             runs.append(run_one(variant, seed, args))
             r = runs[-1]
-            print(f"[ablation] {variant} seed {seed}: {r['seconds']:.0f}s mIoU {r['summary']['semantic/miou']:.3f} "
-                  f"AP50 {r['summary']['instance/ap50']:.3f}", flush=True)
-            write_json(args.out / "ablation.json", {"args": {k: str(v) for k, v in vars(args).items()},
-                                                    "texture_classes": TEXTURE_CLASSES, "table": aggregate(runs), "runs": runs})
+            print(
+                f"[ablation] {variant} seed {seed}: {r['seconds']:.0f}s mIoU {r['summary']['semantic/miou']:.3f} "
+                f"AP50 {r['summary']['instance/ap50']:.3f}",
+                flush=True,
+            )
+            write_json(
+                args.out / "ablation.json",
+                {
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "texture_classes": TEXTURE_CLASSES,
+                    "table": aggregate(runs),
+                    "runs": runs,
+                },
+            )
     report(runs, args)
 
 
 def report(runs: list[dict], args) -> None:
     table = aggregate(runs)
-    write_json(args.out / "ablation.json", {"args": {k: str(v) for k, v in vars(args).items()},
-                                            "texture_classes": TEXTURE_CLASSES, "table": table, "runs": runs})
+    write_json(
+        args.out / "ablation.json",
+        {"args": {k: str(v) for k, v in vars(args).items()}, "texture_classes": TEXTURE_CLASSES, "table": table, "runs": runs},
+    )
     print_table(table)
     (args.out / "ablation.md").write_text(markdown_table(table))
     plot(table, args.out / "ablation.png")

@@ -94,14 +94,23 @@ class StateProbe(Reporter):
     def metrics(self, values: dict[str, Any]) -> None:
         self.frames += 1
         if self.frames % self.every == 0:
-            self.rows.append({
-                "frames": self.frames, "fused_points": int(values["fused_points"]), "instances": int(values["instances"]),
-                "state_mb": round(float(values["state_mb"]), 2), "current_rss_mb": round(current_rss_mb(), 1),
-                "peak_rss_mb": round(peak_rss_mb(), 1), "s": round(time.perf_counter() - self.started, 1),
-            })
+            self.rows.append(
+                {
+                    "frames": self.frames,
+                    "fused_points": int(values["fused_points"]),
+                    "instances": int(values["instances"]),
+                    "state_mb": round(float(values["state_mb"]), 2),
+                    "current_rss_mb": round(current_rss_mb(), 1),
+                    "peak_rss_mb": round(peak_rss_mb(), 1),
+                    "s": round(time.perf_counter() - self.started, 1),
+                }
+            )
             r = self.rows[-1]
-            print(f"  {r['frames']:>5} frames: {r['fused_points']:>7} fused points, {r['instances']:>4} instances, state "
-                  f"{r['state_mb']:6.2f} MB, RSS {r['current_rss_mb']:7.1f} MB (peak {r['peak_rss_mb']:7.1f}), {r['s']:7.1f} s", flush=True)
+            print(
+                f"  {r['frames']:>5} frames: {r['fused_points']:>7} fused points, {r['instances']:>4} instances, state "
+                f"{r['state_mb']:6.2f} MB, RSS {r['current_rss_mb']:7.1f} MB (peak {r['peak_rss_mb']:7.1f}), {r['s']:7.1f} s",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -124,23 +133,41 @@ def main() -> None:
         settings = RecordingSettings(frames=work / "recording", out=work / "out", device=args.device)
         result = infer_recording(target, settings, reporter=probe)
         print(f"{result.frames} frames streamed ({result.skipped}), {result.instances} instances, {result.points} fused points")
-        print(f"{result.ms_per_frame:.1f} ms/frame · peak RSS {result.peak_rss_mb:.0f} MB · online state {result.state_mb:.2f} MB")
+        print(
+            f"{result.ms_per_frame:.1f} ms/frame · peak RSS {result.peak_rss_mb:.0f} MB · online state {result.state_mb:.2f} MB"
+        )
         for stage, ms in result.stage_ms.items():
             print(f"  {stage:<12} {ms:8.1f} ms/frame")
         first = next((r for r in probe.rows if r["frames"] >= args.loop), probe.rows[0])
         last = probe.rows[-1]
         cfg = restore_model(target, None, "cpu").cfg
         cap = voxel_cap(work / "recording", args.loop, tuple(cfg.data.image_size), cfg.eval.online.voxel)
-        print(f"after the first pass ({first['frames']} frames) → {last['frames']} frames: fused points "
-              f"{first['fused_points']} → {last['fused_points']} " f"({last['fused_points'] / first['fused_points'] - 1:+.1%}; voxel cap "
-              f"{cap}: every usable depth pixel of the {args.loop} views), state {first['state_mb']} → {last['state_mb']} MB, "
-              f"RSS {first['current_rss_mb']} → {last['current_rss_mb']} MB")
+        print(
+            f"after the first pass ({first['frames']} frames) → {last['frames']} frames: fused points "
+            f"{first['fused_points']} → {last['fused_points']} "
+            f"({last['fused_points'] / first['fused_points'] - 1:+.1%}; voxel cap "
+            f"{cap}: every usable depth pixel of the {args.loop} views), state {first['state_mb']} → {last['state_mb']} MB, "
+            f"RSS {first['current_rss_mb']} → {last['current_rss_mb']} MB"
+        )
         if args.json:
-            args.json.write_text(json.dumps({
-                "device": args.device, "frames": result.frames, "loop": args.loop, "ms_per_frame": result.ms_per_frame,
-                "stage_ms_per_frame": result.stage_ms, "peak_rss_mb": result.peak_rss_mb, "state_mb": result.state_mb,
-                "instances": result.instances, "fused_points": result.points, "voxel_cap": cap, "probe": probe.rows,
-            }, indent=1))
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "device": args.device,
+                        "frames": result.frames,
+                        "loop": args.loop,
+                        "ms_per_frame": result.ms_per_frame,
+                        "stage_ms_per_frame": result.stage_ms,
+                        "peak_rss_mb": result.peak_rss_mb,
+                        "state_mb": result.state_mb,
+                        "instances": result.instances,
+                        "fused_points": result.points,
+                        "voxel_cap": cap,
+                        "probe": probe.rows,
+                    },
+                    indent=1,
+                )
+            )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,11 @@ def main() -> None:
     print(f"{'threshold':>9} {'AP50':>7} {'AP50 agn.':>9} {'AP agn.':>8} {'mIoU':>7} {'ms/frame':>9}")
     for t in args.thresholds:
         result = evaluate_online(
-            target, split=args.split, data_root=args.data, overrides={"eval.online.merge_threshold": t}, write_metrics=False,
+            target,
+            split=args.split,
+            data_root=args.data,
+            overrides={"eval.online.merge_threshold": t},
+            write_metrics=False,
         )
         m = result.tables[PROTOCOL]
         print(

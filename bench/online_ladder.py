@@ -86,10 +86,20 @@ def stream_frames(segmenter: OnlineSegmenter, stream: ScanStream, min_points: in
             iou = mask_iou(instances.masks, gt_masks) if len(instances) and len(ids) else np.zeros((len(instances), len(ids)))
             match = np.where(iou.max(1, initial=0) >= MATCH_IOU, iou.argmax(1) if iou.size else -1, -1)
             best = np.where(iou.max(0, initial=0) > 0, iou.argmax(0) if iou.size else -1, -1)
-            frames.append(Frame(
-                instances, points, pred.semantic, out.semantic_logits.softmax(-1).amax(-1).cpu().numpy(),
-                batch.label_raw.cpu().numpy(), instance, gt_masks, gt_classes, match, best,
-            ))
+            frames.append(
+                Frame(
+                    instances,
+                    points,
+                    pred.semantic,
+                    out.semantic_logits.softmax(-1).amax(-1).cpu().numpy(),
+                    batch.label_raw.cpu().numpy(),
+                    instance,
+                    gt_masks,
+                    gt_classes,
+                    match,
+                    best,
+                )
+            )
     return frames
 
 
@@ -141,10 +151,20 @@ def main() -> None:
             for frame in frames:
                 instances = rung_instances(rung, frame, labels.num_instance)
                 objects[rung] += len(instances)
-                merge_frame(point_map, memory, instances, frame.points, frame.semantic, frame.confidence,
-                            frame.gt_label, frame.gt_instance)
+                merge_frame(
+                    point_map,
+                    memory,
+                    instances,
+                    frame.points,
+                    frame.semantic,
+                    frame.confidence,
+                    frame.gt_label,
+                    frame.gt_instance,
+                )
             result = segmenter.finish(stream, point_map, memory, MergeStats(), "heads", 0.0)
-            scorers[rung]["mesh-vertex"].add(mesh_vertices(result, labels, mesh, cfg.eval.online.segments, cfg.eval.online.map_radius), truth)
+            scorers[rung]["mesh-vertex"].add(
+                mesh_vertices(result, labels, mesh, cfg.eval.online.segments, cfg.eval.online.map_radius), truth
+            )
             scorers[rung]["observed-points"].add(*observed_points(result, labels))
         print(f"{scene}: {len(frames)} frames", file=sys.stderr)
     rows = {}
@@ -155,10 +175,16 @@ def main() -> None:
     for rung in args.rungs:
         mesh_result = scorers[rung]["mesh-vertex"].result()
         observed = scorers[rung]["observed-points"].result()
-        rows[rung] = {"objects_per_frame": objects[rung] / max(frame_count, 1), "mesh-vertex": mesh_result, "observed-points": observed}
-        print(f"{rung:<24}{objects[rung] / max(frame_count, 1):>14.2f}{mesh_result['instance/ap50_class_agnostic']:>9.3f}"
-              f"{mesh_result['instance/ap25_class_agnostic']:>9.3f}{mesh_result['instance/ap50']:>7.3f}{mesh_result['instance/ap25']:>7.3f}"
-              f"{mesh_result['semantic/miou']:>7.3f}{observed['instance/ap50_class_agnostic']:>13.3f}")
+        rows[rung] = {
+            "objects_per_frame": objects[rung] / max(frame_count, 1),
+            "mesh-vertex": mesh_result,
+            "observed-points": observed,
+        }
+        print(
+            f"{rung:<24}{objects[rung] / max(frame_count, 1):>14.2f}{mesh_result['instance/ap50_class_agnostic']:>9.3f}"
+            f"{mesh_result['instance/ap25_class_agnostic']:>9.3f}{mesh_result['instance/ap50']:>7.3f}{mesh_result['instance/ap25']:>7.3f}"
+            f"{mesh_result['semantic/miou']:>7.3f}{observed['instance/ap50_class_agnostic']:>13.3f}"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=float))
 

@@ -74,7 +74,9 @@ def latency(cfg, model, labels, device, root: Path, replay_cache: bool = True) -
     stream = ScanStream.open(root, scene, labels, cfg.data.voxel_size, builders.clip_source(cfg, root), 1, manifest)
     _, mesh = load_mesh_truth(mesh_truth_path(root, manifest, scene), labels)
     segmenter = OnlineSegmenter(model, cfg, labels, device)
-    segmenter.run(ScanStream(stream.data_root, scene, stream.records[:1], labels, cfg.data.voxel_size, stream.clip_source))  # warm-up
+    segmenter.run(
+        ScanStream(stream.data_root, scene, stream.records[:1], labels, cfg.data.voxel_size, stream.clip_source)
+    )  # warm-up
     clock = StageClock(device)
     result = segmenter.run(stream, clock=clock)
     with clock.measure("mesh_map"):
@@ -90,9 +92,15 @@ def latency(cfg, model, labels, device, root: Path, replay_cache: bool = True) -
             conf = out.semantic_logits.softmax(-1).amax(-1).cpu().numpy()
             cache.append((batch.points.cpu().numpy(), pred.semantic, conf, inst))
     return {
-        "scene": scene, "frames": result.frames, "points_per_frame": int(len(cache[0][0])) if cache else None, "mesh_vertices": int(len(mesh.vertices)),
-        "ms_per_frame_total": sum(stages.values()), "ms_per_frame": stages, "cues": result.cues,
-        "instances": int(len(result.scores)), "peak_rss_mb": peak_rss_mb(),
+        "scene": scene,
+        "frames": result.frames,
+        "points_per_frame": int(len(cache[0][0])) if cache else None,
+        "mesh_vertices": int(len(mesh.vertices)),
+        "ms_per_frame_total": sum(stages.values()),
+        "ms_per_frame": stages,
+        "cues": result.cues,
+        "instances": int(len(result.scores)),
+        "peak_rss_mb": peak_rss_mb(),
     }, cache
 
 
@@ -121,15 +129,20 @@ def long_stream(cfg, cache: list, frames: int) -> list[dict]:
         merge_frame(point_map, memory, moved(inst, rot, offset), points @ rot.T + offset, semantic, conf)
         raw_points += len(points)
         if i in CHECKPOINTS or i == frames:
-            rows_out.append({
-                "frames": i, "peak_rss_mb": round(peak_rss_mb(), 1), "current_rss_mb": round(current_rss_mb(), 1),
-                "accumulated_points": point_map.size, "instances": memory.num,
-                "online_state_mb": round((point_map.nbytes() + memory.nbytes()) / (1 << 20), 2),
-                "all_frame_points": raw_points,
-                # ESAM keeps every frame's xyz+rgb (6 float32) and each instance's mask over all of them
-                "esam_like_state_mb": round(raw_points * (24 + memory.num) / (1 << 20), 1),
-                "ms_per_frame_merge": round(1000 * (time.perf_counter() - started) / i, 2),
-            })
+            rows_out.append(
+                {
+                    "frames": i,
+                    "peak_rss_mb": round(peak_rss_mb(), 1),
+                    "current_rss_mb": round(current_rss_mb(), 1),
+                    "accumulated_points": point_map.size,
+                    "instances": memory.num,
+                    "online_state_mb": round((point_map.nbytes() + memory.nbytes()) / (1 << 20), 2),
+                    "all_frame_points": raw_points,
+                    # ESAM keeps every frame's xyz+rgb (6 float32) and each instance's mask over all of them
+                    "esam_like_state_mb": round(raw_points * (24 + memory.num) / (1 << 20), 1),
+                    "ms_per_frame_merge": round(1000 * (time.perf_counter() - started) / i, 2),
+                }
+            )
     return rows_out
 
 
@@ -151,17 +164,24 @@ def main() -> None:
         if not (root / "mv" / "manifest.json").is_file():
             prepare(root, args.points, args.frames, tuple(cfg.data.image_size))
         lat, cache = latency(cfg, model, labels, device, root)
-        print(f"latency · {args.device} · {lat['points_per_frame']} points/frame · " f"{lat['frames']} frames · merge cues: {lat['cues']}")
+        print(
+            f"latency · {args.device} · {lat['points_per_frame']} points/frame · "
+            f"{lat['frames']} frames · merge cues: {lat['cues']}"
+        )
         for stage, ms in lat["ms_per_frame"].items():
             print(f"  {stage:<12} {ms:8.1f} ms/frame")
         print(f"  {'total':<12} {lat['ms_per_frame_total']:8.1f} ms/frame · peak RSS {lat['peak_rss_mb']:.0f} MB")
         rows = long_stream(cfg, cache, args.long)
-        print(f"bounded memory · {args.long}-frame replay " f"(voxel {cfg.eval.online.voxel} m, max_instances {cfg.eval.online.max_instances})")
+        print(
+            f"bounded memory · {args.long}-frame replay "
+            f"(voxel {cfg.eval.online.voxel} m, max_instances {cfg.eval.online.max_instances})"
+        )
         for r in rows:
             print(
                 f"  {r['frames']:>5} frames: peak RSS {r['peak_rss_mb']:7.1f} MB, current {r['current_rss_mb']:7.1f} MB, "
                 f"{r['accumulated_points']:>7} points, {r['instances']:>4} instances, state {r['online_state_mb']:6.2f} MB "
-                f"(all frame points {r['all_frame_points']:,}: ESAM-like ≈ {r['esam_like_state_mb']:,.0f} MB), " f"merge {r['ms_per_frame_merge']:.1f} ms/frame"
+                f"(all frame points {r['all_frame_points']:,}: ESAM-like ≈ {r['esam_like_state_mb']:,.0f} MB), "
+                f"merge {r['ms_per_frame_merge']:.1f} ms/frame"
             )
         if args.json:
             args.json.write_text(json.dumps({"latency": lat, "long": rows, "device": args.device}, indent=1))

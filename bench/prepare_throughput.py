@@ -42,16 +42,24 @@ def main() -> None:
         options = SyntheticOptions(num_frames=args.frames, depth_size=depth, color_size=(2 * depth[0], 2 * depth[1]))
         start = time.perf_counter()
         write_synthetic_scannet(work / "raw", args.scenes, options=options, layout=args.layout)
-        print(f"wrote {args.scenes} synthetic scenes x {args.frames} frames ({args.layout}, depth {depth[0]}x{depth[1]}) "
-              f"in {time.perf_counter() - start:.1f} s")
+        print(
+            f"wrote {args.scenes} synthetic scenes x {args.frames} frames ({args.layout}, depth {depth[0]}x{depth[1]}) "
+            f"in {time.perf_counter() - start:.1f} s"
+        )
         print(f"prepare: image {args.image_size[0]}x{args.image_size[1]}, {args.points} points, superpoints {args.superpoints}")
         baseline = None
         for workers in args.workers:
             out = work / f"out-{workers}"
             start = time.perf_counter()
             summary = prepare_scannet(
-                work / "raw", out, mode="sv", frame_step=SYNTHETIC_FRAME_STEP, image_size=args.image_size,
-                num_points=args.points, superpoints=args.superpoints, workers=workers,
+                work / "raw",
+                out,
+                mode="sv",
+                frame_step=SYNTHETIC_FRAME_STEP,
+                image_size=args.image_size,
+                num_points=args.points,
+                superpoints=args.superpoints,
+                workers=workers,
             )
             seconds = time.perf_counter() - start
             fps = summary.frames / seconds

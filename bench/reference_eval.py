@@ -73,8 +73,13 @@ def scene_matches(gt_ids: np.ndarray, predictions: list[dict], classes: dict[int
         if size < min_region:
             continue
         name = classes[p["label"]]
-        entry = {"file": p["file"], "confidence": p["confidence"], "size": size,
-                 "void": int(np.count_nonzero(mask & void)), "matched_gt": []}
+        entry = {
+            "file": p["file"],
+            "confidence": p["confidence"],
+            "size": size,
+            "void": int(np.count_nonzero(mask & void)),
+            "matched_gt": [],
+        }
         for g in gt[name]:
             inter = int(np.count_nonzero((gt_ids == g["id"]) & mask))
             if inter > 0:
@@ -227,8 +232,10 @@ def evaluate_export(export_dir: str | Path, class_ids: list[int], thing_ids: lis
     out |= {f"instance/{k}_class_agnostic": v for k, v in summarise(instance_ap(agnostic, ["object"], min_region)).items()}
     miou, ious = semantic_iou(root / "semantic" / "gt", root / "semantic" / "pred", class_ids)
     out["semantic/miou"] = miou
-    out["per_class_ap"] = {c: [float(np.nanmean(r[:-1])) if not np.isnan(r[:-1]).all() else math.nan, float(r[0]), float(r[-1])]
-                           for c, r in zip(thing_ids, per_class_table)}
+    out["per_class_ap"] = {
+        c: [float(np.nanmean(r[:-1])) if not np.isnan(r[:-1]).all() else math.nan, float(r[0]), float(r[-1])]
+        for c, r in zip(thing_ids, per_class_table)
+    }
     out["per_class_iou"] = {c: float(v) for c, v in zip(class_ids, ious)}
     out["num_scans"] = len(per_class)
     return out

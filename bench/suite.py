@@ -37,8 +37,13 @@ MODULES = [
 def machine() -> dict:
     import torch
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine()}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+    }
     try:
         info["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
@@ -50,8 +55,9 @@ def machine() -> dict:
 
 def run_module(module: str, device: str, work: Path, quick: bool, console: Console) -> tuple[list[dict], float, str]:
     out = work / f"{module}.json"
-    cmd = [sys.executable, str(BENCH / "perf" / f"{module}.py"), "--json", str(out), "--device", device,
-           "--work", str(work)] + (["--quick"] if quick else [])
+    cmd = [sys.executable, str(BENCH / "perf" / f"{module}.py"), "--json", str(out), "--device", device, "--work", str(work)] + (
+        ["--quick"] if quick else []
+    )
     start = time.perf_counter()
     with console.status(f"[bold]{module}[/] …"):
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -64,8 +70,14 @@ def run_module(module: str, device: str, work: Path, quick: bool, console: Conso
 
 def render(rows: list[dict], title: str) -> Table:
     table = Table(title=title)
-    for col, just in (("#", "left"), ("figure", "left"), ("measured", "right"), ("ratio", "right"),
-                      ("target", "left"), ("", "left")):
+    for col, just in (
+        ("#", "left"),
+        ("figure", "left"),
+        ("measured", "right"),
+        ("ratio", "right"),
+        ("target", "left"),
+        ("", "left"),
+    ):
         table.add_column(col, justify=just)
     for r in rows:
         verdict = "[dim]report[/]" if r["passed"] is None else ("[green]pass[/]" if r["passed"] else "[red]FAIL[/]")
@@ -77,9 +89,13 @@ def render(rows: list[dict], title: str) -> Table:
 def markdown(result: dict) -> str:
     """The table of a results.json for the README, with the machine it ran on."""
     m = result["machine"]
-    lines = [f"Measured {result['date'][:10]} on {m.get('gpu') or m['cpu']} ({m['cpus']} CPUs, torch {m['torch']}, "
-             f"device {result['device']}); the whole suite took {result['seconds'] / 60:.1f} min.", "",
-             "| # | figure | measured | ratio | target | verdict |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"Measured {result['date'][:10]} on {m.get('gpu') or m['cpu']} ({m['cpus']} CPUs, torch {m['torch']}, "
+        f"device {result['device']}); the whole suite took {result['seconds'] / 60:.1f} min.",
+        "",
+        "| # | figure | measured | ratio | target | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in result["figures"]:
         verdict = "report" if r["passed"] is None else ("pass" if r["passed"] else "**fail**")
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.3g}"
@@ -114,9 +130,16 @@ def main() -> None:
     total = time.perf_counter() - start
     title = f"bifusion performance ({args.device}{', quick' if args.quick else ''}) — {total / 60:.1f} min"
     console.print(render(rows, title))
-    result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "device": args.device,
-              "quick": args.quick, "machine": machine(), "seconds": round(total, 1), "module_seconds": timings,
-              "errors": errors, "figures": rows}
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "device": args.device,
+        "quick": args.quick,
+        "machine": machine(),
+        "seconds": round(total, 1),
+        "module_seconds": timings,
+        "errors": errors,
+        "figures": rows,
+    }
     if not args.quick or args.out != BENCH / "results.json":
         tmp_out = args.out.with_name(args.out.name + ".tmp")
         tmp_out.write_text(json.dumps(result, indent=1))

@@ -103,27 +103,52 @@ def validate_cmd(preset: str = PresetOpt, data: Optional[Path] = DataOpt, overri
 @cli_command("prepare")
 def prepare_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="data root to write (OUT/sv/, OUT/mv/, OUT/gt/)"),
-    synthetic: Optional[int] = typer.Option(None, "--synthetic", help="first write N synthetic scenes in ScanNet's raw layout under OUT/scans/"),
-    scannet: Optional[Path] = typer.Option(None, "--scannet", help="a ScanNet folder containing scans/<scene>/ (.sens or exported frames)"),
+    synthetic: Optional[int] = typer.Option(
+        None, "--synthetic", help="first write N synthetic scenes in ScanNet's raw layout under OUT/scans/"
+    ),
+    scannet: Optional[Path] = typer.Option(
+        None, "--scannet", help="a ScanNet folder containing scans/<scene>/ (.sens or exported frames)"
+    ),
     preset: Optional[str] = typer.Option(
-        None, "--preset", "-p", help="preset whose data settings are used; default: 3d-sv (real-data settings) for --scannet, demo for --synthetic"
+        None,
+        "--preset",
+        "-p",
+        help="preset whose data settings are used; default: 3d-sv (real-data settings) for --scannet, demo for --synthetic",
     ),
     overrides: Optional[List[str]] = SetOpt,
-    mode: Optional[str] = typer.Option(None, "--mode", help="sv (single frames), mv (frame sequences) or both; default: the preset's"),
-    frame_step: Optional[int] = typer.Option(None, "--frame-step", help="sv: raw frames between samples; default: the preset's (3d-sv: 200)"),
-    image_size: Optional[str] = typer.Option(None, "--image-size", help="WxH of prepared images, multiples of 16; default: the preset's (3d-sv: 320x240)"),
-    benchmark: Optional[str] = typer.Option(None, "--benchmark", help="scannet200 or scannet: the label set the summary reports and checks"),
+    mode: Optional[str] = typer.Option(
+        None, "--mode", help="sv (single frames), mv (frame sequences) or both; default: the preset's"
+    ),
+    frame_step: Optional[int] = typer.Option(
+        None, "--frame-step", help="sv: raw frames between samples; default: the preset's (3d-sv: 200)"
+    ),
+    image_size: Optional[str] = typer.Option(
+        None, "--image-size", help="WxH of prepared images, multiples of 16; default: the preset's (3d-sv: 320x240)"
+    ),
+    benchmark: Optional[str] = typer.Option(
+        None, "--benchmark", help="scannet200 or scannet: the label set the summary reports and checks"
+    ),
     workers: int = typer.Option(1, "--workers", "-w", min=1, help="scenes prepared in parallel processes"),
     strict: bool = typer.Option(False, "--strict", help="stop at the first bad scene or frame instead of skipping it"),
-    superpoints: str = typer.Option("image", "--superpoints", help="image (default), mesh (segs.json) or sam (needs --sam-checkpoint)"),
-    sam_checkpoint: Optional[Path] = typer.Option(None, "--sam-checkpoint", help="SAM (sam_vit_h_*.pth) or FastSAM (FastSAM-x.pt) weights"),
-    mv_frame_step: Optional[int] = typer.Option(None, "--mv-frame-step", help="mv: raw frames between sequence frames (default 40; synthetic: 20)"),
-    source: str = typer.Option("auto", "--source", help="frames from: auto (exported folders if present, else .sens), exported, sens"),
+    superpoints: str = typer.Option(
+        "image", "--superpoints", help="image (default), mesh (segs.json) or sam (needs --sam-checkpoint)"
+    ),
+    sam_checkpoint: Optional[Path] = typer.Option(
+        None, "--sam-checkpoint", help="SAM (sam_vit_h_*.pth) or FastSAM (FastSAM-x.pt) weights"
+    ),
+    mv_frame_step: Optional[int] = typer.Option(
+        None, "--mv-frame-step", help="mv: raw frames between sequence frames (default 40; synthetic: 20)"
+    ),
+    source: str = typer.Option(
+        "auto", "--source", help="frames from: auto (exported folders if present, else .sens), exported, sens"
+    ),
     layout: str = typer.Option("exported", "--synthetic-layout", help="synthetic scans' frames: exported, sens or both"),
     seed: int = typer.Option(0, "--seed"),
     labels_tsv: Optional[Path] = typer.Option(None, "--labels-tsv", help="scannetv2-labels.combined.tsv"),
     splits: Optional[Path] = typer.Option(
-        None, "--splits", help="folder with scannetv2_{train,val,test}.txt; default: splits/ next to the data, else ScanNet's official lists"
+        None,
+        "--splits",
+        help="folder with scannetv2_{train,val,test}.txt; default: splits/ next to the data, else ScanNet's official lists",
     ),
 ) -> None:
     """Turn raw ScanNet scans (or generated synthetic ones) into training samples; bad scenes are skipped and listed."""
@@ -134,9 +159,21 @@ def prepare_cmd(
     if (synthetic is None) == (scannet is None):
         raise BifusionError("prepare", "give exactly one of --synthetic N or --scannet ROOT")
     config = resolve_prepare_settings(
-        synthetic=synthetic is not None, preset=preset, overrides=overrides, mode=mode, frame_step=frame_step,
-        mv_frame_step=mv_frame_step, image_size=image_size, benchmark=benchmark, superpoints=superpoints,
-        sam_checkpoint=sam_checkpoint, labels_tsv=labels_tsv, splits_dir=splits, seed=seed, workers=workers, strict=strict,
+        synthetic=synthetic is not None,
+        preset=preset,
+        overrides=overrides,
+        mode=mode,
+        frame_step=frame_step,
+        mv_frame_step=mv_frame_step,
+        image_size=image_size,
+        benchmark=benchmark,
+        superpoints=superpoints,
+        sam_checkpoint=sam_checkpoint,
+        labels_tsv=labels_tsv,
+        splits_dir=splits,
+        seed=seed,
+        workers=workers,
+        strict=strict,
         source=source,
     )
     check_superpoint_method(config.superpoints, config.sam_checkpoint)  # refused before any scene is generated or read
@@ -159,7 +196,14 @@ def _print_prepare_summary(out: Path, config, summary) -> None:
     for col in ("mode", "frame step", "scenes", "frames", "points", "skipped frames"):
         table.add_column(col, justify="right")
     for name, part in summary.modes.items():
-        table.add_row(name, str(summary.frame_steps.get(name, "")), str(part.scenes), str(part.frames), f"{part.points:,}", str(part.skipped_frames))
+        table.add_row(
+            name,
+            str(summary.frame_steps.get(name, "")),
+            str(part.scenes),
+            str(part.frames),
+            f"{part.points:,}",
+            str(part.skipped_frames),
+        )
     render.console.print(table)
     width, height = summary.image_size
     render.console.print(
@@ -167,7 +211,8 @@ def _print_prepare_summary(out: Path, config, summary) -> None:
         + ", ".join(f"{m} {s}" for m, s in summary.frame_steps.items())
         + f" · image {width}x{height} · {summary.num_points:,} points/frame · superpoints {escape(summary.superpoints)}"
         + f" · benchmark {summary.benchmark} · splits: {escape(summary.split_source)}",
-        soft_wrap=True, highlight=False,
+        soft_wrap=True,
+        highlight=False,
     )
     render.console.print(
         f"{summary.benchmark}: {summary.labelled_fraction:.1%} of points carry one of its classes; "
@@ -229,15 +274,24 @@ def train_cmd(
     init_from: Optional[Path] = typer.Option(
         None, "--init-from", help="a run folder or checkpoint (e.g. a 3D-only run) whose 3D branch is loaded first (train.init.*)"
     ),
-    gpus: int = typer.Option(1, "--gpus", min=1, help="N > 1: one process per GPU through torchrun (CPU processes with --set train.device=cpu)"),
+    gpus: int = typer.Option(
+        1, "--gpus", min=1, help="N > 1: one process per GPU through torchrun (CPU processes with --set train.device=cpu)"
+    ),
 ) -> None:
     """Train a model; the run folder gets config.yaml, checkpoints, TensorBoard events, metrics.csv, train.log."""
     from bifusion_core.engine.trainer import train
 
-    cfg = _preset(preset, overrides, **{
-        "data.root": data, "train.max_iters": max_iters, "clip.weights": clip_weights, "train.output_dir": output_dir,
-        "train.init.checkpoint": init_from,
-    })
+    cfg = _preset(
+        preset,
+        overrides,
+        **{
+            "data.root": data,
+            "train.max_iters": max_iters,
+            "clip.weights": clip_weights,
+            "train.output_dir": output_dir,
+            "train.init.checkpoint": init_from,
+        },
+    )
     if gpus > 1 and _relaunched(gpus, cfg.train.device):
         return
     results = []
@@ -290,8 +344,9 @@ def resume_cmd(
         if _relaunched(gpus, load_saved_config(run_dir / "config.yaml").train.device):
             return
     _train(
-        lambda reporter: resume(run_dir, overrides=overrides or [], max_iters=max_iters,
-                                allow_config_change=allow_config_change, reporter=reporter),
+        lambda reporter: resume(
+            run_dir, overrides=overrides or [], max_iters=max_iters, allow_config_change=allow_config_change, reporter=reporter
+        ),
         f"resume · {run_dir}",
     )
 
@@ -304,7 +359,9 @@ def _train(run: Callable, title: str) -> None:
         return
     with render.RichReporter(title) as reporter:
         result = run(reporter)
-    render.console.print(f"run folder: [bold]{result.run_dir}[/] · {result.iterations} iterations in {render.duration(result.seconds)}")
+    render.console.print(
+        f"run folder: [bold]{result.run_dir}[/] · {result.iterations} iterations in {render.duration(result.seconds)}"
+    )
     if result.skipped_steps:
         render.console.print(f"[yellow]{result.skipped_steps} non-finite steps skipped[/] (see train.log)")
     if result.clip_fallbacks:
@@ -318,15 +375,27 @@ def eval_cmd(
     targets: List[Path] = typer.Argument(..., help="run folders or checkpoint files; several are compared side by side"),
     split: str = typer.Option("val", "--split"),
     data: Optional[Path] = DataOpt,
-    export: Optional[Path] = typer.Option(None, "--export", help="write predictions + GT in the ScanNet benchmark formats, one sub-folder per target"),
-    show_dir: Optional[Path] = typer.Option(None, "--show-dir", help="write colored PLYs of predictions and GT, one sub-folder per target"),
-    online: bool = typer.Option(False, "--online", help="stream every scan of the split frame by frame, merge, score on the mesh vertices and the observed points"),
+    export: Optional[Path] = typer.Option(
+        None, "--export", help="write predictions + GT in the ScanNet benchmark formats, one sub-folder per target"
+    ),
+    show_dir: Optional[Path] = typer.Option(
+        None, "--show-dir", help="write colored PLYs of predictions and GT, one sub-folder per target"
+    ),
+    online: bool = typer.Option(
+        False,
+        "--online",
+        help="stream every scan of the split frame by frame, merge, score on the mesh vertices and the observed points",
+    ),
     segment_smoothing: Optional[bool] = typer.Option(
-        None, "--segment-smoothing/--no-segment-smoothing",
+        None,
+        "--segment-smoothing/--no-segment-smoothing",
         help="--online: snap instances and classes to the mesh's segs.json segments (default on: eval.online.segments)",
     ),
     overrides: Optional[List[str]] = typer.Option(
-        None, "--set", "-s", help="override an eval.* key for this evaluation, e.g. --set eval.online.merge_threshold=0.2 (repeatable)"
+        None,
+        "--set",
+        "-s",
+        help="override an eval.* key for this evaluation, e.g. --set eval.online.merge_threshold=0.2 (repeatable)",
     ),
 ) -> None:
     """Instance AP/AP50/AP25 per class (the benchmark's) and class-agnostic, semantic mIoU (official rule)."""
@@ -344,8 +413,17 @@ def eval_cmd(
     results = []
     with render.RichReporter("eval") as reporter:
         for target, folder in zip(targets, folders):
-            results.append(evaluate_checkpoint(target, split=split, data_root=data, export_dir=_sub(export, folder),
-                                               show_dir=_sub(show_dir, folder), overrides=settings, reporter=reporter))
+            results.append(
+                evaluate_checkpoint(
+                    target,
+                    split=split,
+                    data_root=data,
+                    export_dir=_sub(export, folder),
+                    show_dir=_sub(show_dir, folder),
+                    overrides=settings,
+                    reporter=reporter,
+                )
+            )
     render.console.print(render.metrics_table(f"evaluation · {split}", {r.name: {**r.stamps, **r.summary} for r in results}))
 
     def per_target(label: str, values) -> dict:
@@ -367,8 +445,9 @@ def _sub(folder: Optional[Path], name: str) -> Optional[Path]:
     return folder / name if folder is not None else None
 
 
-def _eval_online(targets: List[Path], split: str, data: Optional[Path], export: Optional[Path], show_dir: Optional[Path],
-                 settings: dict) -> None:
+def _eval_online(
+    targets: List[Path], split: str, data: Optional[Path], export: Optional[Path], show_dir: Optional[Path], settings: dict
+) -> None:
     from bifusion_core.evaluation.checkpoint_eval import target_folder_names
     from bifusion_core.online.evaluate import evaluate_online
 
@@ -379,14 +458,20 @@ def _eval_online(targets: List[Path], split: str, data: Optional[Path], export: 
     with render.StreamReporter("eval --online") as reporter:
         for target, folder in zip(targets, folders):
             result = evaluate_online(
-                target, split=split, data_root=data, export_dir=_sub(export, folder),
-                show_dir=_sub(show_dir, folder), overrides=settings, reporter=reporter,
+                target,
+                split=split,
+                data_root=data,
+                export_dir=_sub(export, folder),
+                show_dir=_sub(show_dir, folder),
+                overrides=settings,
+                reporter=reporter,
             )
             paths.append(str(result.metrics_path))
             for protocol, values in result.tables.items():
                 tables.setdefault(protocol, {})[result.name] = values
             speed[result.name] = {
-                "ms/frame": result.speed["ms_per_frame"], "peak RSS (MB)": result.speed["peak_rss_mb"],
+                "ms/frame": result.speed["ms_per_frame"],
+                "peak RSS (MB)": result.speed["peak_rss_mb"],
                 **{f"ms/frame · {k}": v for k, v in result.speed["stage_ms_per_frame"].items()},
             }
     for protocol, columns in tables.items():
@@ -405,11 +490,17 @@ def infer_cmd(
         None, "--frames", help="a raw RGB-D recording: a plain-layout folder (docs/OWN_DATA.md), a ScanNet scan folder or a .sens"
     ),
     data: Optional[Path] = DataOpt,
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output folder (default RUN/online/, --frames: RUN/online/<recording>/)"),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o", help="output folder (default RUN/online/, --frames: RUN/online/<recording>/)"
+    ),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda or auto (default: the run's train.device)"),
-    frame_step: Optional[int] = typer.Option(None, "--frame-step", help="--frames: stream the frames whose index is a multiple of N (default 1)"),
+    frame_step: Optional[int] = typer.Option(
+        None, "--frame-step", help="--frames: stream the frames whose index is a multiple of N (default 1)"
+    ),
     max_frames: Optional[int] = typer.Option(None, "--max-frames", help="--frames: stream at most the first N of them"),
-    depth_scale: Optional[float] = typer.Option(None, "--depth-scale", help="--frames, plain layout: depth PNG units per metre (default 1000: mm)"),
+    depth_scale: Optional[float] = typer.Option(
+        None, "--depth-scale", help="--frames, plain layout: depth PNG units per metre (default 1000: mm)"
+    ),
     mesh: Optional[Path] = typer.Option(None, "--mesh", help="--frames: also map the result onto this mesh (PLY)"),
 ) -> None:
     """Stream a scan frame by frame into scene instances: a prepared scan (--scene, mapped to its mesh)
@@ -420,8 +511,16 @@ def infer_cmd(
         if data is not None:
             raise BifusionError("--data", "only applies to --scene (prepared data); --frames reads the recording itself")
         return _infer_recording(target, frames, out, device, frame_step, max_frames, depth_scale, mesh)
-    given = [flag for flag, value in (("--frame-step", frame_step), ("--max-frames", max_frames), ("--depth-scale", depth_scale),
-                                      ("--mesh", mesh)) if value is not None]
+    given = [
+        flag
+        for flag, value in (
+            ("--frame-step", frame_step),
+            ("--max-frames", max_frames),
+            ("--depth-scale", depth_scale),
+            ("--mesh", mesh),
+        )
+        if value is not None
+    ]
     if given:
         raise BifusionError(given[0], "only applies to --frames (a raw recording); a prepared scan has its frames and mesh")
     from bifusion_core.online.infer import infer_scene
@@ -435,11 +534,26 @@ def infer_cmd(
     render.console.print(f"results written to {result.path}")
 
 
-def _infer_recording(target: Path, frames: Path, out: Optional[Path], device: Optional[str], frame_step: Optional[int],
-                     max_frames: Optional[int], depth_scale: Optional[float], mesh: Optional[Path]) -> None:
+def _infer_recording(
+    target: Path,
+    frames: Path,
+    out: Optional[Path],
+    device: Optional[str],
+    frame_step: Optional[int],
+    max_frames: Optional[int],
+    depth_scale: Optional[float],
+    mesh: Optional[Path],
+) -> None:
     from bifusion_core.online.infer_recording import RecordingSettings, infer_recording
 
-    given = {"frame_step": frame_step, "max_frames": max_frames, "depth_scale": depth_scale, "mesh": mesh, "device": device, "out": out}
+    given = {
+        "frame_step": frame_step,
+        "max_frames": max_frames,
+        "depth_scale": depth_scale,
+        "mesh": mesh,
+        "device": device,
+        "out": out,
+    }
     settings = RecordingSettings.checked(frames=frames, **{k: v for k, v in given.items() if v is not None})
     with render.StreamReporter(f"infer · {frames}") as reporter:
         result = infer_recording(target, settings, reporter=reporter)

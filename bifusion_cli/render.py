@@ -54,8 +54,13 @@ class RichReporter(Reporter):
     def __init__(self, title: str = "bifusion", refresh_every: float = 0.5):
         self.title = title
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
         )
         self.tasks: dict[str, Any] = {}
         self.latest: dict[str, Any] = {}
@@ -106,8 +111,11 @@ class RichReporter(Reporter):
         if any(k.startswith("val/") for k in values):
             self.val = {k: v for k, v in values.items() if k.startswith("val/")}
             if not self.interactive:
-                console.print(f"eval @ {values.get('iteration')}: " + "  ".join(f"{k[4:]}={fmt(v)}" for k, v in self.val.items()),
-                              soft_wrap=True, highlight=False)  # one line, never wrapped: grep-able in logs
+                console.print(
+                    f"eval @ {values.get('iteration')}: " + "  ".join(f"{k[4:]}={fmt(v)}" for k, v in self.val.items()),
+                    soft_wrap=True,
+                    highlight=False,
+                )  # one line, never wrapped: grep-able in logs
         else:
             self.latest = values
             if not self.interactive:
@@ -130,8 +138,10 @@ class RichReporter(Reporter):
         losses = " ".join(f"{k[5:]}={fmt(x)}" for k, x in v.items() if k.startswith("loss/"))
         grad = f" · grad {fmt(v['gradient/total'])} {v.get('gradient/status', '')}" if "gradient/total" in v else ""
         skipped = f" · skipped {v['skipped_steps']}" if v.get("skipped_steps") else ""
-        return (f"it {v.get('iteration')}/{v.get('total')} · S{v.get('stage', 0)} · {fmt(v.get('it/s', 0.0))} it/s · "
-                f"ETA {duration(v.get('eta_s', 0))} · lr {v.get('lr', 0):.2e} · {losses}{grad}{skipped}")
+        return (
+            f"it {v.get('iteration')}/{v.get('total')} · S{v.get('stage', 0)} · {fmt(v.get('it/s', 0.0))} it/s · "
+            f"ETA {duration(v.get('eta_s', 0))} · lr {v.get('lr', 0):.2e} · {losses}{grad}{skipped}"
+        )
 
     def _render(self):
         parts: list[Any] = [self.progress]
@@ -139,9 +149,11 @@ class RichReporter(Reporter):
             v = self.latest
             head = Table.grid(padding=(0, 2))
             head.add_row(
-                f"[bold]iteration[/] {v['iteration']}/{v['total']}", f"[bold]epoch[/] {v.get('epoch', '-')}",
+                f"[bold]iteration[/] {v['iteration']}/{v['total']}",
+                f"[bold]epoch[/] {v.get('epoch', '-')}",
                 f"[bold]stage[/] S{v.get('stage', 0)}",
-                f"[bold]{fmt(v.get('it/s', 0.0))}[/] it/s", f"[bold]ETA[/] {duration(v.get('eta_s', 0))}",
+                f"[bold]{fmt(v.get('it/s', 0.0))}[/] it/s",
+                f"[bold]ETA[/] {duration(v.get('eta_s', 0))}",
                 f"[bold]lr[/] {v.get('lr', 0):.2e}",
             )
             losses = Table(title="loss terms", show_header=False, box=None, padding=(0, 1))
@@ -153,7 +165,15 @@ class RichReporter(Reporter):
             gate = Table(title="fusion · projection", show_header=False, box=None, padding=(0, 1))
             gate.add_column(no_wrap=True)
             gate.add_column(justify="right")
-            for k in ("fusion/w2d_mean", "fusion/w3d_mean", "fusion/gate_entropy", "projection/valid_rate", "projection/views_mean", "memory/hit_rate", "clip/fallbacks"):
+            for k in (
+                "fusion/w2d_mean",
+                "fusion/w3d_mean",
+                "fusion/gate_entropy",
+                "projection/valid_rate",
+                "projection/views_mean",
+                "memory/hit_rate",
+                "clip/fallbacks",
+            ):
                 if k in v:
                     gate.add_row(k.split("/")[-1], fmt(v[k]))
             grads = Table(title="gradients", show_header=False, box=None, padding=(0, 1))
@@ -206,8 +226,15 @@ class StreamReporter(RichReporter):
     def __init__(self, title: str = "bifusion"):
         super().__init__(title)
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _FramesPerSecond(), _InstancesSoFar(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _FramesPerSecond(),
+            _InstancesSoFar(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
         )
 
     def metrics(self, values: dict[str, Any]) -> None:
@@ -250,6 +277,11 @@ def load_report_table(reports: list, shown: int = 3) -> Table:
             names = ", ".join(str(k[0] if isinstance(k, tuple) else k) for k in keys[:shown])
             return f"[{style}]{len(keys)}[/] ({names}{', …' if len(keys) > shown else ''})"
 
-        table.add_row(r.submodule or "model", f"[green]{len(r.loaded)}[/]", cell(r.missing, "yellow"),
-                      cell(r.unexpected, "yellow"), cell(r.mismatched, "red"))
+        table.add_row(
+            r.submodule or "model",
+            f"[green]{len(r.loaded)}[/]",
+            cell(r.missing, "yellow"),
+            cell(r.unexpected, "yellow"),
+            cell(r.mismatched, "red"),
+        )
     return table

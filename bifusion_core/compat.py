@@ -26,9 +26,7 @@ def require(module: str, package: str | None = None) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise BifusionError(
-            package or module, f"not importable ({exc}); run `make setup` to install it into .venv"
-        ) from None
+        raise BifusionError(package or module, f"not importable ({exc}); run `make setup` to install it into .venv") from None
 
 
 def import_minkowski() -> ModuleType:

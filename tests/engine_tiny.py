@@ -6,14 +6,27 @@ from __future__ import annotations
 from pathlib import Path
 
 TINY = [
-    "model.use_2d=false", "model.backbone3d.arch=MinkUNetTiny", "model.feat_dim=32", "model.decoder.num_layers=1",
-    "model.decoder.num_heads=2", "model.decoder.ffn_dim=32", "data.num_workers=0", "data.batch_size=2",
-    "train.log_every=1", "train.eval_every=1000", "train.checkpoint_every=1000", "train.device=cpu",
-    "train.threads=1", "loss.spatial_anchors=64", "optim.warmup_iters=2",
+    "model.use_2d=false",
+    "model.backbone3d.arch=MinkUNetTiny",
+    "model.feat_dim=32",
+    "model.decoder.num_layers=1",
+    "model.decoder.num_heads=2",
+    "model.decoder.ffn_dim=32",
+    "data.num_workers=0",
+    "data.batch_size=2",
+    "train.log_every=1",
+    "train.eval_every=1000",
+    "train.checkpoint_every=1000",
+    "train.device=cpu",
+    "train.threads=1",
+    "loss.spatial_anchors=64",
+    "optim.warmup_iters=2",
 ]
 
 BIF_TINY = [o for o in TINY if o != "model.use_2d=false"] + [
-    "model.head2d_hidden=32", "model.film.hidden=16", "model.fusion.warmup_iters=0",
+    "model.head2d_hidden=32",
+    "model.film.hidden=16",
+    "model.fusion.warmup_iters=0",
 ]
 
 

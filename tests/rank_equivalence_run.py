@@ -48,8 +48,12 @@ class GradientRecorder(Callback):
         self.path, self.steps = path, []
 
     def on_gradients(self, t, it, figures) -> None:
-        self.steps.append({name: torch.cat([p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in params]).clone()
-                           for name, params in gradient_groups(t.model).items()})
+        self.steps.append(
+            {
+                name: torch.cat([p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in params]).clone()
+                for name, params in gradient_groups(t.model).items()
+            }
+        )
 
     def on_end(self, t) -> None:
         if t.dist.is_main:
@@ -62,7 +66,9 @@ class RecordingTrainer(Trainer):
 
     def step(self, it, batch):
         """The batch's floating-point tensors in float64, like the model."""
-        floats = {f.name: v.double() for f in fields(batch) if torch.is_tensor(v := getattr(batch, f.name)) and v.is_floating_point()}
+        floats = {
+            f.name: v.double() for f in fields(batch) if torch.is_tensor(v := getattr(batch, f.name)) and v.is_floating_point()
+        }
         return super().step(it, replace(batch, **floats))
 
     def build_criterion(self):

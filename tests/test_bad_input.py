@@ -116,6 +116,7 @@ def test_unknown_compression_type(prepared: Path, tmp_path: Path) -> None:
 
 def test_invalid_pose_in_sens_skips_only_that_frame_and_is_counted(prepared: Path, tmp_path: Path) -> None:
     """ScanNet stores lost tracking as an all -inf pose: expected, so not even --strict stops."""
+
     def lose_tracking(files: ScanFiles) -> None:
         path = files.root / f"{BAD}.sens"
         with SensReader(path) as reader:
@@ -186,6 +187,7 @@ def test_scene_without_annotated_objects(prepared: Path, tmp_path: Path) -> None
 
 def test_label_missing_from_the_tsv_is_a_warning_not_a_skipped_scene(prepared: Path, tmp_path: Path) -> None:
     """Worker processes too: the scan is prepared, one warning line names the object; strict stops on it."""
+
     def rename(files: ScanFiles) -> None:
         data = json.loads(files.aggregation.read_text())
         data["segGroups"][-1]["label"] = "flux capacitor"
@@ -196,7 +198,11 @@ def test_label_missing_from_the_tsv_is_a_warning_not_a_skipped_scene(prepared: P
     summary = prepare_scannet(root, root / "out", workers=2, reporter=reporter, **SETTINGS)
     assert summary.skipped_scenes == [] and summary.modes["mv"].frames == 8
     lines = [n for n in reporter.notes if "labels not in" in n]
-    assert len(lines) == 1 and "'flux capacitor' (object" in lines[0] and lines[0].startswith(f"{root / 'scans' / BAD / BAD}.aggregation.json: ")
+    assert (
+        len(lines) == 1
+        and "'flux capacitor' (object" in lines[0]
+        and lines[0].startswith(f"{root / 'scans' / BAD / BAD}.aggregation.json: ")
+    )
     shutil.rmtree(root / "out")
     with pytest.raises(BifusionError, match="labels not in scannetv2-labels.combined.tsv: 'flux capacitor'"):
         prepare_scannet(root, root / "out", strict=True, **SETTINGS)
@@ -245,7 +251,10 @@ def test_run_level_problems_stop_before_any_work(prepared: Path, tmp_path: Path)
     with pytest.raises(BifusionError, match="SAM checkpoint is empty"):
         prepare_scannet(prepared, out, superpoints="sam", sam_checkpoint=tmp_path / "sam_vit_h_4b8939.pth", **SETTINGS)
     (tmp_path / "sam_vit_h_4b8939.pth").write_bytes(b"weights")
-    with pytest.raises(BifusionError, match=r"need the Python package 'segment_anything', which is not installed \(pip install segment-anything\)"):
+    with pytest.raises(
+        BifusionError,
+        match=r"need the Python package 'segment_anything', which is not installed \(pip install segment-anything\)",
+    ):
         prepare_scannet(prepared, out, superpoints="sam", sam_checkpoint=tmp_path / "sam_vit_h_4b8939.pth", **SETTINGS)
     (tmp_path / "FastSAM-x.pt").write_bytes(b"weights")
     with pytest.raises(BifusionError, match=r"'ultralytics', which is not installed \(pip install ultralytics\)"):
@@ -263,8 +272,23 @@ def test_run_level_problems_stop_before_any_work(prepared: Path, tmp_path: Path)
 @pytest.mark.slow
 def test_cli_prints_one_line_per_bad_scene_and_strict_exits_non_zero(prepared: Path, tmp_path: Path) -> None:
     root = _broken(prepared, tmp_path, lambda f: f.pose(40).unlink())
-    args = ("prepare", "--scannet", root, "--out", root / "out", "--mode", "both", "--mv-frame-step", "20",
-            "--set", "data.frame_step=40", "--set", "data.image_size=[64,48]", "--set", "data.num_points=200")
+    args = (
+        "prepare",
+        "--scannet",
+        root,
+        "--out",
+        root / "out",
+        "--mode",
+        "both",
+        "--mv-frame-step",
+        "20",
+        "--set",
+        "data.frame_step=40",
+        "--set",
+        "data.image_size=[64,48]",
+        "--set",
+        "data.num_points=200",
+    )
     proc = run_cli(*args)
     expected = f"skipped scene {BAD}: {root / 'scans' / BAD / 'pose' / '40.txt'}: pose file not found (depth/40.png exists)"
     assert expected in " ".join(proc.stdout.split()) and "Traceback" not in proc.stdout + proc.stderr

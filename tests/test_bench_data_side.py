@@ -19,8 +19,23 @@ FIELDS = {"id", "figure", "measured", "ratio", "target", "passed", "details"}
 def _run(module: str, work: Path) -> list[dict]:
     out = work / f"{module}.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "perf" / f"{module}.py"), "--quick", "--device", "cpu",
-                           "--work", str(work), "--json", str(out)], capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "perf" / f"{module}.py"),
+            "--quick",
+            "--device",
+            "cpu",
+            "--work",
+            str(work),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())
     for row in rows:

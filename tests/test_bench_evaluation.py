@@ -20,7 +20,10 @@ def run_module(module: str, tmp_path: Path) -> list[dict]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "perf" / f"{module}.py"), "--quick", "--json", str(out), "--work", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())
@@ -59,7 +62,8 @@ def test_p8_eval_memory_row(tmp_path: Path):
     assert large["state_mb"] > small["state_mb"] > 0  # the metric state grows with the scans
     assert small["ap"] == small["ap"] and large["ap"] == large["ap"]  # scored for real (not NaN)
     assert row["details"]["excess_mb"] == pytest.approx(
-        (large["peak_rss_mb"] - small["peak_rss_mb"]) - (large["state_mb"] - small["state_mb"]))
+        (large["peak_rss_mb"] - small["peak_rss_mb"]) - (large["state_mb"] - small["state_mb"])
+    )
 
 
 @pytest.mark.slow

@@ -20,7 +20,10 @@ def test_train_step_module_quick(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench/perf/p3_train_step.py"), "--quick", "--json", str(out), "--work", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {r["id"]: r for r in json.loads(out.read_text())}

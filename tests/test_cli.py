@@ -73,8 +73,20 @@ def test_train_without_data_is_one_line_and_leaves_no_run_folder(tmp_path):
 @pytest.mark.slow
 def test_train_failing_before_its_first_step_leaves_no_run_folder(synthetic_data, tmp_path):
     runs = tmp_path / "runs"
-    proc = run_cli("train", "--preset", "demo", "--data", synthetic_data, "--output-dir", runs,
-                   "--init-from", tmp_path / "no-run", "--max-iters", "1", check=False)
+    proc = run_cli(
+        "train",
+        "--preset",
+        "demo",
+        "--data",
+        synthetic_data,
+        "--output-dir",
+        runs,
+        "--init-from",
+        tmp_path / "no-run",
+        "--max-iters",
+        "1",
+        check=False,
+    )
     assert proc.returncode == 1 and "no-run" in proc.stderr
     assert not runs.exists()
 
@@ -111,6 +123,8 @@ def test_a_data_root_of_an_older_format_is_refused_in_one_line(synthetic_data, t
     proc = run_cli("train", "--preset", "demo", "--data", old, "--output-dir", tmp_path / "runs", check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
-    assert lines == [f"error: {old / 'sv' / 'manifest.json'}: prepared by an older bifusion (format 2, now 3); "
-                     "run `bifusion prepare` again into a new folder"]
+    assert lines == [
+        f"error: {old / 'sv' / 'manifest.json'}: prepared by an older bifusion (format 2, now 3); "
+        "run `bifusion prepare` again into a new folder"
+    ]
     assert not (tmp_path / "runs").exists()

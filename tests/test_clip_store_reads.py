@@ -26,8 +26,13 @@ SHAPE = (768, 3, 4)
 
 def _features(n: int, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     rng = np.random.default_rng(seed)
-    return {f"scene{i // 3:04d}_00/{i % 3 * 20:06d}": (rng.standard_normal(SHAPE).astype(np.float16),
-                                                        rng.standard_normal(768).astype(np.float16)) for i in range(n)}
+    return {
+        f"scene{i // 3:04d}_00/{i % 3 * 20:06d}": (
+            rng.standard_normal(SHAPE).astype(np.float16),
+            rng.standard_normal(768).astype(np.float16),
+        )
+        for i in range(n)
+    }
 
 
 def _write(directory: Path, frames: dict, compression: str | None = None, per_shard: int = 4) -> list[str]:

@@ -32,8 +32,11 @@ pytestmark = pytest.mark.slow  # runs of several processes: `pytest -m "not slow
 DRIVER = Path(__file__).with_name("rank_equivalence_run.py")
 STEPS = 3
 SAME = [
-    *BIF_TINY, "train.sync_bn=true", "model.decoder.query_ratio=[1.0,1.0]",
-    "loss.spatial_anchors=100000", f"train.max_iters={STEPS}",
+    *BIF_TINY,
+    "train.sync_bn=true",
+    "model.decoder.query_ratio=[1.0,1.0]",
+    "loss.spatial_anchors=100000",
+    f"train.max_iters={STEPS}",
     "loss.stages=[{until: 1.0, semantic: 0.4, instance: 0.5, clip: 0.2, aux: 0.1}]",
 ]
 TOLERANCE = 1e-9  # relative, float64; measured ~1e-13 with 1 or 2 threads
@@ -47,13 +50,24 @@ def test_two_ranks_match_one_rank_with_twice_the_batch(synthetic_data, tmp_path)
     two, one = tmp_path / "two", tmp_path / "one"
     code = run_ranks(2, [str(DRIVER), str(synthetic_data), str(two), json.dumps([*SAME, "data.batch_size=1"])])
     assert code == 0
-    subprocess.run([sys.executable, str(DRIVER), str(synthetic_data), str(one), json.dumps([*SAME, "data.batch_size=2"])],
-                   check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, str(DRIVER), str(synthetic_data), str(one), json.dumps([*SAME, "data.batch_size=2"])],
+        check=True,
+        timeout=300,
+    )
     a, b = torch.load(one / "gradients.pt"), torch.load(two / "gradients.pt")
     assert torch.load(two / "run/checkpoints/last.pt", weights_only=True)["world"] == 2
     logged = next(csv.DictReader((one / "run/metrics.csv").open()))
-    assert {"loss/semantic", "loss/instance_cls", "loss/instance_mask_dice", "loss/instance_objectness", "loss/box",
-            "loss/clip_align", "loss/spatial", "loss/no_view"} <= set(logged)  # every term is computed
+    assert {
+        "loss/semantic",
+        "loss/instance_cls",
+        "loss/instance_mask_dice",
+        "loss/instance_objectness",
+        "loss/box",
+        "loss/clip_align",
+        "loss/spatial",
+        "loss/no_view",
+    } <= set(logged)  # every term is computed
     assert len(a) == len(b) == STEPS and set(a[0]) == {"head2d", "film_gate", "backbone3d", "decoder"}
     worst = {group: max(relative(a[k][group], b[k][group]) for k in range(STEPS)) for group in a[0]}
     print(f"2 ranks x batch 1 vs 1 rank x batch 2, {STEPS} steps: worst relative difference per group", worst)

@@ -13,8 +13,14 @@ from torch import nn
 from bifusion_core.config import load_preset
 from bifusion_core.engine.monitor import AlertRules, Monitor, gradient_figures, gradient_groups, gradient_status
 
-CONFIG = ["optim.lr=2e-3", "optim.warmup_iters=50", "optim.clip_grad=10", "train.alert_grace=100", "train.alert_window=5",
-          "model.fusion.warmup_iters=200"]
+CONFIG = [
+    "optim.lr=2e-3",
+    "optim.warmup_iters=50",
+    "optim.clip_grad=10",
+    "train.alert_grace=100",
+    "train.alert_window=5",
+    "model.fusion.warmup_iters=200",
+]
 
 
 def rules(*extra: str) -> AlertRules:
@@ -39,17 +45,33 @@ def test_gradient_figures_per_module_group():
     groups = gradient_groups(model)
     assert {g: len(p) for g, p in groups.items()} == {"head2d": 1, "film_gate": 2, "backbone3d": 1, "decoder": 1}
     figures = {k: v.item() for k, v in gradient_figures(groups).items()}
-    assert figures == pytest.approx({
-        "gradient/head2d": 3.0, "gradient/film_gate": 4.0, "gradient/backbone3d": 12.0,
-        "gradient/head2d_share": 9 / 169, "gradient/film_gate_share": 16 / 169, "gradient/backbone3d_share": 144 / 169,
-        "gradient/total": 13.0, "gradient/max": 12.0,
-    })
+    assert figures == pytest.approx(
+        {
+            "gradient/head2d": 3.0,
+            "gradient/film_gate": 4.0,
+            "gradient/backbone3d": 12.0,
+            "gradient/head2d_share": 9 / 169,
+            "gradient/film_gate_share": 16 / 169,
+            "gradient/backbone3d_share": 144 / 169,
+            "gradient/total": 13.0,
+            "gradient/max": 12.0,
+        }
+    )
 
 
-@pytest.mark.parametrize("total, status", [
-    (10.0, "healthy"), (10.001, "exploding"), (math.nan, "exploding"), (math.inf, "exploding"),
-    (1e-6, "healthy"), (9.9e-7, "vanishing"), (0.0, "vanishing"), (1.0, "healthy"),
-])
+@pytest.mark.parametrize(
+    "total, status",
+    [
+        (10.0, "healthy"),
+        (10.001, "exploding"),
+        (math.nan, "exploding"),
+        (math.inf, "exploding"),
+        (1e-6, "healthy"),
+        (9.9e-7, "vanishing"),
+        (0.0, "vanishing"),
+        (1.0, "healthy"),
+    ],
+)
 def test_gradient_status_thresholds(total, status):
     assert gradient_status(total) == status
 

@@ -95,8 +95,15 @@ class Fp16Trainer(ProbedTrainer):
 
 
 def test_fp16_scaler_skips_an_overflowed_step_and_halves_its_scale(synthetic_data, tmp_path):
-    cfg = tiny_cfg(synthetic_data, tmp_path, "train.amp=fp16", "train.checkpoint_every=1", "train.keep_checkpoints=3",
-                   max_iters=3, base=BIF_TINY)
+    cfg = tiny_cfg(
+        synthetic_data,
+        tmp_path,
+        "train.amp=fp16",
+        "train.checkpoint_every=1",
+        "train.keep_checkpoints=3",
+        max_iters=3,
+        base=BIF_TINY,
+    )
     trainer = Fp16Trainer(cfg, tmp_path / "run")
     result = run_trainer(trainer)
     assert trainer.probes.computed["decoder"] == {torch.float16} and trainer.probes.into_minkowski == {torch.float32}

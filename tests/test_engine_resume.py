@@ -45,8 +45,13 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 def kill_run(data, out, at: int, sig: str, overrides: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, **ONE_THREAD}
-    return subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(data), str(out), str(at), sig, json.dumps(overrides)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, str(data), str(out), str(at), sig, json.dumps(overrides)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def losses(run_dir):
@@ -142,10 +147,22 @@ def test_resume_with_allow_config_change_trains_with_the_changed_key(synthetic_d
 def test_best_rule_picks_the_checkpoint_and_keep_checkpoints_prunes(synthetic_data, tmp_path, rule):
     """Evaluation after every iteration: best.pt is the evaluation the rule prefers (the later one on a
     tie) by train.best_metric; of the interval checkpoints the last keep_checkpoints stay."""
-    run_dir = tiny_run(synthetic_data, tmp_path, "train.eval_every=1", "train.checkpoint_every=1", "train.keep_checkpoints=2",
-                       "train.best_metric=semantic/allacc", f"train.best_rule={rule}", "optim.lr=0.02", max_iters=4)
-    val = [(int(r["iteration"]), float(r["val/semantic/allacc"])) for r in csv.DictReader((run_dir / "metrics.csv").open())
-           if r.get("val/semantic/allacc")]
+    run_dir = tiny_run(
+        synthetic_data,
+        tmp_path,
+        "train.eval_every=1",
+        "train.checkpoint_every=1",
+        "train.keep_checkpoints=2",
+        "train.best_metric=semantic/allacc",
+        f"train.best_rule={rule}",
+        "optim.lr=0.02",
+        max_iters=4,
+    )
+    val = [
+        (int(r["iteration"]), float(r["val/semantic/allacc"]))
+        for r in csv.DictReader((run_dir / "metrics.csv").open())
+        if r.get("val/semantic/allacc")
+    ]
     assert [it for it, _ in val] == [1, 2, 3, 4] and len({v for _, v in val}) > 1  # the metric moves: the choice is decisive
     pick = (min if rule == "min" else max)(v for _, v in val)
     expected = max(it for it, v in val if v == pick)

@@ -29,8 +29,9 @@ def test_nan_steps_are_skipped_then_the_run_stops_with_the_last_good_state(synth
         return loss, terms
 
     monkeypatch.setattr(trainer_module.Criterion, "__call__", poisoned)
-    cfg = tiny_cfg(synthetic_data, tmp_path, "train.max_bad_steps=2", "train.checkpoint_every=4", "train.keep_checkpoints=1",
-                   max_iters=20)
+    cfg = tiny_cfg(
+        synthetic_data, tmp_path, "train.max_bad_steps=2", "train.checkpoint_every=4", "train.keep_checkpoints=1", max_iters=20
+    )
     reporter = RecordingReporter()
     with pytest.raises(NonFiniteStop) as err:
         train(cfg, reporter=reporter, run_dir=tmp_path / "run")
@@ -67,13 +68,15 @@ def test_non_finite_outputs_skip_the_step(synthetic_data, tmp_path, monkeypatch,
         return out
 
     monkeypatch.setattr(BiFusionSegmentor, "forward", poisoned)
-    cfg = tiny_cfg(synthetic_data, tmp_path, "loss.aux_layers=false", "train.checkpoint_every=1", "train.keep_checkpoints=3",
-                   max_iters=3)
+    cfg = tiny_cfg(
+        synthetic_data, tmp_path, "loss.aux_layers=false", "train.checkpoint_every=1", "train.keep_checkpoints=3", max_iters=3
+    )
     reporter = RecordingReporter()
     result = train(cfg, reporter=reporter, run_dir=tmp_path / "run")
     assert result.skipped_steps == 1 and calls["n"] == 3
     assert [m for _, m in reporter.alerts if "step skipped" in m] == [
-        "iteration 2: non-finite loss, output or gradient, step skipped (1 in a row, 1 in this run; limit train.max_bad_steps=20)"]
+        "iteration 2: non-finite loss, output or gradient, step skipped (1 in a row, 1 in this run; limit train.max_bad_steps=20)"
+    ]
     folder = tmp_path / "run/checkpoints"
     one, two, three = (torch.load(folder / f"iter_000000{i}.pt", weights_only=True)["model"] for i in (1, 2, 3))
     params = dict(trainer_module.build_model(cfg, trainer_module.builders.label_set(cfg)).named_parameters())
@@ -86,8 +89,19 @@ def test_diverging_run_without_a_terminal(synthetic_data, tmp_path):
     """`bifusion train --set optim.lr=1e12` (the issue's stand-in for a forward pass that turns
     non-finite) through the real CLI, its output captured (no terminal): one plain line per logged
     step, one line per alert, then one error line naming what to lower; no traceback."""
-    proc = run_cli("train", "--preset", "demo", "--data", synthetic_data, "--output-dir", tmp_path, "--max-iters", "8",
-                   *cli_sets([*TINY, "optim.lr=1e12", "train.max_bad_steps=4", "train.log_every=2"]), check=False)
+    proc = run_cli(
+        "train",
+        "--preset",
+        "demo",
+        "--data",
+        synthetic_data,
+        "--output-dir",
+        tmp_path,
+        "--max-iters",
+        "8",
+        *cli_sets([*TINY, "optim.lr=1e12", "train.max_bad_steps=4", "train.log_every=2"]),
+        check=False,
+    )
     out, err = proc.stdout, proc.stderr
     assert proc.returncode == 1 and "Traceback" not in out + err
     lines = out.splitlines()
@@ -125,8 +139,12 @@ def test_host_syncs_per_step(synthetic_data, tmp_path, monkeypatch):
     quiet = device_side[:3]
     engine = [sum(n for s, n in c.items() if s.startswith("engine/")) for c in quiet]
     model_and_losses = [sum(n for s, n in c.items() if not s.startswith("engine/") and "matching.py" not in s) for c in quiet]
-    print("host reads per non-logging step, by site:", dict(quiet[0]), "· logging step, engine:",
-          {s: n for s, n in device_side[3].items() if s.startswith("engine/")})
+    print(
+        "host reads per non-logging step, by site:",
+        dict(quiet[0]),
+        "· logging step, engine:",
+        {s: n for s, n in device_side[3].items() if s.startswith("engine/")},
+    )
     assert engine == [1, 1, 1]
     # the model slices per sample with the batch's host-side superpoint counts, the losses loop over
     # range(num_samples); the matching sends every sample's and layer's cost matrix in one transfer

@@ -39,9 +39,7 @@ def span(n: int, *ranges: tuple[int, int]) -> np.ndarray:
     return mask
 
 
-def scene(
-    gt_ids: np.ndarray, *preds: tuple[np.ndarray, int, float], name: str = ""
-) -> InstanceSceneResult:
+def scene(gt_ids: np.ndarray, *preds: tuple[np.ndarray, int, float], name: str = "") -> InstanceSceneResult:
     n = len(gt_ids)
     masks = np.array([p[0] for p in preds], dtype=bool).reshape(len(preds), n)
     labels = np.array([p[1] for p in preds], dtype=np.int64)
@@ -328,9 +326,7 @@ def test_export_read_round_trip_reproduces_metrics(tmp_path: Path):
     read_back = []
     for s in scenes:
         write_instance_gt(tmp_path / "gt", s.scene, s.gt_ids)
-        write_instance_predictions(
-            tmp_path / "pred", s.scene, s.pred_masks, s.pred_labels, s.pred_scores
-        )
+        write_instance_predictions(tmp_path / "pred", s.scene, s.pred_masks, s.pred_labels, s.pred_scores)
         gt_ids = read_ids(tmp_path / "gt" / f"{s.scene}.txt")
         masks, labels, scores = read_instance_predictions(tmp_path / "pred", s.scene, len(gt_ids))
         assert (masks == s.pred_masks).all() and (labels == s.pred_labels).all()

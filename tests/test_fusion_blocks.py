@@ -57,7 +57,9 @@ def test_film_is_identity_at_init_and_learns_frequencies():
 
 @pytest.mark.parametrize("kind", ["plain", "lite", "enhanced"])
 def test_gate_warmup_and_valid_mask(kind):
-    gate = build_gate(16, FusionConfig(gate=kind, warmup_iters=5, no_view_alpha=0.1, hidden=8, se_hidden=8, enhanced_hidden=32)).train()
+    gate = build_gate(
+        16, FusionConfig(gate=kind, warmup_iters=5, no_view_alpha=0.1, hidden=8, se_hidden=8, enhanced_hidden=32)
+    ).train()
     f2d, f3d = unit(10, 16, 2), unit(10, 16, 3)
     valid = torch.tensor([1, 1, 0, 1, 0, 1, 1, 1, 0, 1], dtype=torch.bool)
     batch = (torch.arange(10) >= 6).long()

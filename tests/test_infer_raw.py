@@ -66,8 +66,14 @@ def to_plain_layout(scan: Path, dest: Path) -> Path:
 def recordings(tmp_path_factory) -> Recordings:
     root = tmp_path_factory.mktemp("infer-raw")
     write_synthetic_scannet(root / "raw", 1, seed=2, options=SyntheticOptions(num_frames=FRAMES), layout="both")
-    prepare_scannet(root / "raw", root / "prepared", mode="mv", mv_frame_step=SYNTHETIC_FRAME_STEP, image_size=RUN_IMAGE_SIZE,
-                    num_points=RUN_POINTS)
+    prepare_scannet(
+        root / "raw",
+        root / "prepared",
+        mode="mv",
+        mv_frame_step=SYNTHETIC_FRAME_STEP,
+        image_size=RUN_IMAGE_SIZE,
+        num_points=RUN_POINTS,
+    )
     scan = root / "raw" / "scans" / SCENE
     shutil.move(scan / f"{SCENE}_vh_clean_2.ply", root / "mesh.ply")
     for name in (f"{SCENE}_vh_clean_2.0.010000.segs.json", f"{SCENE}.aggregation.json", f"{SCENE}.txt"):
@@ -89,7 +95,9 @@ def run(recordings, tmp_path_factory) -> Path:
     torch.manual_seed(MODEL_SEED)
     model = build_model(cfg, LABEL_SETS[cfg.data.benchmark])
     folder = tmp_path_factory.mktemp("outputs") / "demo-mv" / "untrained"
-    save_checkpoint(folder / "checkpoints" / "last.pt", {"model": model.state_dict(), "config": cfg.model_dump(mode="json"), "iteration": 0})
+    save_checkpoint(
+        folder / "checkpoints" / "last.pt", {"model": model.state_dict(), "config": cfg.model_dump(mode="json"), "iteration": 0}
+    )
     return folder
 
 
@@ -165,7 +173,9 @@ def test_infer_frames_gives_the_same_instances_in_every_layout(recordings, run, 
     for layout, path in layouts(recordings).items():
         outs[layout] = tmp_path / layout
         extra = ("--mesh", recordings.mesh) if layout == "exported" else ()
-        stdout = run_cli("infer", run, "--frames", path, "--frame-step", SYNTHETIC_FRAME_STEP, "--out", outs[layout], *extra).stdout
+        stdout = run_cli(
+            "infer", run, "--frames", path, "--frame-step", SYNTHETIC_FRAME_STEP, "--out", outs[layout], *extra
+        ).stdout
         assert "instances" in stdout and "ms/frame" in stdout and "skipped frames 1 × invalid pose" in stdout
     run_cli("infer", run, "--scene", SCENE, "--data", recordings.prepared, "--out", tmp_path / "prepared")
 
@@ -206,7 +216,9 @@ def test_infer_frames_gives_the_same_instances_in_every_layout(recordings, run, 
 
     # benchmark files over the fused points: one line per (instance, class) proposal
     num_points = len(vertex)
-    masks, label_ids, scores = read_instance_predictions(outs["exported"] / "points" / "instance" / "pred", SCENE, num_points=num_points)
+    masks, label_ids, scores = read_instance_predictions(
+        outs["exported"] / "points" / "instance" / "pred", SCENE, num_points=num_points
+    )
     assert np.array_equal(read_ids(outs["exported"] / "points" / "semantic" / "pred" / f"{SCENE}.txt"), vertex["semantic_id"])
     for entry in instances:
         best = entry["proposals"][0]
@@ -220,7 +232,9 @@ def test_infer_frames_gives_the_same_instances_in_every_layout(recordings, run, 
     assert np.array_equal(mapped.faces, mesh.faces) and np.array_equal(mapped.vertices, mesh.vertices)
     with np.load(outs["exported"] / "mesh" / f"{SCENE}.npz") as on_mesh:
         assert on_mesh["instance_masks"].shape == (len(masks), len(mesh.vertices))
-    mesh_masks, _, _ = read_instance_predictions(outs["exported"] / "mesh" / "instance" / "pred", SCENE, num_points=len(mesh.vertices))
+    mesh_masks, _, _ = read_instance_predictions(
+        outs["exported"] / "mesh" / "instance" / "pred", SCENE, num_points=len(mesh.vertices)
+    )
     assert len(mesh_masks) == len(masks)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
 

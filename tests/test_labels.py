@@ -90,9 +90,12 @@ def test_tsv_round_trip(tmp_path: Path) -> None:
 def test_tsv_reader_accepts_scannet_layout_with_empty_nyu40(tmp_path: Path) -> None:
     path = tmp_path / "labels.tsv"
     path.write_text(
-        "\t".join(TSV_COLUMNS) + "\n"
-        + "\t".join(["13", "pillow", "pillow", "2", "18"] + [""] * 12) + "\n"
-        + "\t".join(["1163", "object", "object", "1", ""] + [""] * 12) + "\n"
+        "\t".join(TSV_COLUMNS)
+        + "\n"
+        + "\t".join(["13", "pillow", "pillow", "2", "18"] + [""] * 12)
+        + "\n"
+        + "\t".join(["1163", "object", "object", "1", ""] + [""] * 12)
+        + "\n"
     )
     assert read_labels_tsv(path) == {"pillow": (13, 18), "object": (1163, 0)}
 

@@ -48,7 +48,9 @@ def test_no_object_cross_entropy_leaves_the_loss_to_matched_queries():
     assert logits.grad[0, 0] < 0 and (logits.grad[0, 1:] > 0).all()
     # weight 1 is plain cross-entropy; no queries give 0
     some, target = torch.randn(6, 4), torch.tensor([0, 1, 3, 3, 2, 3])
-    assert float(no_object_cross_entropy(some, target, no_object_weight=1.0)) == pytest.approx(float(F.cross_entropy(some, target)))
+    assert float(no_object_cross_entropy(some, target, no_object_weight=1.0)) == pytest.approx(
+        float(F.cross_entropy(some, target))
+    )
     assert float(no_object_cross_entropy(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))) == 0.0
 
 
@@ -107,8 +109,10 @@ def test_knn_tree_on_cpu_finds_the_brute_force_neighbours(k):
     assert torch.allclose(d_tree[found], d_brute[found], atol=1e-4)  # cdist: float32 via matmul
     assert torch.equal(i_tree[found], i_brute[found])
     assert not (i_tree == pick[:, None])[found].any() and (groups[i_tree] == groups[pick][:, None])[found].all()
-    (d_tree, i_tree), (d_brute, i_brute) = _knn_tree(reference[:50], reference[100:], k, None, None), _knn_brute(
-        reference[:50], reference[100:], k, None, None, chunk=512)
+    (d_tree, i_tree), (d_brute, i_brute) = (
+        _knn_tree(reference[:50], reference[100:], k, None, None),
+        _knn_brute(reference[:50], reference[100:], k, None, None, chunk=512),
+    )
     assert torch.allclose(d_tree, d_brute, atol=1e-4) and torch.equal(i_tree, i_brute)
 
 
@@ -145,7 +149,9 @@ def test_instance_loss_terms_and_objectness_target():
     assert float(bad_terms["objectness"]) > 4.0
     total = weighted_instance_loss(bad_terms, cfg)
     assert float(total) == pytest.approx(
-        float(bad_terms["cls"] + 0.8 * (0.6 * bad_terms["mask_bce"] + 0.4 * bad_terms["mask_dice"]) + 0.2 * bad_terms["objectness"])
+        float(
+            bad_terms["cls"] + 0.8 * (0.6 * bad_terms["mask_bce"] + 0.4 * bad_terms["mask_dice"]) + 0.2 * bad_terms["objectness"]
+        )
     )
 
 

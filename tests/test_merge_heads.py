@@ -146,8 +146,21 @@ def test_demo_mv_trains_and_logs_merge_and_box(mv_demo_data, tmp_path):
     """Three iterations of the real ``bifusion train --preset demo-mv`` on 4-frame windows."""
     run_cli("precompute-clip", "--preset", "demo-mv", "--data", mv_demo_data)
     run_cli(
-        "train", "--preset", "demo-mv", "--data", mv_demo_data, "--max-iters", "3", "--output-dir", tmp_path,
-        "--set", "data.num_workers=0", "--set", "train.log_every=1", "--set", "train.eval_every=3",
+        "train",
+        "--preset",
+        "demo-mv",
+        "--data",
+        mv_demo_data,
+        "--max-iters",
+        "3",
+        "--output-dir",
+        tmp_path,
+        "--set",
+        "data.num_workers=0",
+        "--set",
+        "train.log_every=1",
+        "--set",
+        "train.eval_every=3",
     )
     run_dir = next((tmp_path / "demo-mv").iterdir())
     rows = [r for r in csv.DictReader((run_dir / "metrics.csv").open()) if r.get("loss/total")]

@@ -90,10 +90,19 @@ def mv_root(tmp_path_factory):
 
 
 def test_mv_model_gathers_from_several_frames(mv_root):
-    cfg = load_preset("demo-mv", [
-        "eval.score_threshold=0.0", f"data.root={mv_root}", "data.num_frames=3", "data.image_size=[96, 64]", "model.feat_dim=32",
-        "model.head2d_hidden=32", "model.decoder.num_heads=4", "model.decoder.ffn_dim=32",
-    ])
+    cfg = load_preset(
+        "demo-mv",
+        [
+            "eval.score_threshold=0.0",
+            f"data.root={mv_root}",
+            "data.num_frames=3",
+            "data.image_size=[96, 64]",
+            "model.feat_dim=32",
+            "model.head2d_hidden=32",
+            "model.decoder.num_heads=4",
+            "model.decoder.ffn_dim=32",
+        ],
+    )
     ds = builders.build_dataset(cfg, mv_root, None, train=False)
     windows = [ds[0], ds[2]]  # the first 3-frame window of each scene (4 frames: windows 0-2 and 3), one item per frame
     for s in (frame for window in windows for frame in window):  # stored CLIP token stand-ins: only their shape matters
@@ -125,13 +134,22 @@ def test_mv_model_gathers_from_several_frames(mv_root):
 
 
 def test_memory_adapter_in_the_model_is_the_identity_at_init(mv_root):
-    overrides = [f"data.root={mv_root}", "data.num_frames=3", "data.image_size=[96, 64]", "model.use_2d=false",
-                 "model.feat_dim=32", "model.decoder.num_heads=4", "model.decoder.ffn_dim=32"]
+    overrides = [
+        f"data.root={mv_root}",
+        "data.num_frames=3",
+        "data.image_size=[96, 64]",
+        "model.use_2d=false",
+        "model.feat_dim=32",
+        "model.decoder.num_heads=4",
+        "model.decoder.ffn_dim=32",
+    ]
     cfg = load_preset("demo-mv", overrides)
     batch = collate([builders.build_dataset(cfg, mv_root, None, train=False)[0]])  # one window, decoded per frame
     torch.manual_seed(0)
     plain = build_model(cfg, builders.label_set(cfg)).eval()
-    with_memory = build_model(load_preset("demo-mv", overrides + ["model.memory.enabled=true", "model.memory.voxel_size=0.2"]), builders.label_set(cfg)).eval()
+    with_memory = build_model(
+        load_preset("demo-mv", overrides + ["model.memory.enabled=true", "model.memory.voxel_size=0.2"]), builders.label_set(cfg)
+    ).eval()
     missing, unexpected = with_memory.load_state_dict(plain.state_dict(), strict=False)
     assert all(k.startswith("memory.") for k in missing) and not unexpected
     with torch.no_grad():

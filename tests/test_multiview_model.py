@@ -33,12 +33,24 @@ def clip_stand_ins(item):
 
 
 def mv_preset(mv_root, *extra):
-    return load_preset("bif-mv", [
-        f"data.root={mv_root}", "data.num_frames=3", "data.image_size=[96, 64]", "data.voxel_size=0.08",
-        "model.backbone3d.arch=MinkUNetTiny", "model.feat_dim=32", "model.head2d_hidden=32", "model.decoder.num_heads=4",
-        "model.decoder.ffn_dim=32", "model.tiny_sa.num_heads=4", "model.tiny_sa.ffn_dim=32", "model.fusion.warmup_iters=0",
-        *extra,
-    ])
+    return load_preset(
+        "bif-mv",
+        [
+            f"data.root={mv_root}",
+            "data.num_frames=3",
+            "data.image_size=[96, 64]",
+            "data.voxel_size=0.08",
+            "model.backbone3d.arch=MinkUNetTiny",
+            "model.feat_dim=32",
+            "model.head2d_hidden=32",
+            "model.decoder.num_heads=4",
+            "model.decoder.ffn_dim=32",
+            "model.tiny_sa.num_heads=4",
+            "model.tiny_sa.ffn_dim=32",
+            "model.fusion.warmup_iters=0",
+            *extra,
+        ],
+    )
 
 
 def train_step(cfg, batch):

@@ -29,7 +29,7 @@ def frame_of(objects, rng, embeds, scores=None, labels=None):
     sizes = np.cumsum([0] + [len(o) for o in objects])
     masks = np.zeros((len(objects), len(points)), bool)
     for k in range(len(objects)):
-        masks[k, sizes[k]:sizes[k + 1]] = True
+        masks[k, sizes[k] : sizes[k + 1]] = True
     inst = FrameInstances(
         masks=masks,
         labels=np.asarray(labels if labels is not None else [0] * len(objects), np.int64),
@@ -79,10 +79,14 @@ def test_two_objects_stay_two():
     chair, table = cube([0, 0, 0.5], 0.5, 300, rng), cube([3, 0, 0.5], 0.8, 300, rng)
     memory, point_map = InstanceMemory(50, threshold=0.3), PointMap(0.02)
     # same embedding for both: only the boxes (IoU 0) keep them apart
-    stream(memory, point_map, [
-        frame_of([chair, table], rng, [[1, 0, 0], [1, 0, 0]]),
-        frame_of([cube([0, 0, 0.5], 0.5, 300, rng), cube([3, 0, 0.5], 0.8, 300, rng)], rng, [[1, 0, 0], [1, 0, 0]]),
-    ])
+    stream(
+        memory,
+        point_map,
+        [
+            frame_of([chair, table], rng, [[1, 0, 0], [1, 0, 0]]),
+            frame_of([cube([0, 0, 0.5], 0.5, 300, rng), cube([3, 0, 0.5], 0.8, 300, rng)], rng, [[1, 0, 0], [1, 0, 0]]),
+        ],
+    )
     assert memory.num == 2 and memory.counts[:2].tolist() == [2, 2]
     masks = memory.masks(point_map.size)
     assert not (masks[0] & masks[1]).any()
@@ -102,7 +106,10 @@ def test_shared_surface_merges_whatever_the_learned_cues_say():
     when an undertrained merge head gives orthogonal embeddings and boxes that miss."""
     rng = np.random.default_rng(6)
     chair = cube([0, 0, 0.5], 0.5, 400, rng)
-    first, second = frame_of([chair], rng, [[1, 0, 0]]), frame_of([chair + rng.normal(0, 0.005, chair.shape).astype(np.float32)], rng, [[0, 1, 0]])
+    first, second = (
+        frame_of([chair], rng, [[1, 0, 0]]),
+        frame_of([chair + rng.normal(0, 0.005, chair.shape).astype(np.float32)], rng, [[0, 1, 0]]),
+    )
     second[1].boxes[:, :3] += 5.0  # a box head that is off by metres
     memory, point_map = InstanceMemory(50, threshold=0.3), PointMap(0.02)
     stream(memory, point_map, [first, second])
@@ -206,10 +213,12 @@ def test_segment_smoothing_on_a_hand_made_mesh():
     semantic = np.array([1, 1, 2, 3, 5, 5, 3, 8])
     # segment 4 is a tie between 3 and 5: the smaller id wins
     assert segment_majority(semantic, segments).tolist() == [1, 1, 1, 3, 3, 3, 3, 8]
-    masks = np.array([
-        [True, True, False, True, False, False, False, False],  # 2/3 of seg 10, 1/4 of seg 4
-        [False, False, False, True, True, False, False, True],  # 2/4 of seg 4 (not a majority), seg 99
-    ])
+    masks = np.array(
+        [
+            [True, True, False, True, False, False, False, False],  # 2/3 of seg 10, 1/4 of seg 4
+            [False, False, False, True, True, False, False, True],  # 2/4 of seg 4 (not a majority), seg 99
+        ]
+    )
     smoothed = smooth_masks(masks, segments)
     assert smoothed.tolist() == [
         [True, True, True, False, False, False, False, False],
@@ -230,8 +239,13 @@ def test_a_frame_without_instances_gives_empty_cues():
 
     dim = 8
     pred = FramePrediction(
-        key="s/000000", masks=np.zeros((0, 5), bool), classes=np.zeros(0, np.int64), scores=np.zeros(0, np.float32),
-        semantic=np.zeros(5, np.int64), boxes=np.zeros((0, 6), np.float32), embeddings=np.zeros((0, dim), np.float32),
+        key="s/000000",
+        masks=np.zeros((0, 5), bool),
+        classes=np.zeros(0, np.int64),
+        scores=np.zeros(0, np.float32),
+        semantic=np.zeros(5, np.int64),
+        boxes=np.zeros((0, 6), np.float32),
+        embeddings=np.zeros((0, dim), np.float32),
     )
     out = SimpleNamespace(fused=torch.zeros(5, dim))
     for source in ("heads", "masks"):
@@ -266,8 +280,11 @@ def test_a_duplicate_part_is_folded_into_its_object_at_the_end_of_a_scan():
     points, inst = frame_of([sofa, lamp], rng, [[1, 0, 0], [0, 1, 0]], [0.9, 0.7], labels=[3, 5])
     part = np.isin(points, left).all(1)
     inst = FrameInstances(
-        masks=np.concatenate([inst.masks, part[None]]), labels=np.array([3, 5, 4]), scores=np.array([0.9, 0.7, 0.4], np.float32),
-        embed=np.concatenate([inst.embed, unit([0, 0, 1])[None]]), boxes=np.concatenate([inst.boxes, box_of(left)[None]]),
+        masks=np.concatenate([inst.masks, part[None]]),
+        labels=np.array([3, 5, 4]),
+        scores=np.array([0.9, 0.7, 0.4], np.float32),
+        embed=np.concatenate([inst.embed, unit([0, 0, 1])[None]]),
+        boxes=np.concatenate([inst.boxes, box_of(left)[None]]),
     )
     memory, point_map = InstanceMemory(50, threshold=0.3), PointMap(0.02)
     stream(memory, point_map, [(points, inst)])
@@ -291,14 +308,21 @@ def test_a_part_proposed_beside_its_object_in_one_frame_is_not_merged():
     seat = inst.masks[0] & (points[:, 2] < 0.5)  # the chair's lower half: IoU 0.5 with the chair
     straddle = inst.masks[1] | (inst.masks[0] & (points[:, 0] > 0.25))  # the box and a strip of the chair
     frame = FrameInstances(
-        masks=np.stack([inst.masks[0], inst.masks[1], seat, straddle]), labels=np.zeros(4, np.int64),
-        scores=np.array([0.9, 0.6, 0.8, 0.5], np.float32), embed=np.tile(unit([1, 0, 0]), (4, 1)),
+        masks=np.stack([inst.masks[0], inst.masks[1], seat, straddle]),
+        labels=np.zeros(4, np.int64),
+        scores=np.array([0.9, 0.6, 0.8, 0.5], np.float32),
+        embed=np.tile(unit([1, 0, 0]), (4, 1)),
         boxes=np.stack([inst.boxes[0], inst.boxes[1], box_of(points[seat]), box_of(points[straddle])]),
     )
     # the seat lies wholly inside the better-scored chair, the straddling mask mostly inside the box
     assert frame.uncontained(0.5).tolist() == [True, True, False, False]
     assert frame.uncontained(1.0).all()  # 1: keep every proposal
     # the worse-scored of two equal masks goes, whichever comes first
-    twin = FrameInstances(np.stack([seat, seat]), np.zeros(2, np.int64), np.array([0.3, 0.7], np.float32),
-                          np.tile(unit([1, 0, 0]), (2, 1)), np.tile(box_of(points[seat]), (2, 1)))
+    twin = FrameInstances(
+        np.stack([seat, seat]),
+        np.zeros(2, np.int64),
+        np.array([0.3, 0.7], np.float32),
+        np.tile(unit([1, 0, 0]), (2, 1)),
+        np.tile(box_of(points[seat]), (2, 1)),
+    )
     assert twin.uncontained(0.5).tolist() == [False, True]

@@ -36,8 +36,12 @@ def mv_data(synthetic_data, tmp_path_factory):
     """The session's synthetic scans prepared as MV frame streams (+ DATA/gt meshes) in a fresh root."""
     out = tmp_path_factory.mktemp("online-data")
     prepare_scannet(
-        synthetic_data, out, mode="mv", mv_frame_step=SYNTHETIC_FRAME_STEP,
-        image_size=PREPARED_IMAGE_SIZE, num_points=PREPARED_NUM_POINTS,
+        synthetic_data,
+        out,
+        mode="mv",
+        mv_frame_step=SYNTHETIC_FRAME_STEP,
+        image_size=PREPARED_IMAGE_SIZE,
+        num_points=PREPARED_NUM_POINTS,
     )
     return out
 
@@ -53,7 +57,9 @@ def untrained_run(mv_data, synthetic_data, tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(cfg, LABEL_SETS[cfg.data.benchmark])
     run = tmp_path_factory.mktemp("outputs") / "demo-mv" / "untrained"
-    save_checkpoint(run / "checkpoints" / "last.pt", {"model": model.state_dict(), "config": cfg.model_dump(mode="json"), "iteration": 0})
+    save_checkpoint(
+        run / "checkpoints" / "last.pt", {"model": model.state_dict(), "config": cfg.model_dump(mode="json"), "iteration": 0}
+    )
     return run
 
 
@@ -79,20 +85,30 @@ def test_oracle_stream_merges_into_the_mesh_objects(mv_data):
         masks = np.stack([instance == i for i in ids])
         boxes = np.stack([np.r_[(points[m].min(0) + points[m].max(0)) / 2, points[m].max(0) - points[m].min(0)] for m in masks])
         frame = FrameInstances(
-            masks, np.array([batch.instance_class.numpy()[m][0] for m in masks]), np.ones(len(ids), np.float32),
-            np.tile(np.eye(1, 8, dtype=np.float32), (len(ids), 1)), boxes.astype(np.float32),
+            masks,
+            np.array([batch.instance_class.numpy()[m][0] for m in masks]),
+            np.ones(len(ids), np.float32),
+            np.tile(np.eye(1, 8, dtype=np.float32), (len(ids), 1)),
+            boxes.astype(np.float32),
         )
         merge_frame(point_map, memory, frame, points, batch.semantic.numpy().clip(min=0), np.ones(len(points), np.float32))
     truth, mesh = load_mesh_truth(mesh_truth_path(mv_data, manifest, scene), labels)
     view = point_map.view()
     # prepared points sit on the mesh: same (unaligned world) frame
-    assert np.median(np.linalg.norm(mesh.vertices[nearest_point(mesh.vertices, view["points"])[0]] - view["points"], axis=1)) < 0.03
+    assert (
+        np.median(np.linalg.norm(mesh.vertices[nearest_point(mesh.vertices, view["points"])[0]] - view["points"], axis=1)) < 0.03
+    )
     assert len(seen) <= memory.num <= 1.5 * len(seen)
-    vertex_masks, vertex_sem = to_vertices(memory.masks(point_map.size), view["semantic"], nearest_point(view["points"], mesh.vertices)[0], mesh.segments)
+    vertex_masks, vertex_sem = to_vertices(
+        memory.masks(point_map.size), view["semantic"], nearest_point(view["points"], mesh.vertices)[0], mesh.segments
+    )
     live = vertex_masks.any(1)  # like the segmenter, instances whose votes all went negative are no prediction
     scorer = SceneScorer(labels, "mesh-vertex+segments")
     raw = labels.instance_raw_id(memory.labels[: memory.num][live])
-    scorer.add(ScenePrediction(scene, vertex_masks[live], raw, memory.scores[: memory.num][live], labels.semantic_raw_id(vertex_sem)), truth)
+    scorer.add(
+        ScenePrediction(scene, vertex_masks[live], raw, memory.scores[: memory.num][live], labels.semantic_raw_id(vertex_sem)),
+        truth,
+    )
     result = scorer.result()
     # measured: AP50 0.62, mCov 0.66, per-class AP50 0.68 (11 instances for 8 objects: partial views of
     # the metre-wide wall prints and of the bed have boxes that overlap too little to merge). Before the
@@ -156,7 +172,9 @@ def test_eval_online_scores_mesh_and_observed_points(untrained_run, mv_data, tmp
 
 def test_show_dir_writes_one_folder_per_target_with_the_meshs_faces(untrained_run, mv_data, tmp_path):
     show = tmp_path / "show"
-    run_cli("eval", untrained_run, untrained_run / "checkpoints" / "last.pt", "--online", "--show-dir", show, "--no-segment-smoothing")
+    run_cli(
+        "eval", untrained_run, untrained_run / "checkpoints" / "last.pt", "--online", "--show-dir", show, "--no-segment-smoothing"
+    )
     metrics = json.loads((untrained_run / "metrics_online_val_last.json").read_text())
     assert set(metrics["metrics"]) == {"mesh-vertex", "observed-points"} and metrics["online"]["segments"] is False
     scene = val_scene(mv_data)

@@ -101,8 +101,10 @@ def test_objectness_weight_scales_its_share_of_the_score():
     from bifusion_core.models.postprocess import query_scores
 
     dec = SimpleNamespace(
-        mask_logits=[torch.tensor([[4.0, 4.0, -4.0], [-4.0, 4.0, 4.0]])], objectness=[torch.tensor([0.0, 2.0])],
-        cls_logits=[torch.zeros(2, 3)], semantic_logits=None,
+        mask_logits=[torch.tensor([[4.0, 4.0, -4.0], [-4.0, 4.0, 4.0]])],
+        objectness=[torch.tensor([0.0, 2.0])],
+        cls_logits=[torch.zeros(2, 3)],
+        semantic_logits=None,
     )
     out = SimpleNamespace(sp_slices=[slice(0, 3)], decoder=[dec])
     batch = SimpleNamespace(superpoints=torch.tensor([0, 0, 1, 2]), point_batch=torch.zeros(4, dtype=torch.long))
@@ -110,4 +112,4 @@ def test_objectness_weight_scales_its_share_of_the_score():
     obj = torch.sigmoid(torch.tensor([0.0, 2.0]))
     for v in (0.0, 0.5, 1.0):
         q = query_scores(out, batch, 0, EvalConfig(objectness_weight=v), None)
-        torch.testing.assert_close(q.quality, inside * obj ** v)
+        torch.testing.assert_close(q.quality, inside * obj**v)

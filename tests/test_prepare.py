@@ -120,13 +120,21 @@ def test_manifest_lists_every_frame_with_its_split(synthetic_data: Path) -> None
     splits = {s["scene"]: s["split"] for s in samples}
     assert splits == {"scene0000_00": "train", "scene0001_00": "train", "scene0002_00": "val"}
     assert samples[1] == {
-        "key": "scene0000_00/000020", "scene": "scene0000_00", "frame": 20, "split": "train",
-        "file": "samples/scene0000_00/000020.npz", "image": "images/scene0000_00/000020.jpg",
+        "key": "scene0000_00/000020",
+        "scene": "scene0000_00",
+        "frame": 20,
+        "split": "train",
+        "file": "samples/scene0000_00/000020.npz",
+        "image": "images/scene0000_00/000020.jpg",
     }
     assert manifest["benchmark"] == "scannet200" and manifest["skipped_scenes"] == []
     assert [s["scene"] for s in manifest["scenes"]] == ["scene0000_00", "scene0001_00", "scene0002_00"]
-    assert manifest["scenes"][2] == {"scene": "scene0002_00", "split": "val", "frames": [0, 20, 40, 60, 80, 100],
-                                     "gt": "gt/scene0002_00.npz"}
+    assert manifest["scenes"][2] == {
+        "scene": "scene0002_00",
+        "split": "val",
+        "frames": [0, 20, 40, 60, 80, 100],
+        "gt": "gt/scene0002_00.npz",
+    }
     for entry in samples:
         assert (synthetic_data / "sv" / entry["file"]).is_file()
         with Image.open(synthetic_data / "sv" / entry["image"]) as image:
@@ -237,8 +245,12 @@ def test_prepare_reports_progress_and_rerun_leaves_finished_scenes_untouched(syn
     manifest = _manifest(synthetic_data)
     reporter = RecordingReporter()
     summary = prepare_scannet(
-        synthetic_data, synthetic_data, frame_step=SYNTHETIC_FRAME_STEP, image_size=PREPARED_IMAGE_SIZE,
-        num_points=PREPARED_NUM_POINTS, reporter=reporter,
+        synthetic_data,
+        synthetic_data,
+        frame_step=SYNTHETIC_FRAME_STEP,
+        image_size=PREPARED_IMAGE_SIZE,
+        num_points=PREPARED_NUM_POINTS,
+        reporter=reporter,
     )
     assert summary.resumed == ["scene0000_00", "scene0001_00", "scene0002_00"]
     assert summary.frames == len(manifest["samples"]) and summary.points == summary.frames * PREPARED_NUM_POINTS
@@ -250,7 +262,9 @@ def test_prepare_reports_progress_and_rerun_leaves_finished_scenes_untouched(syn
 
 def test_changed_settings_are_refused_instead_of_mixing(synthetic_data: Path) -> None:
     with pytest.raises(BifusionError, match="other settings"):
-        prepare_scannet(synthetic_data, synthetic_data, frame_step=SYNTHETIC_FRAME_STEP, image_size=PREPARED_IMAGE_SIZE, num_points=512)
+        prepare_scannet(
+            synthetic_data, synthetic_data, frame_step=SYNTHETIC_FRAME_STEP, image_size=PREPARED_IMAGE_SIZE, num_points=512
+        )
 
 
 def test_interrupted_scene_is_redone_identically(synthetic_data: Path, tmp_path: Path) -> None:
@@ -421,11 +435,15 @@ def test_a_scan_with_unknown_labels_is_prepared_and_says_so_once(synthetic_data:
     chair["label"] = "trashcan"
     files.aggregation.write_text(json.dumps(data))
     reporter = RecordingReporter()
-    summary = prepare_scannet(tmp_path / "raw", tmp_path / "out", frame_step=40, image_size=(64, 48), num_points=300, reporter=reporter)
+    summary = prepare_scannet(
+        tmp_path / "raw", tmp_path / "out", frame_step=40, image_size=(64, 48), num_points=300, reporter=reporter
+    )
     assert summary.skipped_scenes == [] and summary.frames == 3
     clutter = next(g for g in data["segGroups"] if g["label"] == UNKNOWN_LABELS[0])
-    line = (f"{files.aggregation}: labels not in scannetv2-labels.combined.tsv: 'trashcan' (object {chair['objectId']}), "
-            f"'dishrack' (object {clutter['objectId']}); their points are unannotated (raw id 0)")
+    line = (
+        f"{files.aggregation}: labels not in scannetv2-labels.combined.tsv: 'trashcan' (object {chair['objectId']}), "
+        f"'dishrack' (object {clutter['objectId']}); their points are unannotated (raw id 0)"
+    )
     assert [n for n in reporter.notes if "labels not in" in n] == [line]
     with np.load(tmp_path / "out" / "gt" / "scene0000_00.npz") as gt:
         segs = read_segs(files.segs)

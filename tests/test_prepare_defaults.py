@@ -41,7 +41,7 @@ def _copy_scene_as(data: Path, dst: Path, name: str, source: str = "scene0000_00
     shutil.copytree(data / "scans" / source, target)
     for path in list(target.iterdir()):
         if path.name.startswith(source):
-            path.rename(target / (name + path.name[len(source):]))
+            path.rename(target / (name + path.name[len(source) :]))
     shutil.copy(data / "scannetv2-labels.combined.tsv", dst / "scannetv2-labels.combined.tsv")
 
 
@@ -72,13 +72,23 @@ def test_scannet_defaults_to_the_real_data_preset_family() -> None:
     assert (real.preset, real.mode, real.frame_step, real.image_size, real.num_points) == _preset_settings(REAL_DATA_PRESET)
     assert real.mv_frame_step == MV_FRAME_STEP and real.benchmark == load_preset(REAL_DATA_PRESET).data.benchmark
     synthetic = resolve_prepare_settings(synthetic=True)  # the synthetic demo keeps its small settings
-    assert (synthetic.preset, synthetic.mode, synthetic.frame_step, synthetic.image_size, synthetic.num_points) == _preset_settings(SYNTHETIC_PRESET)
+    assert (
+        synthetic.preset,
+        synthetic.mode,
+        synthetic.frame_step,
+        synthetic.image_size,
+        synthetic.num_points,
+    ) == _preset_settings(SYNTHETIC_PRESET)
     assert synthetic.mv_frame_step == SYNTHETIC_FRAME_STEP
     flags = resolve_prepare_settings(synthetic=False, frame_step=40, image_size="640x480", mode="both", benchmark="scannet")
     assert (flags.frame_step, flags.image_size, flags.mode, flags.benchmark) == (40, (640, 480), "both", "scannet")
     assert flags.num_points == load_preset(REAL_DATA_PRESET).data.num_points  # what no flag names comes from the preset
     named = resolve_prepare_settings(synthetic=False, preset="demo", overrides=["data.num_points=512"])
-    assert (named.preset, named.frame_step, named.num_points) == ("demo", load_preset("demo").data.frame_step, 512)  # an explicit preset wins
+    assert (named.preset, named.frame_step, named.num_points) == (
+        "demo",
+        load_preset("demo").data.frame_step,
+        512,
+    )  # an explicit preset wins
 
 
 @pytest.mark.parametrize(
@@ -110,16 +120,40 @@ def test_cli_prepare_scannet_uses_real_data_settings_and_says_so(synthetic_data:
     manifest = _manifest(out)
     real = load_preset(REAL_DATA_PRESET).data
     width, height = real.image_size
-    assert (manifest["frame_step"], manifest["image_size"], manifest["num_points"]) == (real.frame_step, [width, height], real.num_points)
+    assert (manifest["frame_step"], manifest["image_size"], manifest["num_points"]) == (
+        real.frame_step,
+        [width, height],
+        real.num_points,
+    )
     assert [s["frame"] for s in manifest["samples"]] == list(range(0, 101, real.frame_step))  # raw frames 0..100 every 20
     settings_line = next(line for line in proc.stdout.splitlines() if line.startswith("settings:"))
-    for part in (f"preset {REAL_DATA_PRESET}", f"modes {real.mode}", f"frame steps {real.mode} {real.frame_step}",
-                 f"image {width}x{height}", f"{real.num_points:,} points/frame", "superpoints image",
-                 f"benchmark {real.benchmark}", f"splits: {PACKAGE_SOURCE}"):
+    for part in (
+        f"preset {REAL_DATA_PRESET}",
+        f"modes {real.mode}",
+        f"frame steps {real.mode} {real.frame_step}",
+        f"image {width}x{height}",
+        f"{real.num_points:,} points/frame",
+        "superpoints image",
+        f"benchmark {real.benchmark}",
+        f"splits: {PACKAGE_SOURCE}",
+    ):
         assert part in settings_line, (part, settings_line)
 
-    flags = run_cli("prepare", "--scannet", tmp_path / "raw", "--out", tmp_path / "flags", "--frame-step", "20",
-                    "--image-size", "64x48", "--mode", "both", "--set", "data.num_points=256")
+    flags = run_cli(
+        "prepare",
+        "--scannet",
+        tmp_path / "raw",
+        "--out",
+        tmp_path / "flags",
+        "--frame-step",
+        "20",
+        "--image-size",
+        "64x48",
+        "--mode",
+        "both",
+        "--set",
+        "data.num_points=256",
+    )
     manifest = _manifest(tmp_path / "flags")
     assert (manifest["frame_step"], manifest["image_size"], manifest["num_points"]) == (20, [64, 48], 256)
     assert len(manifest["samples"]) == 6 and _manifest(tmp_path / "flags", "mv")["frame_step"] == MV_FRAME_STEP
@@ -146,7 +180,9 @@ def test_official_split_lists_are_package_data() -> None:
     assert "scene0011_00" in lists["val"] and "scene0000_00" in lists["train"] and lists["test"][0] == "scene0707_00"
     # pyproject ships them with the package (an installed bifusion has no source tree to read from)
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["bifusion_core"]
-    shipped = [p.relative_to(REPO / "bifusion_core").as_posix() for p in (REPO / "bifusion_core" / "data" / "raw" / "splits").iterdir()]
+    shipped = [
+        p.relative_to(REPO / "bifusion_core").as_posix() for p in (REPO / "bifusion_core" / "data" / "raw" / "splits").iterdir()
+    ]
     assert sorted(f for f in shipped if any(fnmatch.fnmatch(f, pat) for pat in patterns)) == [
         f"data/raw/splits/scannetv2_{s}.txt" for s in ("test", "train", "val")
     ]
@@ -159,7 +195,10 @@ def test_scans_without_split_files_get_the_official_splits(synthetic_data: Path,
     summary = prepare_scannet(tmp_path / "raw", tmp_path / "out", reporter=reporter, **SMALL)
     manifest = _manifest(tmp_path / "out")
     assert {s["scene"]: s["split"] for s in manifest["scenes"]} == {
-        "scene0011_00": "val", "scene0191_00": "train", "scene0707_00": "test", "scene9999_00": "train",
+        "scene0011_00": "val",
+        "scene0191_00": "train",
+        "scene0707_00": "test",
+        "scene9999_00": "train",
     }
     assert summary.unlisted == manifest["unlisted"] == ["scene9999_00"]
     assert summary.split_source == manifest["split_source"] == PACKAGE_SOURCE

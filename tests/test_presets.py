@@ -40,7 +40,9 @@ def test_inheritance_chain_child_wins(name):
     parent = _leaves(load_preset(raw["base"]).model_dump(mode="json"))
     own = {k: v for k, v in _leaves(raw).items() if k not in ("base", "name", "description")}
     assert own and all(child[k] == v for k, v in own.items())
-    inherited = [k for k in child if k not in own and k not in ("name", "description") and not any(k.startswith(o + ".") for o in own)]
+    inherited = [
+        k for k in child if k not in own and k not in ("name", "description") and not any(k.startswith(o + ".") for o in own)
+    ]
     assert inherited and all(child[k] == parent[k] for k in inherited)
 
 
@@ -56,10 +58,17 @@ def test_overrides_are_typed_and_order_free():
 @pytest.mark.parametrize("folder", ["/data/scan #2", "2024-01-01", "yes", "on", "1e3"])
 def test_flag_values_are_set_as_typed(folder):
     """CLI flags (--data, --clip-weights, --output-dir, --init-from) are paths, never YAML text."""
-    cfg = load_preset("demo", ["train.max_iters=2"], **{
-        "data.root": Path(folder), "clip.weights": Path(folder) / "w.bin", "train.output_dir": Path(folder),
-        "train.init.checkpoint": Path(folder), "train.max_iters": 5,
-    })
+    cfg = load_preset(
+        "demo",
+        ["train.max_iters=2"],
+        **{
+            "data.root": Path(folder),
+            "clip.weights": Path(folder) / "w.bin",
+            "train.output_dir": Path(folder),
+            "train.init.checkpoint": Path(folder),
+            "train.max_iters": 5,
+        },
+    )
     assert str(cfg.data.root) == folder and str(cfg.train.output_dir) == folder
     assert cfg.clip.weights == Path(folder) / "w.bin" and str(cfg.train.init.checkpoint) == folder
     assert cfg.train.max_iters == 5  # a flag wins over --set

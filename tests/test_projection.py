@@ -66,9 +66,7 @@ def test_occluded_behind_and_outside_points_are_invalid() -> None:
     # Outside the image: a pixel column of -2 and a row of H + 3, back-projected at depth 2 m.
     out_cols, out_rows = torch.tensor([-2.0, 10.0]), torch.tensor([10.0, H + 3.0])
     z = torch.full((2,), 2.0, dtype=torch.float64)
-    cam = torch.stack(
-        [(out_cols - K[0, 2]) * z / K[0, 0], (out_rows - K[1, 2]) * z / K[1, 1], z, torch.ones_like(z)], dim=1
-    )
+    cam = torch.stack([(out_cols - K[0, 2]) * z / K[0, 0], (out_rows - K[1, 2]) * z / K[1, 1], z, torch.ones_like(z)], dim=1)
     outside = (cam @ pose.double().T)[:, :3].float()
     hole = _backproject(torch.tensor([2]), torch.tensor([2]), torch.full((H, W), 2.0), pose)  # depth 0 there
 

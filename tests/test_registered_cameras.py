@@ -101,7 +101,8 @@ def test_a_run_says_once_that_it_ignores_the_extrinsics_and_why(layouts, tmp_pat
     reporter = RecordingReporter()
     summary = prepare_scannet(root, tmp_path / "out", frame_step=40, image_size=(32, 24), num_points=50, reporter=reporter)
     assert summary.skipped_scenes == [] and summary.ignored_extrinsics == {
-        SCENE: PLACES[::2], "scene0001_00": ["intrinsic/extrinsic_depth.txt", "colorToDepthExtrinsics in scene0001_00.txt"]
+        SCENE: PLACES[::2],
+        "scene0001_00": ["intrinsic/extrinsic_depth.txt", "colorToDepthExtrinsics in scene0001_00.txt"],
     }
     notes = [n for n in reporter.notes if "extrinsic" in n]
     assert notes == [
@@ -187,7 +188,9 @@ def _pixels_and_colour_correlation(root: Path, out: Path) -> tuple[float, float,
 
 
 @pytest.mark.parametrize("layout", ["exported", "sens"])
-def test_prepared_pixels_are_the_colour_projection_at_the_pose_whatever_extrinsic_the_files_hold(layouts, layout, tmp_path) -> None:
+def test_prepared_pixels_are_the_colour_projection_at_the_pose_whatever_extrinsic_the_files_hold(
+    layouts, layout, tmp_path
+) -> None:
     summary = prepare_scannet(layouts[layout], tmp_path / "ext", **SETTINGS)
     worst, correlation, valid_rate = _pixels_and_colour_correlation(layouts[layout], tmp_path / "ext")
     assert summary.valid_fraction == pytest.approx(valid_rate) and 0.85 < valid_rate < 1.0

@@ -52,9 +52,18 @@ def test_perfect_prediction_scores_one():
     for i in range(3):
         scorer.add(*perfect_scene(rng, f"scene{i:04d}_00", [3, 4, 5, 6, 7]))
     result = scorer.result()
-    for key in ("instance/ap", "instance/ap50", "instance/ap25", "instance/ap_class_agnostic",
-                "instance/ap50_class_agnostic", "instance/ap25_class_agnostic",
-                "instance/mcov_class_agnostic", "instance/mrec_class_agnostic", "semantic/miou", "semantic/allacc"):
+    for key in (
+        "instance/ap",
+        "instance/ap50",
+        "instance/ap25",
+        "instance/ap_class_agnostic",
+        "instance/ap50_class_agnostic",
+        "instance/ap25_class_agnostic",
+        "instance/mcov_class_agnostic",
+        "instance/mrec_class_agnostic",
+        "semantic/miou",
+        "semantic/allacc",
+    ):
         assert result[key] == pytest.approx(1.0, abs=1e-12), key
     assert list(result)[:4] == ["protocol", "frame_step", "num_scans", "num_frames"]
     assert (result["protocol"], result["frame_step"], result["num_scans"], result["num_frames"]) == ("mesh-vertex", 20, 3, 60)
@@ -110,8 +119,9 @@ def test_streaming_state_does_not_grow_with_elements_of_past_scans():
         for i in range(50):
             pred, truth = perfect_scene(np.random.default_rng(i), f"s{i}", [2, 4, 5], num=1200)
             pad = num - 1200  # same instances, many more unannotated elements
-            pred = ScenePrediction(pred.scene, np.pad(pred.masks, ((0, 0), (0, pad))), pred.labels, pred.scores,
-                                   np.pad(pred.semantic, (0, pad)))
+            pred = ScenePrediction(
+                pred.scene, np.pad(pred.masks, ((0, 0), (0, pad))), pred.labels, pred.scores, np.pad(pred.semantic, (0, pad))
+            )
             truth = SceneTruth(truth.scene, np.pad(truth.label_raw, (0, pad)), np.pad(truth.instance, (0, pad)))
             scorer.add(pred, truth)
         arrays = scorer.state_arrays()

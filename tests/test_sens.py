@@ -38,8 +38,14 @@ def _jpeg(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def minimal_sens(frames: list[tuple[np.ndarray, bytes, bytes]], *, color_code: int = 2, depth_code: int = 1,
-                 name: bytes = b"test-sensor", depth_shift: float = 1000.0) -> bytes:
+def minimal_sens(
+    frames: list[tuple[np.ndarray, bytes, bytes]],
+    *,
+    color_code: int = 2,
+    depth_code: int = 1,
+    name: bytes = b"test-sensor",
+    depth_shift: float = 1000.0,
+) -> bytes:
     """Straight from the format table: header, then pose/timestamps/sizes/colour/depth per frame."""
     out = struct.pack("<I", 4) + struct.pack("<Q", len(name)) + name
     for matrix in (_mat4(COLOR_K), np.eye(4), _mat4(DEPTH_K), np.eye(4)):
@@ -92,7 +98,9 @@ def test_reader_round_trips_an_independently_written_file(tmp_path: Path) -> Non
 def test_raw_colour_and_raw_depth_are_read_too(tmp_path: Path) -> None:
     frames = _random_frames(2)
     path = tmp_path / "raw.sens"
-    path.write_bytes(minimal_sens([(p, c.tobytes(), d.astype("<u2").tobytes()) for p, c, d in frames], color_code=0, depth_code=0))
+    path.write_bytes(
+        minimal_sens([(p, c.tobytes(), d.astype("<u2").tobytes()) for p, c, d in frames], color_code=0, depth_code=0)
+    )
     with SensReader(path) as reader:
         for k, (_, color, depth) in enumerate(frames):
             assert np.array_equal(reader.color(k), color) and np.array_equal(reader.depth(k), depth)
@@ -104,7 +112,10 @@ def test_library_writer_produces_the_documented_bytes(tmp_path: Path) -> None:
     count = write_sens(
         tmp_path / "w.sens",
         (SensFrame(pose, color, depth, 1000 * k, 1000 * k + 7) for k, (pose, color, depth) in enumerate(encoded)),
-        color_intrinsic=COLOR_K, depth_intrinsic=DEPTH_K, color_size=COLOR_SIZE, depth_size=DEPTH_SIZE,
+        color_intrinsic=COLOR_K,
+        depth_intrinsic=DEPTH_K,
+        color_size=COLOR_SIZE,
+        depth_size=DEPTH_SIZE,
         sensor_name="test-sensor",
     )
     assert count == 3
@@ -119,7 +130,7 @@ def test_frames_are_read_lazily_by_seeking(tmp_path: Path, monkeypatch: pytest.M
     hole = 3 * 1024**3
     path = tmp_path / "big.sens"
     head = minimal_sens([(p, _jpeg(c), zlib.compress(d.astype("<u2").tobytes())) for p, c, d in frames[:1]])[:-8]
-    head = head[: 304 + len(b"test-sensor") - 8] + struct.pack("<Q", 3) + head[304 + len(b"test-sensor"):]
+    head = head[: 304 + len(b"test-sensor") - 8] + struct.pack("<Q", 3) + head[304 + len(b"test-sensor") :]
     with open(path, "wb") as out:
         out.write(head)
         out.write(struct.pack("<16f", *frames[1][0].reshape(-1)) + struct.pack("<QQQQ", 0, 0, hole, 4))

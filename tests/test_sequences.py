@@ -162,8 +162,19 @@ def test_a_window_decoded_per_frame_gives_each_frame_exactly_as_streaming_reads_
     streamed = [stream.item(r) for r in stream.records[4:8]]
     assert [f["key"] for f in frames] == [s["key"] for s in streamed]
     for mine, theirs in zip(frames, streamed):
-        for key in ("points", "voxel_coords", "voxel_inverse", "superpoints", "point_frame", "pixels", "valid",
-                    "semantic", "instance", "world_to_camera", "depth"):
+        for key in (
+            "points",
+            "voxel_coords",
+            "voxel_inverse",
+            "superpoints",
+            "point_frame",
+            "pixels",
+            "valid",
+            "semantic",
+            "instance",
+            "world_to_camera",
+            "depth",
+        ):
             assert np.array_equal(mine[key], theirs[key]), key
         np.testing.assert_allclose(mine["points_aug"], theirs["points_aug"], atol=1e-5)
         np.testing.assert_allclose(mine["voxel_feats"], theirs["voxel_feats"], atol=1e-6)

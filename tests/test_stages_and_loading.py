@@ -15,8 +15,15 @@ from bifusion_core.models.bifusion import build_model
 from bifusion_core.models.clip_tail import ClipTail
 
 LABELS = LABEL_SETS["scannet200"]
-TINY = ["model.backbone3d.arch=MinkUNetTiny", "model.feat_dim=32", "model.head2d_hidden=32",
-        "model.decoder.num_heads=4", "model.decoder.ffn_dim=32", "model.tiny_sa.num_heads=4", "model.tiny_sa.ffn_dim=32"]
+TINY = [
+    "model.backbone3d.arch=MinkUNetTiny",
+    "model.feat_dim=32",
+    "model.head2d_hidden=32",
+    "model.decoder.num_heads=4",
+    "model.decoder.ffn_dim=32",
+    "model.tiny_sa.num_heads=4",
+    "model.tiny_sa.ffn_dim=32",
+]
 
 
 def test_stage_weights_at_the_boundaries():
@@ -33,9 +40,11 @@ def test_stage_weights_at_the_boundaries():
     "override, fragment",
     [
         ("loss.stages=[{until: 0.5, semantic: 1, instance: 1, clip: 0, aux: 0}]", "last must be 1.0"),
-        ("loss.stages=[{until: 0.5, semantic: 1, instance: 1, clip: 0, aux: 0}, "
-         "{until: 0.4, semantic: 1, instance: 1, clip: 0, aux: 0}]",
-         "increase strictly"),
+        (
+            "loss.stages=[{until: 0.5, semantic: 1, instance: 1, clip: 0, aux: 0}, "
+            "{until: 0.4, semantic: 1, instance: 1, clip: 0, aux: 0}]",
+            "increase strictly",
+        ),
         ("train.unfreeze.clip_blocks=3", "exceeds the 2 CLIP blocks"),
         ("train.unfreeze.s1=[decoder]", "train.unfreeze.s1.0"),
         ("optim.lr_mult={clip_tale: 0.1}", "unknown prefix 'clip_tale'"),
@@ -98,7 +107,9 @@ def test_partial_load_with_renamed_prefix(tmp_path):
 def test_init_from_a_run_folder(tmp_path):
     three_d = load_preset("3dtsa-sv", TINY)
     source = build_model(three_d, LABELS)
-    save_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt", {"model": source.state_dict(), "config": three_d.model_dump(mode="json")})
+    save_checkpoint(
+        tmp_path / "run" / "checkpoints" / "best.pt", {"model": source.state_dict(), "config": three_d.model_dump(mode="json")}
+    )
     cfg = load_preset("bif-sv-simple", TINY + [f"train.init.checkpoint={tmp_path / 'run'}"])
     model = build_model(cfg, LABELS)
     reports = load_init_weights(model, cfg.train.init)

@@ -17,8 +17,18 @@ from test_scene_export import reference_eval
 pytestmark = pytest.mark.slow  # end-to-end CLI runs: `pytest -m "not slow"` leaves them out
 
 TINY = [
-    "--set", "data.batch_size=2", "--set", "data.num_workers=0", "--set", "train.eval_every=3",
-    "--set", "train.log_every=1", "--set", "train.checkpoint_every=2", "--set", "model.fusion.warmup_iters=2",
+    "--set",
+    "data.batch_size=2",
+    "--set",
+    "data.num_workers=0",
+    "--set",
+    "train.eval_every=3",
+    "--set",
+    "train.log_every=1",
+    "--set",
+    "train.checkpoint_every=2",
+    "--set",
+    "model.fusion.warmup_iters=2",
 ]
 
 
@@ -60,8 +70,14 @@ def test_tensorboard_tags(tiny_run):
     assert "train/detailed_loss/total" in tags and "train/detailed_loss/semantic" in tags
     assert "train/fusion/w2d_mean" in tags and "train/fusion/gate_entropy" in tags
     assert "train/projection/valid_rate" in tags and "val/instance/ap50" in tags
-    for tag in ("train/gradient/total", "train/gradient/max", "train/gradient/head2d_share", "train/gradient/backbone3d",
-                "train/time/iteration_s", "train/memory/peak_mb"):
+    for tag in (
+        "train/gradient/total",
+        "train/gradient/max",
+        "train/gradient/head2d_share",
+        "train/gradient/backbone3d",
+        "train/time/iteration_s",
+        "train/memory/peak_mb",
+    ):
         assert tag in tags, tag
     assert [e.value for e in acc.Scalars("train/stage")] == [0, 0, 1, 1, 1, 2]
 
@@ -87,8 +103,15 @@ def test_eval_export_round_trip(tiny_run, tmp_path):
     labels = LABEL_SETS["scannet200"]
     ref = reference_eval().evaluate_export(folder, list(labels.raw_ids), list(labels.thing_raw_ids))
     assert ref["num_scans"] == 6
-    for key in ("instance/ap", "instance/ap50", "instance/ap25", "instance/ap_class_agnostic",
-                "instance/ap50_class_agnostic", "instance/ap25_class_agnostic", "semantic/miou"):
+    for key in (
+        "instance/ap",
+        "instance/ap50",
+        "instance/ap25",
+        "instance/ap_class_agnostic",
+        "instance/ap50_class_agnostic",
+        "instance/ap25_class_agnostic",
+        "semantic/miou",
+    ):
         assert summary[key] == pytest.approx(ref[key], abs=1e-4, nan_ok=True), key
     scenes = []
     for gt_file in sorted((folder / "instance" / "gt").glob("*.txt")):
@@ -128,8 +151,20 @@ def test_two_checkpoints_side_by_side(tiny_run, tmp_path):
 def test_init_from_loads_the_3d_branch_and_reports_it(tiny_run, synthetic_data, tmp_path):
     run_dir, _ = tiny_run
     stdout = run_cli(
-        "train", "--preset", "demo", "--data", synthetic_data, "--init-from", run_dir, "--max-iters", "1",
-        "--output-dir", tmp_path, "--set", "model.use_2d=false", *TINY,
+        "train",
+        "--preset",
+        "demo",
+        "--data",
+        synthetic_data,
+        "--init-from",
+        run_dir,
+        "--max-iters",
+        "1",
+        "--output-dir",
+        tmp_path,
+        "--set",
+        "model.use_2d=false",
+        *TINY,
     ).stdout
     assert "weights loaded from" in stdout and "backbone3d" in stdout and "not built by this preset" in stdout
     new_run = next((tmp_path / "demo").iterdir())

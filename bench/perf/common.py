@@ -58,16 +58,25 @@ def emit(figures: list[Figure], path: Optional[Path]) -> None:
         os.replace(tmp, path)
 
 
-def synthetic_root(work: Path, scenes: int, frames: int, points: int, image_size: tuple[int, int],
-                   mode: str = "sv", depth_size: tuple[int, int] = (160, 120),
-                   color_size: tuple[int, int] = (324, 242)) -> Path:
+def synthetic_root(
+    work: Path,
+    scenes: int,
+    frames: int,
+    points: int,
+    image_size: tuple[int, int],
+    mode: str = "sv",
+    depth_size: tuple[int, int] = (160, 120),
+    color_size: tuple[int, int] = (324, 242),
+) -> Path:
     """A prepared synthetic ScanNet root under ``work`` (reused when the same sizes exist)."""
     from bifusion_core.data.prepare.pipeline import prepare_scannet
     from bifusion_core.data.synthetic.room import SYNTHETIC_FRAME_STEP, SyntheticOptions
     from bifusion_core.data.synthetic.write import write_synthetic_scannet
 
-    root = work / (f"synthetic-{mode}-{scenes}x{frames}-{points}-{image_size[0]}x{image_size[1]}"
-                   f"-d{depth_size[0]}x{depth_size[1]}-c{color_size[0]}x{color_size[1]}")
+    root = work / (
+        f"synthetic-{mode}-{scenes}x{frames}-{points}-{image_size[0]}x{image_size[1]}"
+        f"-d{depth_size[0]}x{depth_size[1]}-c{color_size[0]}x{color_size[1]}"
+    )
     if (root / ".ready").exists():
         return root
     options = SyntheticOptions(num_frames=frames, depth_size=depth_size, color_size=color_size)

@@ -51,13 +51,15 @@ def bare_forward_seconds(encoder, batches: list[torch.Tensor], device: str) -> f
     return time.perf_counter() - start
 
 
-def precompute_seconds(root: Path, num_layers: int, weights: Path, size: tuple[int, int], batch: int,
-                       device: str, frames: int) -> float:
+def precompute_seconds(
+    root: Path, num_layers: int, weights: Path, size: tuple[int, int], batch: int, device: str, frames: int
+) -> float:
     shutil.rmtree(clip_feature_dir(root, num_layers, size, weights_digest(weights)), ignore_errors=True)
     _sync(device)
     start = time.perf_counter()
-    summary = precompute_clip_features(root, num_layers=num_layers, weights=weights, image_size=size,
-                                       batch_size=batch, device=device)
+    summary = precompute_clip_features(
+        root, num_layers=num_layers, weights=weights, image_size=size, batch_size=batch, device=device
+    )
     _sync(device)
     seconds = time.perf_counter() - start
     if summary.computed != frames:
@@ -94,12 +96,25 @@ def main() -> None:
     pipeline_fps = n / min(pipeline)
     ratio = pipeline_fps / bare_fps
     figure = Figure(
-        "P1", f"precompute-clip ÷ bare ViT forward ({size[0]}x{size[1]}, {layers} blocks, batch {batch})",
-        f"{pipeline_fps:.2f} vs {bare_fps:.2f} frames/s", ratio, f"≥ {TARGET}", ratio >= TARGET,
-        {"frames": n, "image_size": list(size), "num_layers": layers, "batch_size": batch, "device": args.device,
-         "threads": torch.get_num_threads(), "bare_seconds": bare, "precompute_seconds": pipeline,
-         "bare_fps": bare_fps, "precompute_fps": pipeline_fps,
-         "mean_ratio": (n * len(pipeline) / sum(pipeline)) / (n * len(bare) / sum(bare))},
+        "P1",
+        f"precompute-clip ÷ bare ViT forward ({size[0]}x{size[1]}, {layers} blocks, batch {batch})",
+        f"{pipeline_fps:.2f} vs {bare_fps:.2f} frames/s",
+        ratio,
+        f"≥ {TARGET}",
+        ratio >= TARGET,
+        {
+            "frames": n,
+            "image_size": list(size),
+            "num_layers": layers,
+            "batch_size": batch,
+            "device": args.device,
+            "threads": torch.get_num_threads(),
+            "bare_seconds": bare,
+            "precompute_seconds": pipeline,
+            "bare_fps": bare_fps,
+            "precompute_fps": pipeline_fps,
+            "mean_ratio": (n * len(pipeline) / sum(pipeline)) / (n * len(bare) / sum(bare)),
+        },
     )
     emit([figure], args.json)
 

@@ -125,18 +125,35 @@ def main() -> None:
     warm = fps["hdf5_warm"] / fps["pt_warm"]
     cold = fps["hdf5_cold"] / fps["pt_cold"]
     tokens = f"{size[0] // 16}x{size[1] // 16} tokens"
-    common = {"frames": len(keys), "shards": len(shards), "bytes_per_frame": 768 * (size[0] // 16) * (size[1] // 16) * 2 + 768 * 2,
-              "frames_per_s": fps, "seconds": times,
-              # the drop is real when cold reads are clearly slower than warm ones
-              "cold_over_warm_time_hdf5": fps["hdf5_warm"] / fps["hdf5_cold"],
-              "cold_over_warm_time_pt": fps["pt_warm"] / fps["pt_cold"]}
+    common = {
+        "frames": len(keys),
+        "shards": len(shards),
+        "bytes_per_frame": 768 * (size[0] // 16) * (size[1] // 16) * 2 + 768 * 2,
+        "frames_per_s": fps,
+        "seconds": times,
+        # the drop is real when cold reads are clearly slower than warm ones
+        "cold_over_warm_time_hdf5": fps["hdf5_warm"] / fps["hdf5_cold"],
+        "cold_over_warm_time_pt": fps["pt_warm"] / fps["pt_cold"],
+    }
     figures = [
-        Figure("P2a", f"feature reads, warm page cache: HDF5 ÷ .pt per frame ({tokens})",
-               f"{fps['hdf5_warm']:.0f} vs {fps['pt_warm']:.0f} frames/s", warm, f"≥ {WARM_TARGET:g}×",
-               warm >= WARM_TARGET, common),
-        Figure("P2b", f"feature reads, cold page cache: HDF5 ÷ .pt per frame ({tokens})",
-               f"{fps['hdf5_cold']:.0f} vs {fps['pt_cold']:.0f} frames/s", cold, f"≥ {COLD_TARGET:g}×",
-               cold >= COLD_TARGET, common),
+        Figure(
+            "P2a",
+            f"feature reads, warm page cache: HDF5 ÷ .pt per frame ({tokens})",
+            f"{fps['hdf5_warm']:.0f} vs {fps['pt_warm']:.0f} frames/s",
+            warm,
+            f"≥ {WARM_TARGET:g}×",
+            warm >= WARM_TARGET,
+            common,
+        ),
+        Figure(
+            "P2b",
+            f"feature reads, cold page cache: HDF5 ÷ .pt per frame ({tokens})",
+            f"{fps['hdf5_cold']:.0f} vs {fps['pt_cold']:.0f} frames/s",
+            cold,
+            f"≥ {COLD_TARGET:g}×",
+            cold >= COLD_TARGET,
+            common,
+        ),
     ]
     emit(figures, args.json)
 

@@ -100,11 +100,21 @@ def step_ratio(root: Path, work: Path, quick: bool, device: str) -> Figure:
     t_fused, t_3d = statistics.median(times["fused"]), statistics.median(times["3d"])
     frames, points = batch.num_samples, batch.points.shape[0]
     return Figure(
-        "P3", f"BiFusion ÷ 3D-only train step (demo preset, one real batch: {frames} frames, {points} points, stored CLIP tokens)",
-        f"{t_fused * 1000:.0f} vs {t_3d * 1000:.0f} ms (medians)", ratio, "≤ 1.3", ratio <= 1.3,
-        {"bifusion_ms": [round(t * 1000, 1) for t in times["fused"]], "only3d_ms": [round(t * 1000, 1) for t in times["3d"]],
-         "median_bifusion_ms": t_fused * 1000, "median_only3d_ms": t_3d * 1000,
-         "ratio_of_fastest": min(times["fused"]) / min(times["3d"]), "frames": frames, "points": points},
+        "P3",
+        f"BiFusion ÷ 3D-only train step (demo preset, one real batch: {frames} frames, {points} points, stored CLIP tokens)",
+        f"{t_fused * 1000:.0f} vs {t_3d * 1000:.0f} ms (medians)",
+        ratio,
+        "≤ 1.3",
+        ratio <= 1.3,
+        {
+            "bifusion_ms": [round(t * 1000, 1) for t in times["fused"]],
+            "only3d_ms": [round(t * 1000, 1) for t in times["3d"]],
+            "median_bifusion_ms": t_fused * 1000,
+            "median_only3d_ms": t_3d * 1000,
+            "ratio_of_fastest": min(times["fused"]) / min(times["3d"]),
+            "frames": frames,
+            "points": points,
+        },
     )
 
 
@@ -146,11 +156,20 @@ def trainer_run(root: Path, work: Path, quick: bool, device: str) -> list[Figure
     share = sum(h["time/data_wait_share"] / h["it/s"] for h in steady) / sum(1 / h["it/s"] for h in steady)
     seconds_per_it = sum(1 / h["it/s"] for h in steady) / len(steady)
     p4 = Figure(
-        "P4", f"share of a demo-preset training step waiting for the DataLoader (real Trainer, {iters} iterations, "
-              f"{cfg.data.num_workers} worker, stored CLIP tokens)",
-        f"{share * seconds_per_it * 1000:.1f} of {seconds_per_it * 1000:.0f} ms per iteration", share, "< 5 %", share < 0.05,
-        {"windows": [{"iteration": h["iteration"], "data_wait_share": h["time/data_wait_share"], "it/s": h["it/s"]} for h in logged],
-         "run_seconds": result.seconds, "excluded_first_window": len(logged) > 1},
+        "P4",
+        f"share of a demo-preset training step waiting for the DataLoader (real Trainer, {iters} iterations, "
+        f"{cfg.data.num_workers} worker, stored CLIP tokens)",
+        f"{share * seconds_per_it * 1000:.1f} of {seconds_per_it * 1000:.0f} ms per iteration",
+        share,
+        "< 5 %",
+        share < 0.05,
+        {
+            "windows": [
+                {"iteration": h["iteration"], "data_wait_share": h["time/data_wait_share"], "it/s": h["it/s"]} for h in logged
+            ],
+            "run_seconds": result.seconds,
+            "excluded_first_window": len(logged) > 1,
+        },
     )
     steps = counter.steps[1:]  # the first step builds lazily (warm-up)
     flags = counter.logging[1:]
@@ -162,12 +181,19 @@ def trainer_run(root: Path, work: Path, quick: bool, device: str) -> list[Figure
     example_loud = next((c for c, lg in zip(steps, flags) if lg), collections.Counter())
     how = "sync-debug warnings" if trainer.device.type == "cuda" else "Tensor.item/tolist/cpu/numpy/float/int/bool calls"
     p7 = Figure(
-        "P7", f"host↔device syncs per training step ({how}; the most over the non-logging steps, target on these)",
-        f"{typical} per step, {logging_step} on a logging step (every {cfg.train.log_every})", float(typical), "≤ 2",
+        "P7",
+        f"host↔device syncs per training step ({how}; the most over the non-logging steps, target on these)",
+        f"{typical} per step, {logging_step} on a logging step (every {cfg.train.log_every})",
+        float(typical),
+        "≤ 2",
         typical <= 2,
-        {"non_logging_steps": quiet, "logging_steps": loud,
-         "sites_non_logging": dict(example_quiet), "sites_logging": dict(example_loud),
-         "host_only_sites_excluded": list(HOST_ONLY_SITES)},
+        {
+            "non_logging_steps": quiet,
+            "logging_steps": loud,
+            "sites_non_logging": dict(example_quiet),
+            "sites_logging": dict(example_loud),
+            "host_only_sites_excluded": list(HOST_ONLY_SITES),
+        },
     )
     return [p4, p7]
 

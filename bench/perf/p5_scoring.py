@@ -35,8 +35,15 @@ from bifusion_core.evaluation.scene_eval import ScenePrediction, SceneScorer, Sc
 from common import Figure, emit, parser
 from mesh_scans import LABELS, mesh_scan
 
-KEYS = ("instance/ap", "instance/ap50", "instance/ap25", "instance/ap_class_agnostic",
-        "instance/ap50_class_agnostic", "instance/ap25_class_agnostic", "semantic/miou")
+KEYS = (
+    "instance/ap",
+    "instance/ap50",
+    "instance/ap25",
+    "instance/ap_class_agnostic",
+    "instance/ap50_class_agnostic",
+    "instance/ap25_class_agnostic",
+    "semantic/miou",
+)
 TOLERANCE = 1e-9  # the two sides sum the same terms in a different order
 
 
@@ -127,20 +134,38 @@ def main() -> None:
     reader_speedup = before_s / after_s
     figures = [
         Figure(
-            "P5", f"mesh-vertex scoring speed-up, in memory vs file-based script ({size})",
+            "P5",
+            f"mesh-vertex scoring speed-up, in memory vs file-based script ({size})",
             f"{memory_s:.2f} s vs {files_s:.1f} s; AP/AP50/AP25 {'identical' if same else 'DIFFER'}",
-            speedup, "≥ 10×, same AP", speedup >= 10 and same,
-            {"scans": num_scans, "vertices": vertices, "masks": masks, "in_memory_s": memory_s,
-             "in_memory_runs_s": [memory_a, memory_b], "file_based_s": files_s, "max_abs_diff": max(diff.values()),
-             "abs_diff": diff, "metrics": {k: ours[k] for k in KEYS}},
+            speedup,
+            "≥ 10×, same AP",
+            speedup >= 10 and same,
+            {
+                "scans": num_scans,
+                "vertices": vertices,
+                "masks": masks,
+                "in_memory_s": memory_s,
+                "in_memory_runs_s": [memory_a, memory_b],
+                "file_based_s": files_s,
+                "max_abs_diff": max(diff.values()),
+                "abs_diff": diff,
+                "metrics": {k: ours[k] for k in KEYS},
+            },
         ),
         Figure(
-            "P5b", f"export reader speed-up, bulk parser vs before ({size})",
+            "P5b",
+            f"export reader speed-up, bulk parser vs before ({size})",
             f"{before_s:.2f} s vs {after_s:.2f} s; re-read AP {'identical' if max(reread_diff.values()) == 0 else 'DIFFERS'}",
-            reader_speedup, "≥ 5×, same AP",
+            reader_speedup,
+            "≥ 5×, same AP",
             reader_speedup >= 5 and max(reread_diff.values()) == 0,
-            {"before_s": before_s, "after_s": after_s, "after_runs_s": [after_a, after_b],
-             "reread_abs_diff": reread_diff, "files": num_scans * (masks + 4)},
+            {
+                "before_s": before_s,
+                "after_s": after_s,
+                "after_runs_s": [after_a, after_b],
+                "reread_abs_diff": reread_diff,
+                "files": num_scans * (masks + 4),
+            },
         ),
     ]
     emit(figures, args.json)

@@ -41,12 +41,23 @@ def main() -> None:
     share = merge_map / total
     parts = ", ".join(f"{name} {sum(stages.get(s, 0.0) for s in keys):.0f}" for name, keys in GROUPS.items())
     figure = Figure(
-        "P6", f"online ms per frame, {points // 1000}k points ({lat['frames']}-frame scan, {args.device})",
+        "P6",
+        f"online ms per frame, {points // 1000}k points ({lat['frames']}-frame scan, {args.device})",
         f"{total:.0f} ms/frame ({parts} ms); merge + mapping {merge_map:.0f} ms; {lat['instances']} instances",
-        share, f"report; merge + mapping ≤ {SHARE_TARGET:.0%} of the frame", share <= SHARE_TARGET and lat["instances"] > 0,
-        {"ms_per_frame_total": total, "ms_per_frame": stages, "points_per_frame": points, "frames": lat["frames"],
-         "mesh_vertices": lat["mesh_vertices"], "instances": lat["instances"], "cues": lat["cues"],
-         "peak_rss_mb": lat["peak_rss_mb"], "esam_ms_per_frame_gpu": 80},
+        share,
+        f"report; merge + mapping ≤ {SHARE_TARGET:.0%} of the frame",
+        share <= SHARE_TARGET and lat["instances"] > 0,
+        {
+            "ms_per_frame_total": total,
+            "ms_per_frame": stages,
+            "points_per_frame": points,
+            "frames": lat["frames"],
+            "mesh_vertices": lat["mesh_vertices"],
+            "instances": lat["instances"],
+            "cues": lat["cues"],
+            "peak_rss_mb": lat["peak_rss_mb"],
+            "esam_ms_per_frame_gpu": 80,
+        },
     )
     emit([figure], args.json)
 

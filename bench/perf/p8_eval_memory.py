@@ -38,8 +38,17 @@ def child(scans: int, vertices: int, masks: int) -> None:
         del pred, truth
     metrics = scorer.result()
     state = sum(a.nbytes for a in scorer.state_arrays())
-    print(json.dumps({"scans": scans, "peak_rss_mb": peak_rss_mb(), "state_mb": state / (1 << 20),
-                      "seconds": time.perf_counter() - start, "ap": metrics["instance/ap"]}))
+    print(
+        json.dumps(
+            {
+                "scans": scans,
+                "peak_rss_mb": peak_rss_mb(),
+                "state_mb": state / (1 << 20),
+                "seconds": time.perf_counter() - start,
+                "ap": metrics["instance/ap"],
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -50,8 +59,12 @@ def main() -> None:
         child(*args.child)
         return
     n, vertices, masks = (4, 20_000, 20) if args.quick else (150, 150_000, 100)
-    procs = [subprocess.Popen([sys.executable, __file__, "--child", str(s), str(vertices), str(masks)],
-                              stdout=subprocess.PIPE, text=True) for s in (n, 2 * n)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--child", str(s), str(vertices), str(masks)], stdout=subprocess.PIPE, text=True
+        )
+        for s in (n, 2 * n)
+    ]
     outs = [proc.communicate()[0] for proc in procs]
     for proc in procs:
         if proc.returncode != 0:
@@ -62,13 +75,14 @@ def main() -> None:
     excess = peak_growth - state_growth
     ratio = large["peak_rss_mb"] / small["peak_rss_mb"]
     figure = Figure(
-        "P8c", f"eval scoring peak RSS, {n} → {2 * n} scans ({vertices // 1000}k vertices × {masks} masks)",
+        "P8c",
+        f"eval scoring peak RSS, {n} → {2 * n} scans ({vertices // 1000}k vertices × {masks} masks)",
         f"{small['peak_rss_mb']:.0f} → {large['peak_rss_mb']:.0f} MB; metric state {small['state_mb']:.1f} → "
         f"{large['state_mb']:.1f} MB; growth beyond it {excess:+.1f} MB",
-        ratio, f"report; growth beyond state ≤ {TOLERANCE:.0%} of peak",
+        ratio,
+        f"report; growth beyond state ≤ {TOLERANCE:.0%} of peak",
         excess <= TOLERANCE * small["peak_rss_mb"],
-        {"small": small, "large": large, "peak_growth_mb": peak_growth, "state_growth_mb": state_growth,
-         "excess_mb": excess},
+        {"small": small, "large": large, "peak_growth_mb": peak_growth, "state_growth_mb": state_growth, "excess_mb": excess},
     )
     emit([figure], args.json)
 

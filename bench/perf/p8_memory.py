@@ -26,8 +26,15 @@ def _prepare(params: dict[str, Any]) -> None:
 
     if params.get("baseline"):
         return
-    prepare_scannet(params["raw"], params["out"], mode="sv", frame_step=SYNTHETIC_FRAME_STEP,
-                    image_size=params["image_size"], num_points=params["points"], workers=1)
+    prepare_scannet(
+        params["raw"],
+        params["out"],
+        mode="sv",
+        frame_step=SYNTHETIC_FRAME_STEP,
+        image_size=params["image_size"],
+        num_points=params["points"],
+        workers=1,
+    )
 
 
 def _precompute(params: dict[str, Any]) -> None:
@@ -39,8 +46,14 @@ def _precompute(params: dict[str, Any]) -> None:
     _open_clip()  # the import every precompute worker pays
     if params.get("baseline"):
         return
-    precompute_clip_features(params["out"], num_layers=params["layers"], weights=params["weights"],
-                             image_size=params["image_size"], batch_size=params["batch"], device=params["device"])
+    precompute_clip_features(
+        params["out"],
+        num_layers=params["layers"],
+        weights=params["weights"],
+        image_size=params["image_size"],
+        batch_size=params["batch"],
+        device=params["device"],
+    )
     if params["device"].startswith("cuda"):
         params["cuda_peak"] = torch.cuda.max_memory_allocated()
 
@@ -97,18 +110,38 @@ def main() -> None:
 
     def row(id_: str, what: str, peak: dict, base: dict, extra: dict) -> Figure:
         cuda = "" if peak["cuda_peak"] is None else f", CUDA {peak['cuda_peak'] / mib:.0f} MiB"
-        return Figure(id_, what, f"{peak['peak'] / mib:.0f} MiB peak RSS ({base['peak'] / mib:.0f} MiB after imports){cuda}",
-                      None, "report", None,
-                      {"peak_rss_bytes": peak["peak"], "baseline_rss_bytes": base["peak"],
-                       "work_rss_bytes": peak["peak"] - base["peak"], "cuda_peak_bytes": peak["cuda_peak"],
-                       "image_size": list(image_size), **extra})
+        return Figure(
+            id_,
+            what,
+            f"{peak['peak'] / mib:.0f} MiB peak RSS ({base['peak'] / mib:.0f} MiB after imports){cuda}",
+            None,
+            "report",
+            None,
+            {
+                "peak_rss_bytes": peak["peak"],
+                "baseline_rss_bytes": base["peak"],
+                "work_rss_bytes": peak["peak"] - base["peak"],
+                "cuda_peak_bytes": peak["cuda_peak"],
+                "image_size": list(image_size),
+                **extra,
+            },
+        )
 
     figures = [
-        row("P8a", f"prepare: peak memory of one worker ({image_size[0]}x{image_size[1]}, {points // 1000}k points)",
-            prepare_peak, prepare_base, {"points": points, "frames": frames}),
-        row("P8b", f"precompute-clip: peak memory of one worker ({image_size[0]}x{image_size[1]}, batch {batch}, "
-                   f"{layers} blocks)", clip_peak, clip_base, {"batch_size": batch, "num_layers": layers, "frames": frames,
-                                                               "device": args.device}),
+        row(
+            "P8a",
+            f"prepare: peak memory of one worker ({image_size[0]}x{image_size[1]}, {points // 1000}k points)",
+            prepare_peak,
+            prepare_base,
+            {"points": points, "frames": frames},
+        ),
+        row(
+            "P8b",
+            f"precompute-clip: peak memory of one worker ({image_size[0]}x{image_size[1]}, batch {batch}, {layers} blocks)",
+            clip_peak,
+            clip_base,
+            {"batch_size": batch, "num_layers": layers, "frames": frames, "device": args.device},
+        ),
     ]
     emit(figures, args.json)
 

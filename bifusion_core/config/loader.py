@@ -25,9 +25,7 @@ def preset_path(name_or_path: str | Path) -> Path:
         return candidate
     path = PRESET_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise ConfigError(
-            f"preset '{name_or_path}'", f"unknown (available: {', '.join(available_presets())})"
-        )
+        raise ConfigError(f"preset '{name_or_path}'", f"unknown (available: {', '.join(available_presets())})")
     return path
 
 
@@ -116,7 +114,7 @@ def set_dotted(data: dict[str, Any], keys: list[str], value: Any, where: str) ->
         if child is None:
             child = {}
         elif not isinstance(child, dict):
-            raise ConfigError(where, f"'{'.'.join(keys[:depth + 1])}' is a value, not a section")
+            raise ConfigError(where, f"'{'.'.join(keys[: depth + 1])}' is a value, not a section")
         node[key] = dict(child)
         node = node[key]
     node[keys[-1]] = value

@@ -176,7 +176,9 @@ class LossConfig(Section):
 
     stages: list[LossStage] = Field(default_factory=lambda: [s.model_copy() for s in DEFAULT_STAGES])
     semantic_balance: float = Field(
-        0.0, ge=0, le=1,
+        0.0,
+        ge=0,
+        le=1,
         description="class weights of the semantic loss, ∝ (share of the train split's labelled points)^-p; "
         "0: plain cross-entropy, where walls and floors outweigh a chair a hundred to one",
     )
@@ -186,7 +188,8 @@ class LossConfig(Section):
     objectness_target: Literal["iou", "matched"] = Field(
         "iou",
         description="what the objectness head learns for every query: its mask's IoU with the best-overlapping instance "
-        "('iou'), or 1 for the Hungarian-matched query and 0 for the rest " "('matched': a near-copy of the matched mask is taught 0)",
+        "('iou'), or 1 for the Hungarian-matched query and 0 for the rest "
+        "('matched': a near-copy of the matched mask is taught 0)",
     )
     box: float = Field(0.5, ge=0, description="box head: L1 + (1 − 3D IoU) against the matched instance's box")
     merge: float = Field(0.0, ge=0, description="merge InfoNCE across frames t, t±1 (multi-view presets; 0 = off)")
@@ -318,7 +321,9 @@ class OnlineConfig(Section):
     """Streaming a scan frame by frame into one scene-level instance memory (``bifusion infer``,
     ``bifusion eval --online``). Per-frame instances use ``eval.*`` post-processing with ``frame_topk``."""
 
-    merge_threshold: float = Field(0.3, ge=0, le=1, description="a memory/frame pair merges when cosine × max(box IoU, visible-voxel IoU) exceeds this")
+    merge_threshold: float = Field(
+        0.3, ge=0, le=1, description="a memory/frame pair merges when cosine × max(box IoU, visible-voxel IoU) exceeds this"
+    )
     voxel: float = Field(0.02, gt=0, description="accumulated points keep one point per voxel of this edge (metres)")
     map_radius: float = Field(
         0.3, gt=0, description="mesh vertices farther than this from every accumulated point join no instance (metres)"
@@ -336,7 +341,9 @@ class OnlineConfig(Section):
     min_points: int = Field(30, ge=1, description="a frame's instance with fewer points is a fragment, not merged")
     score_threshold: float = Field(0.0, ge=0, le=1, description="a frame's instance scoring at or below this is not merged")
     containment: float = Field(
-        0.5, ge=0, le=1,
+        0.5,
+        ge=0,
+        le=1,
         description="a frame's instance with more than this share of its points inside a better-scored one of the frame "
         "is not merged (a part of that object; 1: keep all)",
     )
@@ -349,12 +356,15 @@ class OnlineConfig(Section):
         0.5, ge=0, description="``eval.objectness_weight`` for the frame objects that are merged (they are ranked before merging)"
     )
     duplicate_overlap: float = Field(
-        0.5, ge=0, le=1,
+        0.5,
+        ge=0,
+        le=1,
         description="at the end of a scan, an instance with more than this share of its points inside a better-scored one "
         "is folded into it (1: never)",
     )
     cues: Literal["auto", "heads", "masks"] = Field(
-        "auto", description="merge embedding and box: the model's merge/box heads, or derived from the mask (auto: heads when present)"
+        "auto",
+        description="merge embedding and box: the model's merge/box heads, or derived from the mask (auto: heads when present)",
     )
 
 
@@ -369,13 +379,17 @@ class EvalConfig(Section):
         0.5, ge=0, le=1, description="share of the mask-averaged semantic-head probabilities in an instance's class score"
     )
     class_exponent: float = Field(
-        1.0, gt=0, le=1,
+        1.0,
+        gt=0,
+        le=1,
         description="exponent of p(class | query) in a (query, class) pair's score; below 1 the mask quality weighs more",
     )
     score_threshold: float = Field(0.0, ge=0, le=1)
     objectness_weight: float = Field(
-        0.0, ge=0,
-        description="exponent of the objectness probability in an instance's score, " "next to its mask quality (0: mask quality alone)",
+        0.0,
+        ge=0,
+        description="exponent of the objectness probability in an instance's score, "
+        "next to its mask quality (0: mask quality alone)",
     )
     mask_threshold: float = Field(0.5, gt=0, lt=1)
     nms_iou: float = Field(0.5, gt=0, le=1, description="class-aware: only a better pair of the same class suppresses")
@@ -399,5 +413,7 @@ class Preset(Section):
         if k and not self.model.use_2d:
             raise ValueError(f"train.unfreeze.clip_blocks={k} needs a 2D branch (model.use_2d=true)")
         if k > self.clip.num_layers:
-            raise ValueError(f"train.unfreeze.clip_blocks={k} exceeds the {self.clip.num_layers} CLIP blocks kept (clip.num_layers)")
+            raise ValueError(
+                f"train.unfreeze.clip_blocks={k} exceeds the {self.clip.num_layers} CLIP blocks kept (clip.num_layers)"
+            )
         return self

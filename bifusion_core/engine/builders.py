@@ -100,8 +100,13 @@ def build_dataset(cfg: Preset, data_root: Path, split: str | None, train: bool, 
         from ..data.loading.sequences import PreparedSequences
 
         ds = PreparedSequences(
-            data_root, split, label_set(cfg), cfg.data.voxel_size, num_frames=cfg.data.num_frames,
-            per_frame=cfg.data.mv_decode == "frame", **common,
+            data_root,
+            split,
+            label_set(cfg),
+            cfg.data.voxel_size,
+            num_frames=cfg.data.num_frames,
+            per_frame=cfg.data.mv_decode == "frame",
+            **common,
         )
         return ds if limit is None else Subset(ds, range(min(limit, len(ds))))
     return PreparedFrames(data_root, split, label_set(cfg), cfg.data.voxel_size, mode=cfg.data.mode, limit=limit, **common)

@@ -58,8 +58,14 @@ class StageSwitch(Callback):
     def on_start(self, t: "Trainer") -> None:
         self._apply(t, t.stage_at(t.start))
         untrained = t.start == 0 and "backbone3d" not in self.groups and not t.init_reports
-        t.note(f"S{self.stage} trains {', '.join(self.groups)}" + (": the 3D U-Net stays at its random init until S1 "
-                                                                   "(start from a 3D-only run with --init-from)" if untrained else ""))
+        t.note(
+            f"S{self.stage} trains {', '.join(self.groups)}"
+            + (
+                ": the 3D U-Net stays at its random init until S1 (start from a 3D-only run with --init-from)"
+                if untrained
+                else ""
+            )
+        )
 
     def on_iteration_start(self, t: "Trainer", it: int) -> None:
         stage = t.stage_at(it)
@@ -169,9 +175,17 @@ def plain_line(figures: dict[str, Any]) -> str:
     """One grep-able line per logged step (train.log, and cluster logs without a terminal)."""
     f = figures
     if any(k.startswith("val/") for k in f):
-        return f"eval @ {f['iteration']}: " + " ".join(f"{k[4:]}={v:.4f}" for k, v in f.items() if k.startswith("val/") and _is_number(v))
+        return f"eval @ {f['iteration']}: " + " ".join(
+            f"{k[4:]}={v:.4f}" for k, v in f.items() if k.startswith("val/") and _is_number(v)
+        )
     losses = " ".join(f"{k[5:]}={v:.4f}" for k, v in f.items() if k.startswith("loss/"))
-    parts = [f"it {f['iteration']}/{f['total']}", f"S{f.get('stage', 0)}", f"{f.get('it/s', 0):.2f} it/s", f"lr {f.get('lr', 0):.2e}", losses]
+    parts = [
+        f"it {f['iteration']}/{f['total']}",
+        f"S{f.get('stage', 0)}",
+        f"{f.get('it/s', 0):.2f} it/s",
+        f"lr {f.get('lr', 0):.2e}",
+        losses,
+    ]
     if "gradient/total" in f:
         parts.append(f"grad {f['gradient/total']:.3g} {f.get('gradient/status', '')}")
     if f.get("skipped_steps"):

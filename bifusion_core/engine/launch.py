@@ -37,5 +37,7 @@ def relaunch(processes: int, device: str, arguments: list[str]) -> int:
 
         available = torch.cuda.device_count()
         if available < processes:
-            raise BifusionError("--gpus", f"{processes} requested but {available} CUDA device(s) visible (CPU processes: --set train.device=cpu)")
+            raise BifusionError(
+                "--gpus", f"{processes} requested but {available} CUDA device(s) visible (CPU processes: --set train.device=cpu)"
+            )
     return run_ranks(processes, ["-m", "bifusion_cli", *arguments])

@@ -89,18 +89,48 @@ class NormalRange:
 
 
 NORMAL_RANGES = (
-    NormalRange("gradient/total", "grad norm", 0.1, 2.0, VANISHING, EXPLODING,
-                "check which parts train in this stage (train.unfreeze) or raise the learning rate (--set optim.lr={raise_lr})",
-                "lower the learning rate (--set optim.lr={lower_lr}) or clip harder (--set optim.clip_grad={clip})",
-                ("low", "vanishing", "high", "exploding")),
-    NormalRange("projection/valid_rate", "projection valid", 0.80, 0.95, 0.70, None,
-                "poor 2D projection: check poses and intrinsics of the prepared data (bifusion validate, bifusion stats --data)", ""),
-    NormalRange("fusion/w2d_mean", "2D weight", 0.5, 0.8, None, 0.9,
-                "2D contributes little: check the projection valid rate and the CLIP features (precompute-clip --verify)",
-                "over-relies on 2D: lengthen the gate warm-up (--set model.fusion.warmup_iters={gate_warmup}) "
-                "or send less alignment gradient to 2D (--set loss.clip_gradient_flow={flow})"),
-    NormalRange("fusion/w3d_mean", "3D weight", 0.2, 0.5, 0.1, None,
-                "ignores 3D: start from a trained 3D-only run (--init-from) or open the 3D branch earlier (train.unfreeze.s0)", ""),
+    NormalRange(
+        "gradient/total",
+        "grad norm",
+        0.1,
+        2.0,
+        VANISHING,
+        EXPLODING,
+        "check which parts train in this stage (train.unfreeze) or raise the learning rate (--set optim.lr={raise_lr})",
+        "lower the learning rate (--set optim.lr={lower_lr}) or clip harder (--set optim.clip_grad={clip})",
+        ("low", "vanishing", "high", "exploding"),
+    ),
+    NormalRange(
+        "projection/valid_rate",
+        "projection valid",
+        0.80,
+        0.95,
+        0.70,
+        None,
+        "poor 2D projection: check poses and intrinsics of the prepared data (bifusion validate, bifusion stats --data)",
+        "",
+    ),
+    NormalRange(
+        "fusion/w2d_mean",
+        "2D weight",
+        0.5,
+        0.8,
+        None,
+        0.9,
+        "2D contributes little: check the projection valid rate and the CLIP features (precompute-clip --verify)",
+        "over-relies on 2D: lengthen the gate warm-up (--set model.fusion.warmup_iters={gate_warmup}) "
+        "or send less alignment gradient to 2D (--set loss.clip_gradient_flow={flow})",
+    ),
+    NormalRange(
+        "fusion/w3d_mean",
+        "3D weight",
+        0.2,
+        0.5,
+        0.1,
+        None,
+        "ignores 3D: start from a trained 3D-only run (--init-from) or open the 3D branch earlier (train.unfreeze.s0)",
+        "",
+    ),
 )
 
 
@@ -124,7 +154,9 @@ class Alert:
 
 def largest_group(figures: dict[str, float]) -> str:
     """' (decoder 80 % of it)': the module group with the largest share of the gradient, if logged."""
-    shares = {k[len("gradient/"):-len("_share")]: v for k, v in figures.items() if k.startswith("gradient/") and k.endswith("_share")}
+    shares = {
+        k[len("gradient/") : -len("_share")]: v for k, v in figures.items() if k.startswith("gradient/") and k.endswith("_share")
+    }
     if not shares:
         return ""
     group = max(shares, key=shares.get)
@@ -166,12 +198,18 @@ class AlertRules:
         if r.low <= median <= r.high:
             return None
         high = median > r.high
-        alarm = (r.alarm_high is not None and median > r.alarm_high) if high else (r.alarm_low is not None and median < r.alarm_low)
+        alarm = (
+            (r.alarm_high is not None and median > r.alarm_high) if high else (r.alarm_low is not None and median < r.alarm_low)
+        )
         word = r.words[2 * high + alarm]
-        remedy = (r.remedy_high if high else r.remedy_low).format(**self.remedies) or "see the normal ranges in the README (Long runs)"
+        remedy = (r.remedy_high if high else r.remedy_low).format(
+            **self.remedies
+        ) or "see the normal ranges in the README (Long runs)"
         where = largest_group(figures) if r.key == "gradient/total" else ""
-        message = (f"{r.label} {median:.3g}{where} outside {r.low:g}–{r.high:g} "
-                   f"(median of the last {self.window} logged): {word}: {remedy}")
+        message = (
+            f"{r.label} {median:.3g}{where} outside {r.low:g}–{r.high:g} "
+            f"(median of the last {self.window} logged): {word}: {remedy}"
+        )
         return Alert(r.key, "alert" if alarm else "warning", message)
 
     def state_dict(self) -> dict[str, Any]:

@@ -15,12 +15,12 @@ def warmup_cosine_factor(step: int, warmup: int, total: int, min_ratio: float) -
 
 
 def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int, min_ratio: float):
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine_factor(step, warmup, total, min_ratio)
-    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine_factor(step, warmup, total, min_ratio))
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float, lr: float, lr_mult: dict[str, float] | None = None) -> list[dict]:
+def parameter_groups(
+    model: torch.nn.Module, weight_decay: float, lr: float, lr_mult: dict[str, float] | None = None
+) -> list[dict]:
     """AdamW groups by (weight decay, learning-rate multiplier).
 
     No weight decay on biases, norms and positional embeddings (they are not 'weights');

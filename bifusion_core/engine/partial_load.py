@@ -66,7 +66,7 @@ def partial_load(
         report.absent = True
         return report
     old, new = prefix_replace if prefix_replace is not None else ((submodule + ".") if submodule else "", "")
-    selected = {new + k[len(old):]: v for k, v in state.items() if k.startswith(old)}
+    selected = {new + k[len(old) :]: v for k, v in state.items() if k.startswith(old)}
     own = target.state_dict()
     accepted = {}
     for key, value in selected.items():

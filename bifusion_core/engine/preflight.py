@@ -22,8 +22,14 @@ def run_checks(preset: str, overrides: list[str], data_root: Path | None) -> lis
         cfg = load_preset(preset, overrides, **{"data.root": data_root})
     except BifusionError as exc:
         return [Check("preset", False, str(exc))]
-    checks = [Check("preset", True, f"{cfg.name}: {cfg.data.benchmark}, {'BiFusion' if cfg.model.use_2d else '3D only'}, "
-                    f"{cfg.model.backbone3d.arch} @ {cfg.data.voxel_size * 100:g} cm")]
+    checks = [
+        Check(
+            "preset",
+            True,
+            f"{cfg.name}: {cfg.data.benchmark}, {'BiFusion' if cfg.model.use_2d else '3D only'}, "
+            f"{cfg.model.backbone3d.arch} @ {cfg.data.voxel_size * 100:g} cm",
+        )
+    ]
     checks.append(_check_data(cfg))
     checks.append(_check_model(cfg))
     return checks
@@ -44,7 +50,9 @@ def _check_data(cfg) -> Check:
     if missing:
         return Check("data", False, f"{root / cfg.data.mode / missing[0]}: listed in the manifest but missing")
     if tuple(manifest.get("image_size", cfg.data.image_size)) != tuple(cfg.data.image_size):
-        return Check("data", False, f"{root}: prepared at image size {manifest['image_size']}, preset wants {list(cfg.data.image_size)}")
+        return Check(
+            "data", False, f"{root}: prepared at image size {manifest['image_size']}, preset wants {list(cfg.data.image_size)}"
+        )
     if cfg.clip.weights is not None and not Path(cfg.clip.weights).is_file():
         return Check("data", False, f"{cfg.clip.weights}: CLIP weights file not found")
     text = ", ".join(f"{n} {s}" for s, n in sorted(splits.items()))
@@ -75,7 +83,10 @@ def _check_model(cfg) -> Check:
         return Check("model", False, f"model build/forward failed: {exc.__class__.__name__}: {exc}")
     parts = [f"{count_parameters(model) / 1e6:.2f} M parameters"]
     if cfg.model.use_2d:
-        parts.append(f"{cfg.model.fusion.gate} gate {count_parameters(model.gate) / 1e6:.3f} M, " f"2D head {count_parameters(model.head2d) / 1e6:.2f} M")
+        parts.append(
+            f"{cfg.model.fusion.gate} gate {count_parameters(model.gate) / 1e6:.3f} M, "
+            f"2D head {count_parameters(model.head2d) / 1e6:.2f} M"
+        )
     for name, label in (("film", "FiLM"), ("tiny_sa", "Tiny-SA"), ("clip_tail", "online CLIP blocks")):
         if getattr(model, name) is not None:
             parts.append(f"{label} {count_parameters(getattr(model, name)) / 1e6:.3f} M")

@@ -72,8 +72,12 @@ class ResumableSampler(Sampler):
             return None
         epoch, saved = int(state["epoch"]), np.asarray(state["permutation"], dtype=np.int64)
         if saved.shape != (self.size,) or not np.array_equal(np.sort(saved), np.arange(self.size)):
-            return (f"the checkpoint's sample order of epoch {epoch} has {saved.size} samples, the data {self.size}: "
-                    f"the rest of the epoch follows the order of (seed, epoch)")
+            return (
+                f"the checkpoint's sample order of epoch {epoch} has {saved.size} samples, the data {self.size}: "
+                f"the rest of the epoch follows the order of (seed, epoch)"
+            )
         differs = not np.array_equal(saved, self.order(epoch))
         self.restored[epoch] = saved
-        return f"epoch {epoch} continues in the checkpoint's sample order, which (seed, epoch) no longer gives" if differs else None
+        return (
+            f"epoch {epoch} continues in the checkpoint's sample order, which (seed, epoch) no longer gives" if differs else None
+        )

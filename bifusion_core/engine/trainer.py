@@ -198,7 +198,9 @@ class Trainer:
             for report in self.init_reports:
                 self.note("init " + report.summary())
         if cfg.train.sync_bn:  # one process too: the same computation as N ranks (engine.distributed.SyncBatchNorm1d)
-            self.note(f"sync_bn: {D.convert_sync_batchnorm(model)} BatchNorm layers share statistics over {self.dist.world} rank(s)")
+            self.note(
+                f"sync_bn: {D.convert_sync_batchnorm(model)} BatchNorm layers share statistics over {self.dist.world} rank(s)"
+            )
         model = model.to(self.device)
         if self.dist.enabled:
             D.broadcast_parameters(model)
@@ -215,7 +217,9 @@ class Trainer:
             parameter_groups(self.model, cfg.optim.weight_decay, cfg.optim.lr, cfg.optim.lr_mult), lr=cfg.optim.lr
         )
         acc = cfg.optim.accumulate
-        scheduler = warmup_cosine(optimizer, math.ceil(cfg.optim.warmup_iters / acc), math.ceil(self.total / acc), cfg.optim.min_lr_ratio)
+        scheduler = warmup_cosine(
+            optimizer, math.ceil(cfg.optim.warmup_iters / acc), math.ceil(self.total / acc), cfg.optim.min_lr_ratio
+        )
         return optimizer, scheduler
 
     def build_callbacks(self) -> list[Callback]:
@@ -284,7 +288,10 @@ class Trainer:
             seed_everything(self.cfg.train.seed + self.dist.rank + self.start)
             self.note(f"no random state saved for rank {self.dist.rank} (the run had {len(rngs)} ranks): reseeded")
         if payload.get("world", 1) != self.dist.world:
-            self.note(f"resumed with {self.dist.world} ranks (checkpoint: {payload.get('world', 1)}): " "the sample order of the epoch changes")
+            self.note(
+                f"resumed with {self.dist.world} ranks (checkpoint: {payload.get('world', 1)}): "
+                "the sample order of the epoch changes"
+            )
 
     # ---- checkpoints -------------------------------------------------------------------------
     def save(self, name: str, iteration: int) -> None:
@@ -353,7 +360,9 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_gradients(self, it, figures if logging else None)
         norm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad or math.inf)
-        ok = self.finite if self.precision.scaler is not None else self.finite & torch.isfinite(norm)  # fp16 overflow: the scaler skips
+        ok = (
+            self.finite if self.precision.scaler is not None else self.finite & torch.isfinite(norm)
+        )  # fp16 overflow: the scaler skips
         flags = torch.stack([(~ok).float(), torch.tensor(float(self.stop_signal is not None), device=ok.device)])
         if self.dist.enabled:
             flags = D.all_reduce_max(flags)
@@ -363,8 +372,10 @@ class Trainer:
             self.precision.skip(self.optimizer)
             self.bad_in_row += 1
             self.bad_total += 1
-            self.alert(f"iteration {it + 1}: non-finite loss, output or gradient, step skipped "
-                       f"({self.bad_in_row} in a row, {self.bad_total} in this run; limit train.max_bad_steps={cfg.train.max_bad_steps})")
+            self.alert(
+                f"iteration {it + 1}: non-finite loss, output or gradient, step skipped "
+                f"({self.bad_in_row} in a row, {self.bad_total} in this run; limit train.max_bad_steps={cfg.train.max_bad_steps})"
+            )
         else:
             self.precision.step(self.optimizer)
             self.optimizer.zero_grad(set_to_none=True)
@@ -382,7 +393,8 @@ class Trainer:
         self.note(
             f"run {self.run_dir} · {len(self.train_ds)} train frames · {self.sampler.batches_per_epoch} iterations/epoch"
             f"{f' per rank × {self.dist.world} ranks' if self.dist.enabled else ''} · "
-            f"{count_parameters(self.model, trainable_only=True) / 1e6:.2f} M trainable parameters · " f"{self.device} · amp {cfg.train.amp}"
+            f"{count_parameters(self.model, trainable_only=True) / 1e6:.2f} M trainable parameters · "
+            f"{self.device} · amp {cfg.train.amp}"
         )
         if self.start:
             self.note(f"resumed {self.run_dir} at iteration {self.start}/{self.total}")
@@ -430,7 +442,9 @@ class Trainer:
         except KeyboardInterrupt:
             self.save("last.pt", it)
             name = "SIGTERM" if self.stop_signal == signal.SIGTERM else "interrupted"
-            self.note(f"{name}: saved {self.run_dir / CHECKPOINT_DIR / 'last.pt'} at iteration {it} (bifusion resume {self.run_dir})")
+            self.note(
+                f"{name}: saved {self.run_dir / CHECKPOINT_DIR / 'last.pt'} at iteration {it} (bifusion resume {self.run_dir})"
+            )
             raise KeyboardInterrupt from None
         finally:
             for sig, handler in previous.items():
@@ -439,10 +453,14 @@ class Trainer:
                 cb.on_end(self)
         evaluation = self.find_callback(Evaluation)
         return TrainResult(
-            self.run_dir, self.total, time.perf_counter() - started,
-            evaluation.best if evaluation else {}, evaluation.final if evaluation else {},
+            self.run_dir,
+            self.total,
+            time.perf_counter() - started,
+            evaluation.best if evaluation else {},
+            evaluation.final if evaluation else {},
             clip_fallbacks=getattr(self.clip_source, "fallbacks", 0) if self.clip_source is not None else 0,
-            init_reports=self.init_reports, skipped_steps=self.bad_total,
+            init_reports=self.init_reports,
+            skipped_steps=self.bad_total,
         )
 
     def _on_signal(self, signum, frame) -> None:
@@ -458,10 +476,13 @@ class Trainer:
             self.run_dir,
             f"{self.bad_in_row} non-finite steps in a row at iteration {it}; last good state saved in "
             f"{CHECKPOINT_DIR}/last.pt. Lower the learning rate (--set optim.lr={optim.lr / 10:.1e}) or the gradient clip "
-            f"(--set optim.clip_grad={(optim.clip_grad or 2.0) / 2:g}), then " f"bifusion resume {self.run_dir} --allow-config-change",
+            f"(--set optim.clip_grad={(optim.clip_grad or 2.0) / 2:g}), then "
+            f"bifusion resume {self.run_dir} --allow-config-change",
         )
 
-    def _host_figures(self, figures: dict[str, torch.Tensor], it: int, epoch: int, rate: float, wait_share: float) -> dict[str, Any]:
+    def _host_figures(
+        self, figures: dict[str, torch.Tensor], it: int, epoch: int, rate: float, wait_share: float
+    ) -> dict[str, Any]:
         """The logged tensors → host floats in one transfer (averaged over ranks).
         ``wait_share``: the part of the logging window the loop spent waiting for the DataLoader."""
         keys = list(figures)
@@ -471,10 +492,18 @@ class Trainer:
             values /= self.dist.world
         host = dict(zip(keys, values.tolist()))
         out: dict[str, Any] = {
-            "iteration": it, "total": self.total, "epoch": epoch + 1, "stage": self.stage_at(it - 1), "it/s": rate,
-            "eta_s": (self.total - it) / max(rate, 1e-9), "time/iteration_s": 1.0 / max(rate, 1e-9),
-            "time/data_wait_share": wait_share, "lr": self.scheduler.get_last_lr()[0], **host,
-            "skipped_steps": self.bad_total, "memory/peak_mb": peak_memory_mb(self.device),
+            "iteration": it,
+            "total": self.total,
+            "epoch": epoch + 1,
+            "stage": self.stage_at(it - 1),
+            "it/s": rate,
+            "eta_s": (self.total - it) / max(rate, 1e-9),
+            "time/iteration_s": 1.0 / max(rate, 1e-9),
+            "time/data_wait_share": wait_share,
+            "lr": self.scheduler.get_last_lr()[0],
+            **host,
+            "skipped_steps": self.bad_total,
+            "memory/peak_mb": peak_memory_mb(self.device),
         }
         if "gradient/total" in host:
             out["gradient/status"] = gradient_status(host["gradient/total"])
@@ -550,8 +579,10 @@ def resume(
         saved["train"] = {**saved["train"], "max_iters": max_iters}
     changes = config_changes(saved, now)
     if changes and not allow_config_change:
-        raise BifusionError(run_dir, f"config differs from the checkpoint's ({'; '.join(changes[:4])}); "
-                                     "pass --allow-config-change to continue with it")
+        raise BifusionError(
+            run_dir,
+            f"config differs from the checkpoint's ({'; '.join(changes[:4])}); pass --allow-config-change to continue with it",
+        )
     trainer = Trainer(cfg, run_dir, reporter, payload=payload)
     if changes:
         trainer.pending_note = f"config changed at resume: {'; '.join(changes)}"

@@ -39,8 +39,15 @@ def jsonable(obj: Any) -> Any:
 class CheckpointScoring:
     """One checkpoint being scored: ``restored`` (model and config), ``export(folder)``, ``write_metrics``."""
 
-    def __init__(self, target: str | Path, kind: str, split: str, data_root: Path | None = None,
-                 overrides: dict[str, Any] | None = None, device: str | None = None):
+    def __init__(
+        self,
+        target: str | Path,
+        kind: str,
+        split: str,
+        data_root: Path | None = None,
+        overrides: dict[str, Any] | None = None,
+        device: str | None = None,
+    ):
         """``kind``: the metrics file's prefix after ``metrics_`` (``""`` frame level, ``"online_"``)."""
         self.restored = restore_model(target, data_root, device, **(overrides or {}))
         self.kind, self.split, self.overrides = kind, split, dict(overrides or {})
@@ -65,10 +72,19 @@ class CheckpointScoring:
 
     def write_metrics(self, metrics: dict[str, Any]) -> Path:
         r = self.restored
-        write_json(self.metrics_path, jsonable({
-            "checkpoint": str(r.checkpoint), "split": self.split, "data_root": str(r.cfg.data.root),
-            "iteration": r.iteration, "eval_overrides": self.overrides, **metrics,
-        }))
+        write_json(
+            self.metrics_path,
+            jsonable(
+                {
+                    "checkpoint": str(r.checkpoint),
+                    "split": self.split,
+                    "data_root": str(r.cfg.data.root),
+                    "iteration": r.iteration,
+                    "eval_overrides": self.overrides,
+                    **metrics,
+                }
+            ),
+        )
         return self.metrics_path
 
 
@@ -120,17 +136,27 @@ def evaluate_checkpoint(
     builders.attach_clip_source(ds, builders.clip_source(cfg, root, reporter))
     with scoring.export(export_dir) as folder:  # no stale masks of an earlier export survive
         result = evaluate_model(
-            model, builders.build_loader(cfg, ds, train=False), labels, cfg.eval, device, folder, show_dir, reporter,
-            protocol=frame_protocol(cfg.data), frame_step=frame_step,
+            model,
+            builders.build_loader(cfg, ds, train=False),
+            labels,
+            cfg.eval,
+            device,
+            folder,
+            show_dir,
+            reporter,
+            protocol=frame_protocol(cfg.data),
+            frame_step=frame_step,
         )
     stamps = result.stamps()
     summary = {**result.summary(), "frames": float(result.frames), "iteration": float(restored.iteration)}
-    metrics_path = scoring.write_metrics({
-        **stamps,
-        "summary": summary,
-        "per_class_ap": {k: list(v) for k, v in result.per_class.get("ap", {}).items()},
-        "per_class_ap50": result.per_class_ap50(),
-        "per_class_iou": result.per_class_iou(),
-        "gate_alpha_per_class": result.gate_alpha,
-    })
+    metrics_path = scoring.write_metrics(
+        {
+            **stamps,
+            "summary": summary,
+            "per_class_ap": {k: list(v) for k, v in result.per_class.get("ap", {}).items()},
+            "per_class_ap50": result.per_class_ap50(),
+            "per_class_iou": result.per_class_iou(),
+            "gate_alpha_per_class": result.gate_alpha,
+        }
+    )
     return CheckpointEvaluation(scoring.name, summary, result.per_class_ap50(), metrics_path, stamps, result.gate_alpha)

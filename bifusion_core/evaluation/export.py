@@ -57,8 +57,7 @@ def write_instance_predictions(
     if masks.ndim != 2 or len(label_ids) != len(masks) or len(scores) != len(masks):
         raise BifusionError(
             scene,
-            f"need masks (K, N) with K labels and K scores, got {masks.shape}, "
-            f"{len(label_ids)} labels, {len(scores)} scores",
+            f"need masks (K, N) with K labels and K scores, got {masks.shape}, {len(label_ids)} labels, {len(scores)} scores",
         )
     if not np.isfinite(scores).all():
         raise BifusionError(scene, "confidences must be finite")
@@ -216,17 +215,14 @@ def read_instance_predictions(
         if len(parts) != 3:
             raise BifusionError(
                 listing,
-                f"line {number}: expected '<mask path> <label id> <confidence>' separated by "
-                f"single spaces, got {line!r}",
+                f"line {number}: expected '<mask path> <label id> <confidence>' separated by single spaces, got {line!r}",
             )
         relative, label_text, conf_text = parts
         if os.path.isabs(relative):
             raise BifusionError(listing, f"line {number}: mask path {relative!r} must be relative")
         mask_path = os.path.abspath(os.path.join(os.path.dirname(listing), relative))
         if os.path.commonpath([mask_path, root]) != root:
-            raise BifusionError(
-                listing, f"line {number}: mask path {relative!r} points outside {pred_dir}"
-            )
+            raise BifusionError(listing, f"line {number}: mask path {relative!r} points outside {pred_dir}")
         try:
             label = int(float(label_text))
             confidence = float(conf_text)
@@ -244,9 +240,7 @@ def read_instance_predictions(
         values = read_ids(mask_path)
         expected = num_points if num_points is not None else len(masks[0]) if masks else None
         if expected is not None and len(values) != expected:
-            raise BifusionError(
-                mask_path, f"{len(values)} lines, expected {expected} (one per vertex)"
-            )
+            raise BifusionError(mask_path, f"{len(values)} lines, expected {expected} (one per vertex)")
         masks.append(values != 0)
     width = num_points if num_points is not None else 0
     mask_array = np.stack(masks) if masks else np.zeros((0, width), dtype=bool)

@@ -102,11 +102,11 @@ class _SceneTable:
     iou: np.ndarray  # (P, G) float64, 0 where classes differ or masks do not touch
 
     def arrays(self) -> tuple[np.ndarray, ...]:
-        return (self.pred_class, self.pred_score, self.pred_size, self.pred_ignorable,
-                self.gt_class, self.gt_ignored, self.iou)
+        return (self.pred_class, self.pred_score, self.pred_size, self.pred_ignorable, self.gt_class, self.gt_ignored, self.iou)
 
 
 SceneTable = _SceneTable
+
 
 def evaluate_instances(
     results: Sequence[InstanceSceneResult],
@@ -147,9 +147,7 @@ def metrics_from_tables(tables: Sequence["SceneTable"], class_names: Sequence[st
     return _summarise(_ap_table(tables, len(class_names)), [str(n) for n in class_names])
 
 
-def class_agnostic(
-    results: Sequence[InstanceSceneResult], thing_label_ids: Sequence[int]
-) -> list[InstanceSceneResult]:
+def class_agnostic(results: Sequence[InstanceSceneResult], thing_label_ids: Sequence[int]) -> list[InstanceSceneResult]:
     """Relabel every thing class as one class, ``AGNOSTIC_LABEL_ID`` ("object").
 
     Evaluate the result with ``class_ids=[AGNOSTIC_LABEL_ID]``. GT instances are renumbered
@@ -168,9 +166,7 @@ def class_agnostic(
         is_thing = np.isin(gt_ids // LABEL_DIVISOR, things)
         thing_ids, inverse = np.unique(gt_ids[is_thing], return_inverse=True)
         if len(thing_ids) >= LABEL_DIVISOR:
-            raise BifusionError(
-                where, f"{len(thing_ids)} thing instances do not fit the id encoding"
-            )
+            raise BifusionError(where, f"{len(thing_ids)} thing instances do not fit the id encoding")
         new_gt = np.zeros_like(gt_ids)
         new_gt[is_thing] = AGNOSTIC_LABEL_ID * LABEL_DIVISOR + 1 + inverse.reshape(-1)
         labels = np.asarray(scene.pred_labels)
@@ -182,9 +178,7 @@ def class_agnostic(
     return out
 
 
-def _distinct_masks(
-    masks: np.ndarray, labels: np.ndarray, scores: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _distinct_masks(masks: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Keep one prediction (the best-scored) per distinct mask among same-label rows."""
     if len(labels) < 2 or masks.ndim != 2:
         return masks, labels, scores
@@ -222,9 +216,7 @@ def _check_class_ids(class_ids: Sequence[int]) -> np.ndarray:
 def _check_gt(gt_ids: np.ndarray, where: str) -> np.ndarray:
     gt_ids = np.asarray(gt_ids)
     if gt_ids.ndim != 1 or (gt_ids.size and not np.issubdtype(gt_ids.dtype, np.integer)):
-        raise BifusionError(
-            where, f"gt_ids must be a 1-D integer array, got {gt_ids.dtype} {gt_ids.shape}"
-        )
+        raise BifusionError(where, f"gt_ids must be a 1-D integer array, got {gt_ids.dtype} {gt_ids.shape}")
     gt_ids = gt_ids.astype(np.int64, copy=False)
     if (gt_ids < 0).any():
         raise BifusionError(where, "gt_ids must be >= 0")
@@ -239,9 +231,7 @@ def _class_index(label_ids: np.ndarray, class_ids: np.ndarray) -> np.ndarray:
     return np.where(sorted_ids[pos] == label_ids, order[pos], -1)
 
 
-def _scene_table(
-    scene: InstanceSceneResult, index: int, class_ids: np.ndarray, min_region: int
-) -> _SceneTable:
+def _scene_table(scene: InstanceSceneResult, index: int, class_ids: np.ndarray, min_region: int) -> _SceneTable:
     where = _scene_name(scene, index)
     gt_ids = _check_gt(scene.gt_ids, where)
     num_points = len(gt_ids)
@@ -252,18 +242,14 @@ def _scene_table(
     labels = np.asarray(scene.pred_labels).reshape(-1)
     scores = np.asarray(scene.pred_scores, dtype=np.float64).reshape(-1)
     if len(labels) != len(masks) or len(scores) != len(masks):
-        raise BifusionError(
-            where, f"{len(masks)} masks but {len(labels)} labels and {len(scores)} scores"
-        )
+        raise BifusionError(where, f"{len(masks)} masks but {len(labels)} labels and {len(scores)} scores")
     if np.isnan(scores).any():
         raise BifusionError(where, "prediction scores must not be NaN")
 
     # GT instances: every id whose label is a class; the rest is void.
     point_class = _class_index(gt_ids // LABEL_DIVISOR, class_ids)
     void = point_class < 0
-    inst_ids, point_inst, inst_size = np.unique(
-        gt_ids[~void], return_inverse=True, return_counts=True
-    )
+    inst_ids, point_inst, inst_size = np.unique(gt_ids[~void], return_inverse=True, return_counts=True)
     num_gt = len(inst_ids)
     gt_class = _class_index(inst_ids // LABEL_DIVISOR, class_ids)
     gt_ignored = inst_size < min_region
@@ -294,9 +280,7 @@ def _scene_table(
 # ----------------------------------------------------------------------------- matching
 
 
-def _match_scene(
-    table: _SceneTable, threshold: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _match_scene(table: _SceneTable, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One scene at one threshold -> (entry class, entry score, entry is_tp, unmatched GT class)."""
     hit = table.iou > threshold  # (P, G), same class only (iou is 0 across classes)
     candidate = hit & ~table.gt_ignored[None, :]
@@ -336,9 +320,7 @@ def _match_scene(
             table.pred_class[lone_fp],
         ]
     )
-    entry_score = np.concatenate(
-        [tp_scores, np.asarray(duplicate_scores, dtype=np.float64), table.pred_score[lone_fp]]
-    )
+    entry_score = np.concatenate([tp_scores, np.asarray(duplicate_scores, dtype=np.float64), table.pred_score[lone_fp]])
     entry_tp = np.zeros(len(entry_class), dtype=bool)
     entry_tp[: len(matched_gt)] = True
     return entry_class, entry_score, entry_tp, unmatched_gt_class
@@ -367,18 +349,14 @@ def _ap_table(tables: Sequence[_SceneTable], num_classes: int) -> np.ndarray:
         for c in np.flatnonzero(has_gt & has_pred):
             rows = by_class[bounds[c] : bounds[c + 1]]
             if len(rows):
-                table[c, col] = benchmark_average_precision(
-                    entry_score[rows], entry_tp[rows], int(hard_fn[c])
-                )
+                table[c, col] = benchmark_average_precision(entry_score[rows], entry_tp[rows], int(hard_fn[c]))
     return table
 
 
 # ----------------------------------------------------------------------------- AP
 
 
-def benchmark_pr_curve(
-    scores: np.ndarray, is_tp: np.ndarray, num_unmatched_gt: int
-) -> tuple[np.ndarray, np.ndarray]:
+def benchmark_pr_curve(scores: np.ndarray, is_tp: np.ndarray, num_unmatched_gt: int) -> tuple[np.ndarray, np.ndarray]:
     """Precision and recall, one point per distinct score (ascending), plus the final (r=0, p=1).
 
     Point ``i`` keeps every entry with score >= the i-th distinct score, so recall falls
@@ -399,9 +377,7 @@ def benchmark_pr_curve(
     return precision, recall
 
 
-def benchmark_average_precision(
-    scores: np.ndarray, is_tp: np.ndarray, num_unmatched_gt: int
-) -> float:
+def benchmark_average_precision(scores: np.ndarray, is_tp: np.ndarray, num_unmatched_gt: int) -> float:
     """Trapezoidal area under the benchmark's PR sequence (no precision envelope).
 
     Point ``i`` weighs ``(recall[i-1] - recall[i+1]) / 2`` with ``recall[-1] := recall[0]`` and
@@ -421,10 +397,7 @@ def _summarise(ap_table: np.ndarray, names: Sequence[str]) -> InstanceMetrics:
     class_ap = ap_table[:, :num_ap].mean(axis=1)  # NaN rows stay NaN
     class_ap50 = ap_table[:, 0]
     class_ap25 = ap_table[:, num_ap]
-    per_class = {
-        name: (float(a), float(a50), float(a25))
-        for name, a, a50, a25 in zip(names, class_ap, class_ap50, class_ap25)
-    }
+    per_class = {name: (float(a), float(a50), float(a25)) for name, a, a50, a25 in zip(names, class_ap, class_ap50, class_ap25)}
     return InstanceMetrics(
         ap=_nanmean(ap_table[:, :num_ap]),
         ap50=_nanmean(class_ap50),

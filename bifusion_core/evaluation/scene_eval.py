@@ -217,9 +217,7 @@ class SceneScorer:
         }
         details = {
             "ap": {n: v for n, v in per_class.per_class.items() if not np.isnan(v[0])},
-            "iou": {
-                n: float(v) for n, v in zip(self.labels.names, semantic["per_class_iou"]) if not np.isnan(v)
-            },
+            "iou": {n: float(v) for n, v in zip(self.labels.names, semantic["per_class_iou"]) if not np.isnan(v)},
         }
         return out, details
 

@@ -16,9 +16,7 @@ import numpy as np
 from ..errors import BifusionError
 
 
-def confusion_matrix(
-    gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int = -1
-) -> np.ndarray:
+def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int, ignore_index: int = -1) -> np.ndarray:
     """Count (gt, pred) pairs into a ``(C, C+1)`` int64 matrix; column ``C`` is UNKNOWN.
 
     Points whose ground truth is ``ignore_index`` are left out. A ground-truth value that is
@@ -33,9 +31,7 @@ def confusion_matrix(
         raise BifusionError("confusion_matrix", f"gt shape {gt.shape} != pred shape {pred.shape}")
     for name, values in (("gt", gt), ("pred", pred)):
         if values.size and not np.issubdtype(values.dtype, np.integer):
-            raise BifusionError(
-                f"confusion_matrix {name}", f"needs integer ids, got {values.dtype}"
-            )
+            raise BifusionError(f"confusion_matrix {name}", f"needs integer ids, got {values.dtype}")
     gt = gt.reshape(-1).astype(np.int64, copy=False)
     pred = pred.reshape(-1).astype(np.int64, copy=False)
 
@@ -68,9 +64,7 @@ def semantic_scores(conf: np.ndarray) -> dict[str, Any]:
     """
     conf = np.asarray(conf)
     if conf.ndim != 2 or conf.shape[1] not in (conf.shape[0], conf.shape[0] + 1):
-        raise BifusionError(
-            "semantic_scores", f"needs a (C, C) or (C, C+1) matrix, got {conf.shape}"
-        )
+        raise BifusionError("semantic_scores", f"needs a (C, C) or (C, C+1) matrix, got {conf.shape}")
     conf = conf.astype(np.float64)
     num_classes = conf.shape[0]
     true_pos = np.diag(conf[:, :num_classes])

@@ -46,7 +46,9 @@ def write_frame_clouds(out: Path, name: str, points: np.ndarray, pred, gt_ids: n
 SCENE_VIEWS = ("pred_instance", "pred_semantic", "gt_instance", "gt_semantic")
 
 
-def write_scene_views(out: Path, pred: ScenePrediction, truth: SceneTruth, vertices: np.ndarray, faces: np.ndarray | None = None) -> list[Path]:
+def write_scene_views(
+    out: Path, pred: ScenePrediction, truth: SceneTruth, vertices: np.ndarray, faces: np.ndarray | None = None
+) -> list[Path]:
     """One scan: ``<scene>_{pred,gt}_{instance,semantic}.ply`` and ``<scene>_top.png``.
 
     Semantic colours are indexed by raw label id, so a class has the same colour in prediction
@@ -91,7 +93,9 @@ def write_top_view(path: Path, vertices: np.ndarray, panels: list[tuple[str, np.
     size = float(np.clip(80_000 / max(len(vertices), 1), 0.3, 30.0))  # fill ~ a 400x400 px panel
     for i, (name, colors) in enumerate(panels):
         axis = figure.add_subplot(1, len(panels), i + 1)
-        axis.scatter(vertices[order, 0], vertices[order, 1], c=colors[order] / 255.0, s=size, marker="s", linewidths=0, rasterized=True)
+        axis.scatter(
+            vertices[order, 0], vertices[order, 1], c=colors[order] / 255.0, s=size, marker="s", linewidths=0, rasterized=True
+        )
         axis.set_title(name)
         axis.set_aspect("equal")
         axis.set_xticks([])

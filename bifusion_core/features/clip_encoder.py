@@ -199,9 +199,7 @@ class ClipPatchEncoder(nn.Module):
         return patch, global_token
 
 
-def preprocess_images(
-    images: np.ndarray | torch.Tensor, device: str | torch.device | None = None
-) -> torch.Tensor:
+def preprocess_images(images: np.ndarray | torch.Tensor, device: str | torch.device | None = None) -> torch.Tensor:
     """uint8 B x H x W x 3 (or one H x W x 3) RGB -> float32 B x 3 x H x W with CLIP mean/std."""
     tensor = torch.as_tensor(images)
     if tensor.dim() == 3:
@@ -226,9 +224,7 @@ def _read_state_dict(path: Path) -> Mapping[str, Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:  # noqa: BLE001 - any failure here means "not a readable checkpoint"
         first_line = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise BifusionError(
-            path, f"cannot be read as a torch state dict ({exc.__class__.__name__}: {first_line})"
-        ) from None
+        raise BifusionError(path, f"cannot be read as a torch state dict ({exc.__class__.__name__}: {first_line})") from None
     for nest in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(nest), Mapping):
             obj = obj[nest]
@@ -322,12 +318,16 @@ def load_clip_encoder(
     return encoder, digest
 
 
-def encode_images(encoder: ClipPatchEncoder, images: list[np.ndarray], device: str | torch.device) -> tuple[np.ndarray, np.ndarray]:
+def encode_images(
+    encoder: ClipPatchEncoder, images: list[np.ndarray], device: str | torch.device
+) -> tuple[np.ndarray, np.ndarray]:
     """Encode RGB frames; float16 numpy (B x 768 x h x w, B x 768), exactly as stored on disk."""
     return encode_image_array(encoder, np.stack(images), device)
 
 
-def encode_image_array(encoder: ClipPatchEncoder, images: np.ndarray, device: str | torch.device) -> tuple[np.ndarray, np.ndarray]:
+def encode_image_array(
+    encoder: ClipPatchEncoder, images: np.ndarray, device: str | torch.device
+) -> tuple[np.ndarray, np.ndarray]:
     """``encode_images`` of frames already stacked into one uint8 B x H x W x 3 array."""
     with torch.inference_mode():
         patch, global_token = encoder(preprocess_images(images, device=device))

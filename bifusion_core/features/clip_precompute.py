@@ -92,9 +92,11 @@ def _compute_chunk(chunk: _Chunk, reporter: Reporter) -> list[str]:
         return len(batch)
 
     batches = list(_batches(chunk.frames, chunk.batch_size))
-    with ShardWriter(chunk.out_dir, prefix, chunk.shard, chunk.frames_per_shard) as writer, \
-            ThreadPoolExecutor(1, thread_name_prefix="clip-read") as reader, \
-            ThreadPoolExecutor(1, thread_name_prefix="clip-write") as storer:
+    with (
+        ShardWriter(chunk.out_dir, prefix, chunk.shard, chunk.frames_per_shard) as writer,
+        ThreadPoolExecutor(1, thread_name_prefix="clip-read") as reader,
+        ThreadPoolExecutor(1, thread_name_prefix="clip-write") as storer,
+    ):
         # leaving the block (also on an error) joins both threads before the writer closes its shard
         pending_read = reader.submit(read, batches[0]) if batches else None
         pending_write: Future[int] | None = None
@@ -148,15 +150,31 @@ def precompute_clip_features(
         threads = max(1, _available_cores() // len(parts)) if len(parts) > 1 else None
         run_id = f"{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:6]}"
         chunks = [
-            _Chunk(part, i, threads, num_layers, None if weights is None else str(weights), batch_size, str(device),
-                   str(out_dir), run_id, frames_per_shard, ShardSettings(num_layers, size, digest, compression))
+            _Chunk(
+                part,
+                i,
+                threads,
+                num_layers,
+                None if weights is None else str(weights),
+                batch_size,
+                str(device),
+                str(out_dir),
+                run_id,
+                frames_per_shard,
+                ShardSettings(num_layers, size, digest, compression),
+            )
             for i, part in enumerate(parts)
         ]
         for _ in run_jobs(_compute_chunk, chunks, len(chunks), reporter):
             pass
     return PrecomputeSummary(
-        tag=out_dir.name, dir=out_dir, computed=len(todo), skipped=len(frames) - len(todo), total=len(frames),
-        seconds=time.perf_counter() - started, random_init=weights is None,
+        tag=out_dir.name,
+        dir=out_dir,
+        computed=len(todo),
+        skipped=len(frames) - len(todo),
+        total=len(frames),
+        seconds=time.perf_counter() - started,
+        random_init=weights is None,
     )
 
 
@@ -233,5 +251,3 @@ def verify_clip_features(
                     worst = max(worst, float(diff) if torch.isfinite(diff) else float("inf"))
             reporter.advance(VERIFY_TASK, len(batch))
     return worst
-
-

@@ -276,8 +276,10 @@ class ShardWriter:
         if self._file is None:
             self._open()
         group = self._file.create_group(key)
-        extents = (_extent(group.create_dataset("patch", data=patch, compression=self.settings.compression)),
-                   _extent(group.create_dataset("global", data=global_token)))
+        extents = (
+            _extent(group.create_dataset("patch", data=patch, compression=self.settings.compression)),
+            _extent(group.create_dataset("global", data=global_token)),
+        )
         self._frames.append((key, None if None in extents else extents))
         self._count += 1
         if self._count >= self.frames_per_shard:

@@ -160,9 +160,7 @@ def gather_multiview(
     return _weighted_cells(fmaps, cells, weights), views
 
 
-def sample_feature_maps(
-    fmaps: torch.Tensor, uv: torch.Tensor, frame: torch.Tensor, image_size: tuple[int, int]
-) -> torch.Tensor:
+def sample_feature_maps(fmaps: torch.Tensor, uv: torch.Tensor, frame: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
     """Bilinearly read each point's own frame's (C, h, w) map, every frame in one call.
 
     ``fmaps`` (F,C,h,w) cover a W x H image; ``uv`` (N,2) pixel-index coordinates; ``frame`` (N,)

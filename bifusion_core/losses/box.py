@@ -36,9 +36,9 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def pairwise_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """3D IoU of every box in a (K,6) with every box in b (L,6) → (K,L) (what an online merge compares)."""
-    return box_iou(a[:, None].expand(-1, b.shape[0], -1).reshape(-1, 6), b[None].expand(a.shape[0], -1, -1).reshape(-1, 6)).reshape(
-        a.shape[0], b.shape[0]
-    )
+    return box_iou(
+        a[:, None].expand(-1, b.shape[0], -1).reshape(-1, 6), b[None].expand(a.shape[0], -1, -1).reshape(-1, 6)
+    ).reshape(a.shape[0], b.shape[0])
 
 
 def box_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

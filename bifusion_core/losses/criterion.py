@@ -55,7 +55,9 @@ class Criterion:
         """The cost matrix of each supervised decoder layer (a subclass may match on other costs)."""
         return match_costs(decoder, gt_classes, gt_masks, self.cfg)
 
-    def __call__(self, out: ModelOutput, batch: Batch, stage: LossStage | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __call__(
+        self, out: ModelOutput, batch: Batch, stage: LossStage | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns the total loss and every term (unweighted, detached 0-d tensors) for logging;
         ``stage`` (the current training stage's weights) defaults to S0. Terms stay on the device:
         the trainer reads them at log time. Means over points divide by counts shared over ranks
@@ -65,7 +67,9 @@ class Criterion:
         terms: dict[str, torch.Tensor] = {}
         sums: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # term -> (sum, count): a mean over points
         sums["semantic"] = (
-            F.cross_entropy(out.semantic_logits.float(), batch.semantic, weight=self.semantic_weights, ignore_index=-1, reduction="sum"),
+            F.cross_entropy(
+                out.semantic_logits.float(), batch.semantic, weight=self.semantic_weights, ignore_index=-1, reduction="sum"
+            ),
             (batch.semantic >= 0).sum(),
         )
         inst: dict[str, torch.Tensor] = {}
@@ -84,7 +88,7 @@ class Criterion:
         flat = assign([c for per_sample in costs for c in per_sample])  # every sample and layer: one host transfer
         for b, sp in enumerate(out.sp_slices):
             (sel, classes, masks, ids), dec = targets[b], out.decoder[b]
-            matches, flat = flat[:len(costs[b])], flat[len(costs[b]):]
+            matches, flat = flat[: len(costs[b])], flat[len(costs[b]) :]
             per, (rows, cols) = instance_loss(dec, classes, masks, self.num_instance_classes, cfg, matches)
             if dec.boxes is not None and cfg.box > 0:  # like merge: a term of weight 0 is not computed
                 per["box"] = box_loss(dec.boxes[rows], instance_boxes(batch.points_aug[sel], batch.instance[sel])[cols])
@@ -101,12 +105,22 @@ class Criterion:
             sums["clip_align"] = clip_alignment_sums(out.f2d, out.f3d, out.valid, cfg.temperature, cfg.clip_gradient_flow)
         if w.aux > 0 and cfg.spatial > 0:
             sums["spatial"] = spatial_consistency_sums(
-                out.f3d, batch.points_aug, batch.point_batch, batch.superpoints, cfg.knn, cfg.spatial_anchors,
+                out.f3d,
+                batch.points_aug,
+                batch.point_batch,
+                batch.superpoints,
+                cfg.knn,
+                cfg.spatial_anchors,
                 num_samples=batch.num_samples,
             )
         if w.aux > 0 and out.valid is not None and cfg.no_view > 0:
             sums["no_view"] = no_view_sums(
-                out.semantic_logits, batch.points_aug, out.valid, batch.point_batch, cfg.knn, cfg.pseudo_threshold,
+                out.semantic_logits,
+                batch.points_aug,
+                out.valid,
+                batch.point_batch,
+                cfg.knn,
+                cfg.pseudo_threshold,
                 num_samples=batch.num_samples,
             )
         counts = shared_counts(torch.stack([count.reshape(()).to(zero.dtype) for _, count in sums.values()]))

@@ -61,7 +61,7 @@ def assign(costs: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]
     indices, offset = [], 0
     for c in costs:
         q, g = c.shape
-        rows, cols = linear_sum_assignment(flat[offset:offset + q * g].reshape(q, g))
+        rows, cols = linear_sum_assignment(flat[offset : offset + q * g].reshape(q, g))
         offset += q * g
         indices += [rows, cols]
     lengths = [len(i) for i in indices]

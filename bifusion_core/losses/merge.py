@@ -69,7 +69,11 @@ def query_assignment(
 
 
 def merge_loss(
-    embed: torch.Tensor, query_frame: torch.Tensor, query_instance: torch.Tensor, num_frames: int, num_instances: int,
+    embed: torch.Tensor,
+    query_frame: torch.Tensor,
+    query_instance: torch.Tensor,
+    num_frames: int,
+    num_instances: int,
     temperature: float = 0.07,
 ) -> tuple[torch.Tensor, int]:
     """Summed InfoNCE terms over consecutive frames and their number (0 when no instance spans two).

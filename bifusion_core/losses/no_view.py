@@ -17,7 +17,12 @@ from ..ops import knn, sample_ids
 
 @torch.no_grad()
 def pseudo_labels(
-    probs: torch.Tensor, xyz: torch.Tensor, valid: torch.Tensor, point_batch: torch.Tensor, k: int, threshold: float,
+    probs: torch.Tensor,
+    xyz: torch.Tensor,
+    valid: torch.Tensor,
+    point_batch: torch.Tensor,
+    k: int,
+    threshold: float,
     num_samples: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(unseen point rows, their pseudo-label): the class with the largest summed probability among

@@ -47,8 +47,12 @@ def spatial_consistency_sums(
         kk = min(k, idx.numel() - 1)
         pick = idx[torch.randperm(idx.numel(), device=idx.device)[:anchors]]
         nd, nn_idx = knn(
-            xyz[pick], xyz[idx], kk, groups=(superpoints[pick], superpoints[idx]),
-            exclude=torch.searchsorted(idx, pick), chunk=chunk,  # same superpoint, not itself
+            xyz[pick],
+            xyz[idx],
+            kk,
+            groups=(superpoints[pick], superpoints[idx]),
+            exclude=torch.searchsorted(idx, pick),
+            chunk=chunk,  # same superpoint, not itself
         )
         found = torch.isfinite(nd)
         nd = nd.masked_fill(~found, 0.0)
@@ -61,9 +65,11 @@ def spatial_consistency_sums(
     # one gather for the whole batch: a gather per sample zero-fills an (N, dim) gradient each
     sizes = [p.numel() for p in anchor_rows] + [n.numel() for n in neighbour_rows]
     parts = feats[torch.cat(anchor_rows + [n.flatten() for n in neighbour_rows])].split(sizes)
-    cos = torch.cat([
-        (a[:, None, :] * n.view(*nbr.shape, -1)).sum(-1).flatten()
-        for a, n, nbr in zip(parts[:len(anchor_rows)], parts[len(anchor_rows):], neighbour_rows)
-    ])
+    cos = torch.cat(
+        [
+            (a[:, None, :] * n.view(*nbr.shape, -1)).sum(-1).flatten()
+            for a, n, nbr in zip(parts[: len(anchor_rows)], parts[len(anchor_rows) :], neighbour_rows)
+        ]
+    )
     w = torch.cat(weights)
     return (w * (1.0 - cos)).sum(), w.sum()  # no neighbour: 0 / 0, no host test

@@ -133,7 +133,9 @@ class Backbone3D(nn.Module):
         """
         dtype = next(self.parameters()).dtype
         with torch.autocast(feats.device.type, enabled=False):
-            x = ME.SparseTensor(features=feats.to(dtype), coordinates=coords, coordinate_manager=_coordinate_manager(feats.device))
+            x = ME.SparseTensor(
+                features=feats.to(dtype), coordinates=coords, coordinate_manager=_coordinate_manager(feats.device)
+            )
             out = self.head(self.unet(x))
             # Rows of the output follow the input map; align them to the order of ``coords``.
             return out.features_at_coordinates(coords.to(dtype))

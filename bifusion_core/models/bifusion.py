@@ -114,8 +114,13 @@ class BiFusionSegmentor(nn.Module):
             frames = (frame_window == w).nonzero().squeeze(1)  # contiguous (collate)
             pts = (point_window == w).nonzero().squeeze(1)
             uv, seen = multiview_visibility(
-                batch.points[pts], batch.world_to_camera[frames], batch.color_intrinsic[frames],
-                batch.intrinsic[frames], batch.depth[frames], batch.image_size, self.depth_tolerance,
+                batch.points[pts],
+                batch.world_to_camera[frames],
+                batch.color_intrinsic[frames],
+                batch.intrinsic[frames],
+                batch.depth[frames],
+                batch.image_size,
+                self.depth_tolerance,
             )
             own, cols = batch.point_frame[pts] - frames[0], torch.arange(pts.numel(), device=pts.device)
             seen[own, cols] = batch.valid[pts]

@@ -62,8 +62,16 @@ class GeometryEncoding(nn.Module):
         gravity = rot[:, :, 2]  # world +z in camera coordinates
         angles = rel[:, :, None] * (math.pi * torch.pow(2.0, self.log_freqs))  # (N,3,F)
         return torch.cat(
-            [rel, (size / diag)[point_batch], cam / diag_p, ray, gravity, height,
-             angles.sin().flatten(1), angles.cos().flatten(1)],
+            [
+                rel,
+                (size / diag)[point_batch],
+                cam / diag_p,
+                ray,
+                gravity,
+                height,
+                angles.sin().flatten(1),
+                angles.cos().flatten(1),
+            ],
             dim=-1,
         )
 

@@ -19,9 +19,7 @@ class ProjectionHead2D(nn.Module):
 
     def __init__(self, dim: int, hidden: int = 512, in_dim: int = CLIP_WIDTH):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.LayerNorm(in_dim), nn.GELU(), nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
-        )
+        self.net = nn.Sequential(nn.LayerNorm(in_dim), nn.GELU(), nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens`` (B,768,h,w) → (B,dim,h,w) unit vectors."""

@@ -158,8 +158,17 @@ def query_scores(out: ModelOutput, batch: Batch, b: int, cfg: EvalConfig, thing_
     return QueryScores(binary, sp_size, sp_of_point, quality, class_prob)
 
 
-def _prediction(out: ModelOutput, batch: Batch, b: int, q: QueryScores, queries: torch.Tensor, classes: torch.Tensor,
-                scores: torch.Tensor, semantic: torch.Tensor, class_prob: torch.Tensor | None = None) -> FramePrediction:
+def _prediction(
+    out: ModelOutput,
+    batch: Batch,
+    b: int,
+    q: QueryScores,
+    queries: torch.Tensor,
+    classes: torch.Tensor,
+    scores: torch.Tensor,
+    semantic: torch.Tensor,
+    class_prob: torch.Tensor | None = None,
+) -> FramePrediction:
     sel = batch.point_batch == b
     dec = out.decoder[b]
     return FramePrediction(
@@ -168,16 +177,16 @@ def _prediction(out: ModelOutput, batch: Batch, b: int, q: QueryScores, queries:
         classes=classes.cpu().numpy(),
         scores=scores.cpu().numpy(),
         semantic=semantic[sel].cpu().numpy(),
-        boxes=None if dec.boxes is None else world_boxes(dec.boxes[queries], batch.points[sel], batch.points_aug[sel]).cpu().numpy(),
+        boxes=None
+        if dec.boxes is None
+        else world_boxes(dec.boxes[queries], batch.points[sel], batch.points_aug[sel]).cpu().numpy(),
         embeddings=None if dec.merge_embed is None else dec.merge_embed[queries].cpu().numpy(),
         class_prob=None if class_prob is None else class_prob.cpu().numpy(),
     )
 
 
 @torch.no_grad()
-def predict_frames(
-    out: ModelOutput, batch: Batch, cfg: EvalConfig, labels: LabelSet | None = None
-) -> list[FramePrediction]:
+def predict_frames(out: ModelOutput, batch: Batch, cfg: EvalConfig, labels: LabelSet | None = None) -> list[FramePrediction]:
     """Per sample: instances as ranked (query, class) pairs and the semantic argmax per point.
 
     ``labels`` lets the instance labels use the semantic head (``cfg.semantic_weight``);
@@ -194,9 +203,7 @@ def predict_frames(
 
 
 @torch.no_grad()
-def predict_objects(
-    out: ModelOutput, batch: Batch, cfg: EvalConfig, labels: LabelSet | None = None
-) -> list[FramePrediction]:
+def predict_objects(out: ModelOutput, batch: Batch, cfg: EvalConfig, labels: LabelSet | None = None) -> list[FramePrediction]:
     """Per sample: one instance per distinct mask, with its whole class distribution.
 
     What an online merge needs: the pairs of ``predict_frames`` repeat a mask under several

@@ -31,7 +31,9 @@ def cue_source(pred: FramePrediction, setting: str) -> str:
     if has_merge_heads(pred):
         return "heads"
     if setting == "heads":
-        raise BifusionError("eval.online.cues", "the model has no merge/box heads (no merge embeddings or boxes); use 'auto' or 'masks'")
+        raise BifusionError(
+            "eval.online.cues", "the model has no merge/box heads (no merge embeddings or boxes); use 'auto' or 'masks'"
+        )
     return "masks"
 
 
@@ -55,7 +57,10 @@ def frame_instances(out: ModelOutput, batch: Batch, pred: FramePrediction, sourc
         hi = torch.where(masks[..., None], points[None], torch.full_like(points[None], -big)).amax(1)
         boxes = torch.cat([(lo + hi) / 2, hi - lo], dim=1).cpu().numpy()
     return FrameInstances(
-        masks=np.asarray(pred.masks, bool), labels=np.asarray(pred.classes, np.int64), scores=np.asarray(pred.scores, np.float32),
-        embed=np.asarray(embed, np.float32).reshape(len(pred.scores), dim), boxes=np.asarray(boxes, np.float32).reshape(-1, 6),
+        masks=np.asarray(pred.masks, bool),
+        labels=np.asarray(pred.classes, np.int64),
+        scores=np.asarray(pred.scores, np.float32),
+        embed=np.asarray(embed, np.float32).reshape(len(pred.scores), dim),
+        boxes=np.asarray(boxes, np.float32).reshape(-1, 6),
         class_prob=None if pred.class_prob is None else np.asarray(pred.class_prob, np.float32),
     )

@@ -60,7 +60,8 @@ def evaluate_online(
     scenes = split_scenes(root, manifest, split)
     truth_paths = {scene: mesh_truth_path(root, manifest, scene) for scene in scenes}  # all present before any work
     streams = [
-        ScanStream.open(root, scene, labels, cfg.data.voxel_size, None, cfg.eval.online.frame_stride, manifest) for scene in scenes
+        ScanStream.open(root, scene, labels, cfg.data.voxel_size, None, cfg.eval.online.frame_stride, manifest)
+        for scene in scenes
     ]
     source = builders.clip_source(cfg, root, reporter)
     segmenter = OnlineSegmenter(restored.model, cfg, labels, restored.device)
@@ -103,8 +104,12 @@ def evaluate_online(
     per_class = scorers[mesh_protocol].per_class()
     ap50 = {name: float(v[1]) for name, v in per_class.get("ap", {}).items() if not np.isnan(v[1])}
     if write_metrics:
-        scoring.write_metrics({
-            "online": json.loads(cfg.eval.online.model_dump_json()),
-            "speed": speed, "metrics": tables, "per_class_ap50": ap50,
-        })
+        scoring.write_metrics(
+            {
+                "online": json.loads(cfg.eval.online.model_dump_json()),
+                "speed": speed,
+                "metrics": tables,
+                "per_class_ap50": ap50,
+            }
+        )
     return OnlineEvaluation(scoring.name, tables, speed, scoring.metrics_path, ap50)

@@ -37,9 +37,16 @@ class InferResult:
 
     def summary(self) -> dict[str, float | int | str]:
         return {
-            "frames": self.frames, "instances": self.instances, "accumulated points": self.points,
-            "mesh vertices": self.vertices, "ms/frame": round(self.ms_per_frame, 1), "peak RSS (MB)": round(self.peak_rss_mb, 1),
-            "merged": self.merges.merged, "new": self.merges.added, "evicted": self.merges.evicted, "merge cues": self.cues,
+            "frames": self.frames,
+            "instances": self.instances,
+            "accumulated points": self.points,
+            "mesh vertices": self.vertices,
+            "ms/frame": round(self.ms_per_frame, 1),
+            "peak RSS (MB)": round(self.peak_rss_mb, 1),
+            "merged": self.merges.merged,
+            "new": self.merges.added,
+            "evicted": self.merges.evicted,
+            "merge cues": self.cues,
         }
 
 
@@ -75,14 +82,29 @@ def infer_scene(
     path = out_dir / f"{scene}.npz"
     write_vertex_result(path, pred, result, labels)
     out = InferResult(
-        scene, path, result.frames, len(result.scores), len(result.points), len(mesh.vertices), result.ms_per_frame,
-        result.peak_rss_mb, result.merges, result.cues, stage_ms,
+        scene,
+        path,
+        result.frames,
+        len(result.scores),
+        len(result.points),
+        len(mesh.vertices),
+        result.ms_per_frame,
+        result.peak_rss_mb,
+        result.merges,
+        result.cues,
+        stage_ms,
     )
-    write_json(out_dir / f"{scene}.json", {
-        "scene": scene, "checkpoint": str(restored.checkpoint), "frame_step": result.frame_step,
-        **{k: v for k, v in out.summary().items()}, "stage_ms_per_frame": stage_ms,
-        "online": json.loads(cfg.eval.online.model_dump_json()),
-    })
+    write_json(
+        out_dir / f"{scene}.json",
+        {
+            "scene": scene,
+            "checkpoint": str(restored.checkpoint),
+            "frame_step": result.frame_step,
+            **{k: v for k, v in out.summary().items()},
+            "stage_ms_per_frame": stage_ms,
+            "online": json.loads(cfg.eval.online.model_dump_json()),
+        },
+    )
     return out
 
 
@@ -91,8 +113,12 @@ def write_vertex_result(path: Path, pred: ScenePrediction, result: SceneResult, 
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(
             handle,
-            vertex_instance=vertex_instance(pred.masks, pred.scores), vertex_semantic=pred.semantic.astype(np.int32),
-            instance_masks=pred.masks, instance_labels=pred.labels.astype(np.int32), instance_scores=pred.scores.astype(np.float32),
-            points=result.points, point_instance=vertex_instance(result.masks, result.scores),
+            vertex_instance=vertex_instance(pred.masks, pred.scores),
+            vertex_semantic=pred.semantic.astype(np.int32),
+            instance_masks=pred.masks,
+            instance_labels=pred.labels.astype(np.int32),
+            instance_scores=pred.scores.astype(np.float32),
+            points=result.points,
+            point_instance=vertex_instance(result.masks, result.scores),
             point_semantic=labels.semantic_raw_id(result.semantic).astype(np.int32),
         )

@@ -42,8 +42,15 @@ from .segmenter import OnlineSegmenter, fold_stages
 from .timing import StageClock
 
 #: the CLI flag of each setting, so an error names what the user typed
-FLAGS = {"frames": "--frames", "out": "--out", "frame_step": "--frame-step", "max_frames": "--max-frames",
-         "depth_scale": "--depth-scale", "mesh": "--mesh", "device": "--device"}
+FLAGS = {
+    "frames": "--frames",
+    "out": "--out",
+    "frame_step": "--frame-step",
+    "max_frames": "--max-frames",
+    "depth_scale": "--depth-scale",
+    "mesh": "--mesh",
+    "device": "--device",
+}
 
 
 class RecordingSettings(BaseModel):
@@ -88,11 +95,18 @@ class RecordingResult:
 
     def summary(self) -> dict[str, float | int | str]:
         return {
-            "frames": self.frames, "skipped frames": sum(self.skipped.values()), "instances": self.instances,
-            "fused points": self.points, **({"mesh vertices": self.mesh_vertices} if self.mesh_vertices is not None else {}),
-            "ms/frame": round(self.ms_per_frame, 1), "peak RSS (MB)": round(self.peak_rss_mb, 1),
-            "online state (MB)": round(self.state_mb, 2), "merged": self.merges.merged, "new": self.merges.added,
-            "evicted": self.merges.evicted, "merge cues": self.cues,
+            "frames": self.frames,
+            "skipped frames": sum(self.skipped.values()),
+            "instances": self.instances,
+            "fused points": self.points,
+            **({"mesh vertices": self.mesh_vertices} if self.mesh_vertices is not None else {}),
+            "ms/frame": round(self.ms_per_frame, 1),
+            "peak RSS (MB)": round(self.peak_rss_mb, 1),
+            "online state (MB)": round(self.state_mb, 2),
+            "merged": self.merges.merged,
+            "new": self.merges.added,
+            "evicted": self.merges.evicted,
+            "merge cues": self.cues,
         }
 
 
@@ -108,13 +122,16 @@ def infer_recording(target: str | Path, settings: RecordingSettings, reporter: R
         recording.close()
 
 
-def _segment(target: str | Path, recording: Recording, mesh: Mesh | None, settings: RecordingSettings,
-             reporter: Reporter) -> RecordingResult:
+def _segment(
+    target: str | Path, recording: Recording, mesh: Mesh | None, settings: RecordingSettings, reporter: Reporter
+) -> RecordingResult:
     restored = restore_model(target, None, settings.device)
     cfg, labels = restored.cfg, restored.labels
     if recording.source.ignored_extrinsics:
-        reporter.note(f"{recording.path}: colour-depth extrinsics in {', '.join(recording.source.ignored_extrinsics)} are ignored "
-                      "(colour and depth are registered, ScanNet/ScanNet#92)")
+        reporter.note(
+            f"{recording.path}: colour-depth extrinsics in {', '.join(recording.source.ignored_extrinsics)} are ignored "
+            "(colour and depth are registered, ScanNet/ScanNet#92)"
+        )
     defaults = PrepareConfig()  # what prepare samples the run's MV frames with, besides its image size and point count
     sampling = FrameSampling(tuple(cfg.data.image_size), cfg.data.num_points, defaults.depth_range, defaults.seed)
     cfg.clip.use_precomputed = False  # a raw recording has no stored tokens: the frozen encoder computes them
@@ -135,17 +152,43 @@ def _segment(target: str | Path, recording: Recording, mesh: Mesh | None, settin
     stage_ms = fold_stages(clock, result.frames)
     instances = SceneInstances.group(result.masks, result.scores)
     out = RecordingResult(
-        recording.name, recording.layout, Path(settings.out) if settings.out else restored.run_dir / "online" / recording.name, [],
-        result.frames, dict(stream.skipped), len(instances.best), len(result.points), result.ms_per_frame,
-        result.peak_rss_mb, result.state_mb, result.merges, result.cues, None if mesh is None else len(mesh.vertices), stage_ms,
+        recording.name,
+        recording.layout,
+        Path(settings.out) if settings.out else restored.run_dir / "online" / recording.name,
+        [],
+        result.frames,
+        dict(stream.skipped),
+        len(instances.best),
+        len(result.points),
+        result.ms_per_frame,
+        result.peak_rss_mb,
+        result.state_mb,
+        result.merges,
+        result.cues,
+        None if mesh is None else len(mesh.vertices),
+        stage_ms,
     )
     header = {
-        "recording": str(recording.path), "name": recording.name, "layout": recording.layout,
-        "checkpoint": str(restored.checkpoint), "benchmark": labels.name, "mesh": None if settings.mesh is None else str(settings.mesh),
-        "frames": {"chosen": len(recording.frames), "frame_step": recording.frame_step, "streamed": result.frames,
-                   "skipped": dict(stream.skipped)},
-        "sampling": {"image_size": list(sampling.image_size), "num_points": sampling.num_points, "depth_range": list(sampling.depth_range)},
-        "summary": out.summary(), "stage_ms_per_frame": stage_ms, "online": json.loads(cfg.eval.online.model_dump_json()),
+        "recording": str(recording.path),
+        "name": recording.name,
+        "layout": recording.layout,
+        "checkpoint": str(restored.checkpoint),
+        "benchmark": labels.name,
+        "mesh": None if settings.mesh is None else str(settings.mesh),
+        "frames": {
+            "chosen": len(recording.frames),
+            "frame_step": recording.frame_step,
+            "streamed": result.frames,
+            "skipped": dict(stream.skipped),
+        },
+        "sampling": {
+            "image_size": list(sampling.image_size),
+            "num_points": sampling.num_points,
+            "depth_range": list(sampling.depth_range),
+        },
+        "summary": out.summary(),
+        "stage_ms_per_frame": stage_ms,
+        "online": json.loads(cfg.eval.online.model_dump_json()),
     }
     with _staged(out.out_dir) as folder:
         written = write_recording(folder, recording.name, result, labels, instances, result.views, header, mesh, mesh_pred)

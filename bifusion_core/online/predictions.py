@@ -14,7 +14,10 @@ from .segmenter import SceneResult
 def _prediction(scene: str, result: SceneResult, labels: LabelSet, masks: np.ndarray, semantic: np.ndarray) -> ScenePrediction:
     raw_classes = np.asarray(labels.instance_raw_id(result.classes), np.int64) if len(result.classes) else np.zeros(0, np.int64)
     return ScenePrediction(
-        scene=scene, masks=masks, labels=raw_classes, scores=result.scores.astype(np.float64),
+        scene=scene,
+        masks=masks,
+        labels=raw_classes,
+        scores=result.scores.astype(np.float64),
         semantic=np.asarray(labels.semantic_raw_id(semantic), np.int64),
     )
 
@@ -25,7 +28,9 @@ def observed_points(result: SceneResult, labels: LabelSet) -> tuple[ScenePredict
     return _prediction(result.scene, result, labels, result.masks, result.semantic), truth
 
 
-def mesh_vertices(result: SceneResult, labels: LabelSet, mesh: MeshGT, smoothing: bool, radius: float | None = None) -> ScenePrediction:
+def mesh_vertices(
+    result: SceneResult, labels: LabelSet, mesh: MeshGT, smoothing: bool, radius: float | None = None
+) -> ScenePrediction:
     """``radius``: vertices farther than this from every accumulated point join no instance."""
     index, near = nearest_point(result.points, mesh.vertices, radius)
     masks, semantic = to_vertices(result.masks, result.semantic, index, mesh.segments if smoothing else None, near)

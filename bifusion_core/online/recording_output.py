@@ -74,20 +74,30 @@ def instance_records(result: SceneResult, labels: LabelSet, instances: SceneInst
         mask = result.masks[k]
         points = result.points[mask]
         proposals = np.flatnonzero(instances.of_proposal == i)
-        records.append({
-            "id": i, "class": labels.thing_names[int(result.classes[k])], "class_id": int(labels.instance_raw_id(int(result.classes[k]))),
-            "score": float(result.scores[k]), "views": int(views[k]), "points": int(mask.sum()),
-            "box": {"min": points.min(0).astype(float).round(4).tolist(), "max": points.max(0).astype(float).round(4).tolist()},
-            "proposals": [  # lines of points/instance/pred/<name>.txt (0-based), best first
-                {"line": int(p), "class": labels.thing_names[int(result.classes[p])], "score": float(result.scores[p])}
-                for p in proposals[np.argsort(-result.scores[proposals], kind="stable")]
-            ],
-        })
+        records.append(
+            {
+                "id": i,
+                "class": labels.thing_names[int(result.classes[k])],
+                "class_id": int(labels.instance_raw_id(int(result.classes[k]))),
+                "score": float(result.scores[k]),
+                "views": int(views[k]),
+                "points": int(mask.sum()),
+                "box": {
+                    "min": points.min(0).astype(float).round(4).tolist(),
+                    "max": points.max(0).astype(float).round(4).tolist(),
+                },
+                "proposals": [  # lines of points/instance/pred/<name>.txt (0-based), best first
+                    {"line": int(p), "class": labels.thing_names[int(result.classes[p])], "score": float(result.scores[p])}
+                    for p in proposals[np.argsort(-result.scores[proposals], kind="stable")]
+                ],
+            }
+        )
     return records
 
 
-def element_fields(masks: np.ndarray, scores: np.ndarray, semantic_raw: np.ndarray, class_ids: np.ndarray,
-                   instances: SceneInstances) -> dict[str, np.ndarray]:
+def element_fields(
+    masks: np.ndarray, scores: np.ndarray, semantic_raw: np.ndarray, class_ids: np.ndarray, instances: SceneInstances
+) -> dict[str, np.ndarray]:
     """Per point (or vertex): ``instance`` (-1 none), ``class_id`` (its instance's raw class id, 0 none), ``semantic_id``."""
     instance = instances.per_element(masks, scores)
     class_id = np.zeros(len(instance), np.int32)
@@ -101,8 +111,15 @@ def instance_colors(instance: np.ndarray, count: int) -> np.ndarray:
 
 
 def write_recording(
-    folder: Path, name: str, result: SceneResult, labels: LabelSet, instances: SceneInstances, views: np.ndarray,
-    header: dict[str, Any], mesh: Mesh | None = None, mesh_pred: ScenePrediction | None = None,
+    folder: Path,
+    name: str,
+    result: SceneResult,
+    labels: LabelSet,
+    instances: SceneInstances,
+    views: np.ndarray,
+    header: dict[str, Any],
+    mesh: Mesh | None = None,
+    mesh_pred: ScenePrediction | None = None,
 ) -> list[Path]:
     """Every output of one segmented recording into ``folder``; returns the files at its top level and the folders.
     ``views``: (K,) frame views of each proposal's instance; ``mesh_pred``: the result on ``mesh``'s vertices."""
@@ -122,9 +139,16 @@ def write_recording(
     if mesh is not None and mesh_pred is not None:
         written.append(folder / "mesh")
         vertex_fields = element_fields(mesh_pred.masks, mesh_pred.scores, mesh_pred.semantic, class_ids, instances)
-        write_ply(folder / "mesh" / f"{name}.ply", mesh.vertices, instance_colors(vertex_fields["instance"], len(records)), mesh.faces,
-                  fields=vertex_fields)
+        write_ply(
+            folder / "mesh" / f"{name}.ply",
+            mesh.vertices,
+            instance_colors(vertex_fields["instance"], len(records)),
+            mesh.faces,
+            fields=vertex_fields,
+        )
         write_vertex_result(folder / "mesh" / f"{name}.npz", mesh_pred, result, labels)
-        write_instance_predictions(folder / "mesh" / "instance" / "pred", name, mesh_pred.masks, mesh_pred.labels, mesh_pred.scores)
+        write_instance_predictions(
+            folder / "mesh" / "instance" / "pred", name, mesh_pred.masks, mesh_pred.labels, mesh_pred.scores
+        )
         write_semantic(folder / "mesh" / "semantic" / "pred", name, mesh_pred.semantic)
     return written

@@ -45,8 +45,14 @@ class RawFrame:
 
 class RecordingStream:
     def __init__(
-        self, recording: Recording, labels: LabelSet, voxel_size: float, sampling: FrameSampling, clip_source: Any = None,
-        clock: StageClock | None = None, reporter: Reporter = NULL_REPORTER,
+        self,
+        recording: Recording,
+        labels: LabelSet,
+        voxel_size: float,
+        sampling: FrameSampling,
+        clip_source: Any = None,
+        clock: StageClock | None = None,
+        reporter: Reporter = NULL_REPORTER,
     ):
         self.recording = recording
         self.scene = recording.name

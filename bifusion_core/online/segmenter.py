@@ -74,7 +74,9 @@ class OnlineSegmenter:
     def __init__(self, model: torch.nn.Module, cfg: Preset, labels: LabelSet, device: torch.device | str):
         self.model, self.cfg, self.labels, self.device = model, cfg, labels, torch.device(device)
         self.online = cfg.eval.online
-        self.frame_cfg = cfg.eval.model_copy(update={"topk": self.online.frame_topk, "objectness_weight": self.online.objectness_weight})
+        self.frame_cfg = cfg.eval.model_copy(
+            update={"topk": self.online.frame_topk, "objectness_weight": self.online.objectness_weight}
+        )
 
     def start(self) -> tuple[PointMap, InstanceMemory]:
         return start_scan(self.online)
@@ -84,7 +86,9 @@ class OnlineSegmenter:
         pred = predict_objects(out, batch, self.frame_cfg, self.labels)[0]
         source = cue_source(pred, self.online.cues)
         instances = frame_instances(out, batch, pred, source)
-        instances = instances.select((instances.masks.sum(1) >= self.online.min_points) & (instances.scores > self.online.score_threshold))
+        instances = instances.select(
+            (instances.masks.sum(1) >= self.online.min_points) & (instances.scores > self.online.score_threshold)
+        )
         return pred, source, instances.select(instances.uncontained(self.online.containment))
 
     @torch.no_grad()
@@ -97,8 +101,14 @@ class OnlineSegmenter:
             confidence = out.semantic_logits.softmax(-1).amax(-1).cpu().numpy()
         with clock.measure("merge"):
             stats = merge_frame(
-                point_map, memory, instances, batch.points.cpu().numpy(), pred.semantic, confidence,
-                batch.label_raw.cpu().numpy(), batch.instance.cpu().numpy(),
+                point_map,
+                memory,
+                instances,
+                batch.points.cpu().numpy(),
+                pred.semantic,
+                confidence,
+                batch.label_raw.cpu().numpy(),
+                batch.instance.cpu().numpy(),
             )
         return source, stats
 
@@ -119,8 +129,13 @@ class OnlineSegmenter:
                     source, stats = self.step(batch, point_map, memory, clock)
                     merges += stats
                     reporter.advance("frames")
-                    reporter.metrics({"instances": memory.num, "fused_points": point_map.size,
-                                      "state_mb": (point_map.nbytes() + memory.nbytes()) / (1 << 20)})
+                    reporter.metrics(
+                        {
+                            "instances": memory.num,
+                            "fused_points": point_map.size,
+                            "state_mb": (point_map.nbytes() + memory.nbytes()) / (1 << 20),
+                        }
+                    )
         finally:
             clock.detach()
         seconds = time.perf_counter() - started
@@ -128,7 +143,9 @@ class OnlineSegmenter:
         result.stage_ms = fold_stages(clock, len(stream))
         return result
 
-    def finish(self, stream: ScanStream, point_map: PointMap, memory: InstanceMemory, merges: MergeStats, source: str, seconds: float) -> SceneResult:
+    def finish(
+        self, stream: ScanStream, point_map: PointMap, memory: InstanceMemory, merges: MergeStats, source: str, seconds: float
+    ) -> SceneResult:
         """The scene's top ``eval.topk`` proposals by score, duplicates folded first: each non-empty
         instance under its ``classes_per_instance`` likeliest classes."""
         view = point_map.view()
@@ -138,23 +155,41 @@ class OnlineSegmenter:
         order = np.argsort(-scores, kind="stable")
         order = order[masks[rows[order]].any(1)][: self.cfg.eval.topk]
         return SceneResult(
-            scene=stream.scene, frames=len(stream), frame_step=stream.frame_step, points=view["points"].copy(),
-            masks=masks[rows[order]], classes=classes[order].copy(), scores=scores[order].astype(np.float32),
+            scene=stream.scene,
+            frames=len(stream),
+            frame_step=stream.frame_step,
+            points=view["points"].copy(),
+            masks=masks[rows[order]],
+            classes=classes[order].copy(),
+            scores=scores[order].astype(np.float32),
             views=memory.counts[rows[order]].copy(),
-            semantic=view["semantic"].copy(), gt_label=view["gt_label"].copy(), gt_instance=view["gt_instance"].copy(),
-            merges=merges, cues=source, seconds=seconds, peak_rss_mb=peak_rss_mb(),
+            semantic=view["semantic"].copy(),
+            gt_label=view["gt_label"].copy(),
+            gt_instance=view["gt_instance"].copy(),
+            merges=merges,
+            cues=source,
+            seconds=seconds,
+            peak_rss_mb=peak_rss_mb(),
             state_mb=(point_map.nbytes() + memory.nbytes()) / (1 << 20),
         )
 
 
 def start_scan(online: OnlineConfig) -> tuple[PointMap, InstanceMemory]:
     """An empty point map and instance memory for a new scan."""
-    return PointMap(online.voxel, online.match_cell), InstanceMemory(online.max_instances, online.merge_threshold, online.label_gate)
+    return PointMap(online.voxel, online.match_cell), InstanceMemory(
+        online.max_instances, online.merge_threshold, online.label_gate
+    )
 
 
 def merge_frame(
-    point_map: PointMap, memory: InstanceMemory, instances: FrameInstances, points: np.ndarray, semantic: np.ndarray,
-    confidence: np.ndarray, gt_label: np.ndarray | None = None, gt_instance: np.ndarray | None = None,
+    point_map: PointMap,
+    memory: InstanceMemory,
+    instances: FrameInstances,
+    points: np.ndarray,
+    semantic: np.ndarray,
+    confidence: np.ndarray,
+    gt_label: np.ndarray | None = None,
+    gt_instance: np.ndarray | None = None,
 ) -> MergeStats:
     """One frame's points into the point map, then its instances into the memory."""
     rows = point_map.add(points, semantic, confidence, gt_label, gt_instance)

@@ -41,7 +41,10 @@ def mesh_truth_path(data_root: str | Path, manifest: dict[str, Any], scene: str)
     entry = next((e for e in manifest.get("scenes", []) if e["scene"] == scene), None)
     path = Path(data_root) / (entry["gt"] if entry and entry.get("gt") else f"gt/{scene}.npz")
     if not path.is_file():
-        raise BifusionError(path, f"no mesh ground truth for scan {scene} (gt/ is written by `bifusion prepare` from the scan's mesh and annotations)")
+        raise BifusionError(
+            path,
+            f"no mesh ground truth for scan {scene} (gt/ is written by `bifusion prepare` from the scan's mesh and annotations)",
+        )
     return path
 
 
@@ -59,15 +62,22 @@ class ScanStream:
 
     @classmethod
     def open(
-        cls, data_root: str | Path, scene: str, labels: LabelSet, voxel_size: float, clip_source: Any = None,
-        stride: int = 1, manifest: dict[str, Any] | None = None,
+        cls,
+        data_root: str | Path,
+        scene: str,
+        labels: LabelSet,
+        voxel_size: float,
+        clip_source: Any = None,
+        stride: int = 1,
+        manifest: dict[str, Any] | None = None,
     ) -> "ScanStream":
         manifest = manifest if manifest is not None else stream_manifest(data_root)
         records = sorted((r for r in manifest["samples"] if r["scene"] == scene), key=lambda r: r["frame"])
         if not records:
             known = sorted({r["scene"] for r in manifest["samples"]})
             raise BifusionError(
-                manifest_path(data_root, STREAM_MODE), f"scan '{scene}' not prepared (known: {', '.join(known[:5])}{' ...' if len(known) > 5 else ''})"
+                manifest_path(data_root, STREAM_MODE),
+                f"scan '{scene}' not prepared (known: {', '.join(known[:5])}{' ...' if len(known) > 5 else ''})",
             )
         step = int(manifest.get("frame_step", 1)) * int(stride)
         return cls(Path(data_root), scene, records[::stride], labels, voxel_size, clip_source, step)

@@ -16,13 +16,28 @@ import torch
 # model submodule → stage it is charged to; the forward's unhooked remainder (projecting points
 # into the frames and sampling the 2D feature maps) is charged to "projection"
 MODEL_STAGES = {
-    "clip_tail": "2d_features", "head2d": "2d_features",
-    "backbone3d": "backbone3d", "tiny_sa": "backbone3d",
+    "clip_tail": "2d_features",
+    "head2d": "2d_features",
+    "backbone3d": "backbone3d",
+    "tiny_sa": "backbone3d",
     "memory": "memory_adapter",
-    "film": "fusion", "gate": "fusion",
-    "pool": "decoder", "decoder": "decoder",
+    "film": "fusion",
+    "gate": "fusion",
+    "pool": "decoder",
+    "decoder": "decoder",
 }
-STAGES = ("load", "2d_features", "projection", "backbone3d", "memory_adapter", "fusion", "decoder", "postprocess", "merge", "mesh_map")
+STAGES = (
+    "load",
+    "2d_features",
+    "projection",
+    "backbone3d",
+    "memory_adapter",
+    "fusion",
+    "decoder",
+    "postprocess",
+    "merge",
+    "mesh_map",
+)
 
 
 class StageClock:
@@ -70,4 +85,3 @@ class StageClock:
 
     def model_time(self) -> float:
         return sum(self.total.get(s, 0.0) for s in set(MODEL_STAGES.values()))
-

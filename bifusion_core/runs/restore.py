@@ -36,7 +36,9 @@ class RestoredModel:
         return self.run_dir / f"{name}.json"
 
 
-def restore_model(target: str | Path, data_root: Path | None = None, device: str | None = None, **overrides: Any) -> RestoredModel:
+def restore_model(
+    target: str | Path, data_root: Path | None = None, device: str | None = None, **overrides: Any
+) -> RestoredModel:
     """``overrides``: dotted config keys (``eval.online.merge_threshold``) applied after loading."""
     ckpt_path, run_dir = resolve_checkpoint(target)
     payload = load_checkpoint(ckpt_path)

@@ -48,7 +48,9 @@ class Batch:
     # frames (F = all frames of the batch: one per sample single-view, T per sample multi-view)
     point_frame: torch.Tensor  # (N,) global frame index of each point
     frame_batch: torch.Tensor  # (F,) sample index of each frame
-    world_to_camera: torch.Tensor  # (F,4,4) float64: inv(pose), world-to-camera of both the depth and the colour image (registered)
+    world_to_camera: (
+        torch.Tensor
+    )  # (F,4,4) float64: inv(pose), world-to-camera of both the depth and the colour image (registered)
     intrinsic: torch.Tensor  # (F,3,3) depth camera, prepared size
     depth: torch.Tensor  # (F,H,W) metres, depth camera
     color_intrinsic: torch.Tensor  # (F,3,3) colour camera, prepared size (the CLIP image)
@@ -89,7 +91,11 @@ class Batch:
 
     def to(self, device: torch.device | str) -> "Batch":
         moved = {
-            f.name: (getattr(self, f.name).to(device, non_blocking=True) if torch.is_tensor(getattr(self, f.name)) else getattr(self, f.name))
+            f.name: (
+                getattr(self, f.name).to(device, non_blocking=True)
+                if torch.is_tensor(getattr(self, f.name))
+                else getattr(self, f.name)
+            )
             for f in fields(self)
         }
         return Batch(**moved)

@@ -50,7 +50,9 @@ def dataset_stats(cfg) -> dict[str, Any]:
     return {"summary": summary, "classes": {k: float(v) for k, v in classes.most_common(20)}}
 
 
-def semantic_point_counts(root: str | Path, mode: str, records: list[dict[str, Any]], labels, max_samples: int = 2000) -> np.ndarray:
+def semantic_point_counts(
+    root: str | Path, mode: str, records: list[dict[str, Any]], labels, max_samples: int = 2000
+) -> np.ndarray:
     """Labelled points per semantic class over ``records`` (at most ``max_samples`` of them, evenly
     spaced: class shares settle long before a full ScanNet split is read)."""
     step = max(1, -(-len(records) // max_samples))

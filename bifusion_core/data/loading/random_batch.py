@@ -28,17 +28,28 @@ def random_batch(cfg, labels, num_points: int = 600, seed: int = 0) -> Batch:
         thing = np.asarray(labels.thing_raw_ids[:3])
         instance = rng.integers(0, 4, num_points)
         raw = np.where(instance > 0, thing[instance % 3], labels.raw_ids[0])
-        samples.append({
-            "key": f"tiny/{b:06d}", "points": points, "points_aug": points - points.mean(0),
-            "voxel_coords": coords, "voxel_inverse": inverse, "voxel_feats": voxel_feats,
-            "superpoints": contiguous_ids(rng.integers(0, 20, num_points)).astype(np.int64),
-            "semantic": labels.semantic_train_ids(raw), "instance": instance,
-            "instance_class": np.where(instance > 0, labels.instance_class_ids(raw), -1), "label_raw": raw,
-            "point_frame": np.zeros(num_points, np.int64),
-            "pixels": np.stack([u, v], 1).astype(np.float32), "valid": np.arange(num_points) % 10 != 0,  # some points unseen: the no-view path runs
-            "world_to_camera": np.eye(4)[None], "intrinsic": intrinsic[None], "depth": depth[None],
-            "color_intrinsic": intrinsic[None],
-        })
+        samples.append(
+            {
+                "key": f"tiny/{b:06d}",
+                "points": points,
+                "points_aug": points - points.mean(0),
+                "voxel_coords": coords,
+                "voxel_inverse": inverse,
+                "voxel_feats": voxel_feats,
+                "superpoints": contiguous_ids(rng.integers(0, 20, num_points)).astype(np.int64),
+                "semantic": labels.semantic_train_ids(raw),
+                "instance": instance,
+                "instance_class": np.where(instance > 0, labels.instance_class_ids(raw), -1),
+                "label_raw": raw,
+                "point_frame": np.zeros(num_points, np.int64),
+                "pixels": np.stack([u, v], 1).astype(np.float32),
+                "valid": np.arange(num_points) % 10 != 0,  # some points unseen: the no-view path runs
+                "world_to_camera": np.eye(4)[None],
+                "intrinsic": intrinsic[None],
+                "depth": depth[None],
+                "color_intrinsic": intrinsic[None],
+            }
+        )
         if cfg.model.use_2d:
             samples[-1]["clip_patch"] = torch.randn(1, 768, h // 16, w // 16)
             samples[-1]["clip_global"] = torch.randn(1, 768)

@@ -80,7 +80,7 @@ class PreparedSequences(Dataset):
         if start is None:
             start = int((rng or np.random.default_rng()).integers(len(records)))
             return [records[(start + k) % len(records)] for k in range(count)]
-        return records[start:start + count]
+        return records[start : start + count]
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any] | list[dict[str, Any]]:
         index, rng = item_rng(index)
@@ -110,10 +110,15 @@ def split_window(item: dict[str, Any], voxel_size: float, augmented: bool) -> li
         coords, inverse, voxel_feats = voxelize(points_aug, colors, voxel_size)
         superpoints = item["superpoints"][sel]
         frame = {k: item[k][sel] for k in POINT_KEYS}
-        frame.update({k: item[k][t:t + 1] for k in FRAME_KEYS if k in item})
+        frame.update({k: item[k][t : t + 1] for k in FRAME_KEYS if k in item})
         frame.update(
-            key=key, frame_keys=[key], points_aug=points_aug, voxel_coords=coords, voxel_inverse=inverse,
-            voxel_feats=voxel_feats, superpoints=superpoints - superpoints.min(),
+            key=key,
+            frame_keys=[key],
+            points_aug=points_aug,
+            voxel_coords=coords,
+            voxel_inverse=inverse,
+            voxel_feats=voxel_feats,
+            superpoints=superpoints - superpoints.min(),
             point_frame=np.zeros(int(sel.sum()), np.int64),
         )
         frames.append(frame)

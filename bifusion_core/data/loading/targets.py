@@ -50,4 +50,3 @@ def label_targets(sample: dict[str, np.ndarray], labels: LabelSet) -> dict[str, 
 def point_colors(sample: dict[str, np.ndarray]) -> np.ndarray:
     """RGB in [-0.5, 0.5] as float32, the 3D branch's input features."""
     return sample["colors"].astype(np.float32) / 255.0 - 0.5
-

@@ -32,8 +32,18 @@ from .superpoints import SuperpointView, point_superpoints
 JPEG_QUALITY = 95  # prepared images (images/*.jpg): what CLIP sees
 #: a sample's arrays in the order they are stored
 SAMPLE_KEYS = (
-    "points", "colors", "pixels", "valid", "depth_mm", "label200", "label20", "instance", "superpoints",
-    "pose", "intrinsic", "color_intrinsic",
+    "points",
+    "colors",
+    "pixels",
+    "valid",
+    "depth_mm",
+    "label200",
+    "label20",
+    "instance",
+    "superpoints",
+    "pose",
+    "intrinsic",
+    "color_intrinsic",
 )
 LABEL_KEYS = ("label200", "label20", "instance")
 

@@ -32,7 +32,8 @@ def load_manifest(root: str | Path, mode: str = "sv") -> dict[str, Any]:
         raise BifusionError(path, f"not a bifusion manifest (expected format '{MANIFEST_FORMAT}')")
     if manifest.get("version") != MANIFEST_VERSION:
         raise BifusionError(
-            path, f"prepared by an older bifusion (format {manifest.get('version', 1)}, now {MANIFEST_VERSION}); "
+            path,
+            f"prepared by an older bifusion (format {manifest.get('version', 1)}, now {MANIFEST_VERSION}); "
             "run `bifusion prepare` again into a new folder",
         )
     samples = manifest.get("samples")
@@ -83,18 +84,31 @@ def prepared_images(root: str | Path, image_size: Sequence[int]) -> list[Prepare
     return list(frames.values())
 
 
-def write_manifest(out: Path, mode: str, header: dict[str, Any], scenes: list[dict[str, Any]], skipped: list[dict[str, Any]]) -> dict[str, Any]:
+def write_manifest(
+    out: Path, mode: str, header: dict[str, Any], scenes: list[dict[str, Any]], skipped: list[dict[str, Any]]
+) -> dict[str, Any]:
     """``out/<mode>/manifest.json`` from the finished scenes' entries (``scene``, ``split``,
     ``frames``, ``gt``); one sample entry per frame."""
     samples = [
         {
-            "key": f"{entry['scene']}/{frame:06d}", "scene": entry["scene"], "frame": frame, "split": entry["split"],
-            "file": f"samples/{entry['scene']}/{frame:06d}.npz", "image": f"images/{entry['scene']}/{frame:06d}.jpg",
+            "key": f"{entry['scene']}/{frame:06d}",
+            "scene": entry["scene"],
+            "frame": frame,
+            "split": entry["split"],
+            "file": f"samples/{entry['scene']}/{frame:06d}.npz",
+            "image": f"images/{entry['scene']}/{frame:06d}.jpg",
         }
         for entry in scenes
         for frame in entry["frames"]
     ]
-    manifest = {"format": MANIFEST_FORMAT, "version": MANIFEST_VERSION, "mode": mode, **header,
-                "scenes": scenes, "samples": samples, "skipped": skipped}
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "mode": mode,
+        **header,
+        "scenes": scenes,
+        "samples": samples,
+        "skipped": skipped,
+    }
     write_json(manifest_path(out, mode), manifest)
     return manifest

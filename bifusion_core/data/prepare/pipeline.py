@@ -85,8 +85,7 @@ class PrepareSummary:
         """(reason, frames, scenes) of the skipped frames, most frequent first."""
         counts = Counter(reason for _, _, reason in self.skipped)
         return [
-            (reason, count, len({scene for scene, _, r in self.skipped if r == reason}))
-            for reason, count in counts.most_common()
+            (reason, count, len({scene for scene, _, r in self.skipped if r == reason})) for reason, count in counts.most_common()
         ]
 
 
@@ -170,8 +169,16 @@ def _plan(root: Path, out: Path, config: PrepareConfig, reporter: Reporter) -> _
     superpoints = config.superpoints if config.superpoints != "sam" else f"sam:{Path(str(config.sam_checkpoint)).name}"
     steps = config.frame_steps
     settings = {
-        m: ModeSettings(m, steps[m], config.image_size, config.num_points, superpoints,
-                        (float(config.depth_range[0]), float(config.depth_range[1])), config.seed, digest)
+        m: ModeSettings(
+            m,
+            steps[m],
+            config.image_size,
+            config.num_points,
+            superpoints,
+            (float(config.depth_range[0]), float(config.depth_range[1])),
+            config.seed,
+            digest,
+        )
         for m in config.modes
     }
     scenes = sorted(p.name for p in scans.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -179,9 +186,16 @@ def _plan(root: Path, out: Path, config: PrepareConfig, reporter: Reporter) -> _
         raise BifusionError(scans, "no scene folders")
     assignment = assign_splits(root, config.splits_dir, scenes, reporter)
     summary = PrepareSummary(
-        scenes=len(scenes), frames=0, points=0, unlisted=assignment.unlisted, split_source=assignment.source,
-        frame_steps=dict(steps), image_size=config.image_size, num_points=config.num_points,
-        superpoints=superpoints, benchmark=config.benchmark,
+        scenes=len(scenes),
+        frames=0,
+        points=0,
+        unlisted=assignment.unlisted,
+        split_source=assignment.source,
+        frame_steps=dict(steps),
+        image_size=config.image_size,
+        num_points=config.num_points,
+        superpoints=superpoints,
+        benchmark=config.benchmark,
     )
     plan = _Plan(scenes, settings, assignment, summary, {s: {} for s in scenes}, [], 0)
     for scene in scenes:
@@ -198,11 +212,21 @@ def _plan(root: Path, out: Path, config: PrepareConfig, reporter: Reporter) -> _
             continue
         frames = {m: tuple(f for f in available if f % steps[m] == 0) for m in todo}
         plan.frame_total += len(set().union(*frames.values()))
-        plan.jobs.append(SceneJob(
-            scans / scene, out, frames, {m: settings[m] for m in todo}, config.superpoints,
-            None if config.sam_checkpoint is None else str(config.sam_checkpoint), config.source, config.benchmark,
-            config.strict, label_table, tsv.name,
-        ))
+        plan.jobs.append(
+            SceneJob(
+                scans / scene,
+                out,
+                frames,
+                {m: settings[m] for m in todo},
+                config.superpoints,
+                None if config.sam_checkpoint is None else str(config.sam_checkpoint),
+                config.source,
+                config.benchmark,
+                config.strict,
+                label_table,
+                tsv.name,
+            )
+        )
     return plan
 
 
@@ -222,22 +246,34 @@ def _write_manifest(out: Path, mode: str, root: Path, plan: _Plan, config: Prepa
         if record is None:
             continue
         gt = record.get("gt")
-        scenes.append({
-            "scene": scene, "split": splits[scene], "frames": list(record["frames"]),
-            "gt": gt if gt is not None and (out / gt).is_file() else None,
-        })
+        scenes.append(
+            {
+                "scene": scene,
+                "split": splits[scene],
+                "frames": list(record["frames"]),
+                "gt": gt if gt is not None and (out / gt).is_file() else None,
+            }
+        )
         skipped.extend({"scene": scene, "frame": frame, "reason": reason} for frame, reason in record["skipped"])
     header = {
-        "image_size": list(settings.image_size), "num_points": settings.num_points, "frame_step": settings.frame_step,
-        "superpoints": settings.superpoints, "source": str(root), "benchmark": config.benchmark,
+        "image_size": list(settings.image_size),
+        "num_points": settings.num_points,
+        "frame_step": settings.frame_step,
+        "superpoints": settings.superpoints,
+        "source": str(root),
+        "benchmark": config.benchmark,
         "skipped_scenes": [{"scene": s, "reason": r} for s, r in plan.summary.skipped_scenes],
-        "unlisted": plan.assignment.unlisted, "split_source": plan.assignment.source,
+        "unlisted": plan.assignment.unlisted,
+        "split_source": plan.assignment.source,
     }
     return write_manifest(out, mode, header, scenes, skipped)
 
 
 def _summarise(
-    summary: PrepareSummary, out: Path, manifests: dict[str, dict[str, Any]], records: dict[str, dict[str, dict[str, Any]]],
+    summary: PrepareSummary,
+    out: Path,
+    manifests: dict[str, dict[str, Any]],
+    records: dict[str, dict[str, dict[str, Any]]],
     num_points: int,
 ) -> None:
     """Per-mode counts, skipped frames (once per frame, whatever the modes), and the benchmark's label coverage."""

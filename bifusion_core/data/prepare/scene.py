@@ -55,9 +55,14 @@ class ModeSettings:
 
     def record(self) -> dict[str, Any]:
         return {
-            "mode": self.mode, "frame_step": self.frame_step, "image_size": list(self.image_size),
-            "num_points": self.num_points, "superpoints": self.superpoints,
-            "depth_range": list(self.depth_range), "seed": self.seed, "labels_digest": self.labels_digest,
+            "mode": self.mode,
+            "frame_step": self.frame_step,
+            "image_size": list(self.image_size),
+            "num_points": self.num_points,
+            "superpoints": self.superpoints,
+            "depth_range": list(self.depth_range),
+            "seed": self.seed,
+            "labels_digest": self.labels_digest,
         }
 
 
@@ -150,13 +155,20 @@ def _open_targets(job: SceneJob, scene: str, stack: contextlib.ExitStack) -> dic
 
 def _new_record(scene: str, settings: ModeSettings, source_kind: str) -> dict[str, Any]:
     return {
-        "scene": scene, "version": MANIFEST_VERSION, "settings": settings.record(), "source": source_kind,
-        "frames": [], "skipped": [], "labels": {name: {"points": 0, "classes": []} for name in LABEL_SETS},
+        "scene": scene,
+        "version": MANIFEST_VERSION,
+        "settings": settings.record(),
+        "source": source_kind,
+        "frames": [],
+        "skipped": [],
+        "labels": {name: {"points": 0, "classes": []} for name in LABEL_SETS},
         "projection": {"points": 0, "valid": 0},
     }
 
 
-def _store_frame(frame: int, sample: dict[str, np.ndarray], image: np.ndarray, into: list[tuple[dict[str, Any], Path, Path]]) -> None:
+def _store_frame(
+    frame: int, sample: dict[str, np.ndarray], image: np.ndarray, into: list[tuple[dict[str, Any], Path, Path]]
+) -> None:
     """Write one frame's sample and image into every mode that wants it (encoded once), and count it."""
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **sample)
@@ -184,14 +196,14 @@ def finished_record(mode_dir: Path, scene: str, settings: ModeSettings) -> dict[
     record = read_json(path)
     if record.get("version") != MANIFEST_VERSION:
         raise BifusionError(
-            path, f"scene was prepared by an older bifusion (format {record.get('version', 1)}, now {MANIFEST_VERSION}); "
+            path,
+            f"scene was prepared by an older bifusion (format {record.get('version', 1)}, now {MANIFEST_VERSION}); "
             "use a new output folder or delete the old one",
         )
     if record.get("settings") != settings.record():
         raise BifusionError(
             path,
-            f"scene was prepared with other settings ({record.get('settings')}); "
-            "use a new output folder or delete the old one",
+            f"scene was prepared with other settings ({record.get('settings')}); use a new output folder or delete the old one",
         )
     complete = all(
         (mode_dir / "samples" / scene / f"{f:06d}.npz").is_file() and (mode_dir / "images" / scene / f"{f:06d}.jpg").is_file()
@@ -246,8 +258,19 @@ class SceneGeometry:
         np.minimum.at(low, labels.instance, aligned)
         np.maximum.at(high, labels.instance, aligned)
         return cls(
-            files.scene, meta.axis_align, cKDTree(aligned), mesh.vertices, mesh.faces, mesh.colors, labels.label200, labels.label20,
-            labels.instance, segments, low, high, labels.unknown,
+            files.scene,
+            meta.axis_align,
+            cKDTree(aligned),
+            mesh.vertices,
+            mesh.faces,
+            mesh.colors,
+            labels.label200,
+            labels.label20,
+            labels.instance,
+            segments,
+            low,
+            high,
+            labels.unknown,
         )
 
     def label_points(self, aligned: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

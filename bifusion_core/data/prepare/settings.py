@@ -28,8 +28,14 @@ MV_FRAME_STEP = 40  # multi-view: every 2nd exported frame, so 8 consecutive fra
 
 # the CLI flag of each setting, so an error names what the user typed
 FLAGS = {
-    "mode": "--mode", "frame_step": "--frame-step", "mv_frame_step": "--mv-frame-step", "image_size": "--image-size",
-    "benchmark": "--benchmark", "workers": "--workers", "superpoints": "--superpoints", "source": "--source",
+    "mode": "--mode",
+    "frame_step": "--frame-step",
+    "mv_frame_step": "--mv-frame-step",
+    "image_size": "--image-size",
+    "benchmark": "--benchmark",
+    "workers": "--workers",
+    "superpoints": "--superpoints",
+    "source": "--source",
 }
 
 
@@ -110,7 +116,10 @@ def resolve_prepare_settings(
 
         given["mv_frame_step"] = SYNTHETIC_FRAME_STEP if synthetic else MV_FRAME_STEP
     defaults = {
-        "mode": cfg.data.mode, "frame_step": cfg.data.frame_step, "image_size": tuple(cfg.data.image_size),
-        "num_points": cfg.data.num_points, "benchmark": cfg.data.benchmark,
+        "mode": cfg.data.mode,
+        "frame_step": cfg.data.frame_step,
+        "image_size": tuple(cfg.data.image_size),
+        "num_points": cfg.data.num_points,
+        "benchmark": cfg.data.benchmark,
     }
     return PrepareConfig.checked(FLAGS, **{**defaults, **given, "preset": cfg.name})

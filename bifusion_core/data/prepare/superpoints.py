@@ -78,8 +78,10 @@ def split_at_depth_jumps(segments: np.ndarray, depth: np.ndarray, depth_jump: tu
     index = np.arange(height * width).reshape(height, width)
     valid = depth > 0
     rows, cols = [], []
-    for a, b in (((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
-                 ((slice(None, -1), slice(None)), (slice(1, None), slice(None)))):
+    for a, b in (
+        ((slice(None), slice(None, -1)), (slice(None), slice(1, None))),
+        ((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
+    ):
         za, zb = depth[a], depth[b]
         limit = depth_jump[0] * np.maximum(za, zb) + depth_jump[1]
         smooth = (valid[a] & valid[b] & (np.abs(za - zb) <= limit)) | (~valid[a] & ~valid[b])
@@ -194,7 +196,9 @@ class SamSuperpoints:
 
             return fastsam
         except Exception as exc:  # third-party loaders raise anything; one line naming the file
-            raise BifusionError(self.checkpoint, f"cannot load the {self.model_type} checkpoint ({exc.__class__.__name__}: {exc})") from None
+            raise BifusionError(
+                self.checkpoint, f"cannot load the {self.model_type} checkpoint ({exc.__class__.__name__}: {exc})"
+            ) from None
 
     def segments(self, color: np.ndarray, depth_m: np.ndarray) -> np.ndarray:
         """int32 (H,W) ids, contiguous."""

@@ -80,7 +80,9 @@ def count_frames(files: ScanFiles, preference: str = "auto") -> list[int]:
     return list(range(read_sens_header(sens_path(files)).num_frames))
 
 
-def open_frame_source(files: ScanFiles, meta: SceneMeta, preference: str = "auto", needed: list[int] | None = None) -> FrameSource:
+def open_frame_source(
+    files: ScanFiles, meta: SceneMeta, preference: str = "auto", needed: list[int] | None = None
+) -> FrameSource:
     """The scan's frames; ``needed`` (raw indices) are checked for presence up front."""
     kind = source_kind(files, preference)
     source: FrameSource = ExportedFrames(files, meta) if kind == "exported" else SensFrames(files, meta)
@@ -139,7 +141,10 @@ class ExportedFrames:
         self.files = files
         for folder in ("color", "pose"):
             if not (files.root / folder).is_dir():
-                raise BifusionError(files.root / folder, f"no exported {folder} folder (export frames with SensReader, or provide {files.scene}.sens)")
+                raise BifusionError(
+                    files.root / folder,
+                    f"no exported {folder} folder (export frames with SensReader, or provide {files.scene}.sens)",
+                )
         self._frames = list_frames(files)
         if not self._frames:
             raise BifusionError(files.root / "depth", "no depth images")
@@ -191,7 +196,9 @@ class SensFrames:
         )
         for camera, k in (("colour", self.intrinsics.color), ("depth", self.intrinsics.depth)):
             if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
-                raise BifusionError(self.reader.path, f"{camera} intrinsics in the header must have positive finite focal lengths")
+                raise BifusionError(
+                    self.reader.path, f"{camera} intrinsics in the header must have positive finite focal lengths"
+                )
 
     def frames(self) -> list[int]:
         return list(range(len(self.reader)))
@@ -222,5 +229,7 @@ def _check_size(where, what: str, image: np.ndarray, expected: tuple[int, int] |
     """The image's (W, H); an image of another size than the scene declares (or than the first one) is refused."""
     size = (int(image.shape[1]), int(image.shape[0]))
     if expected is not None and size != tuple(expected):
-        raise BifusionError(where, f"{what} image is {size[0]}x{size[1]} but the scene's {what} camera is {expected[0]}x{expected[1]}")
+        raise BifusionError(
+            where, f"{what} image is {size[0]}x{size[1]} but the scene's {what} camera is {expected[0]}x{expected[1]}"
+        )
     return size

@@ -91,11 +91,14 @@ class PlainFrames:
                         self.color_size = size
                 elif size != expected:
                     raise BifusionError(
-                        path, f"{what} image is {size[0]}x{size[1]} but the recording's {what} images are "
+                        path,
+                        f"{what} image is {size[0]}x{size[1]} but the recording's {what} images are "
                         f"{expected[0]}x{expected[1]} ({first[what].parent.name}/{first[what].name})",
                     )
         if self.color_size is not None and self.depth_size is not None:
-            depth_k = self._depth_k if self._depth_k is not None else rescale_intrinsic(self._color_k, self.color_size, self.depth_size)
+            depth_k = (
+                self._depth_k if self._depth_k is not None else rescale_intrinsic(self._color_k, self.color_size, self.depth_size)
+            )
             self.intrinsics = CameraIntrinsics(_float32(self._color_k), _float32(depth_k))
 
     def pose(self, frame: int) -> np.ndarray:
@@ -141,7 +144,13 @@ def _read_intrinsic(path: Path, camera: str) -> np.ndarray:
     if matrix.shape not in ((3, 3), (4, 4)):
         raise BifusionError(path, f"{camera} intrinsics must be a 3x3 or 4x4 matrix, got shape {matrix.shape}")
     k = matrix[:3, :3]
-    if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0 or abs(k[2, 2] - 1) > 1e-6 or np.any(k[[1, 2, 2], [0, 0, 1]] != 0):
+    if (
+        not np.all(np.isfinite(k))
+        or k[0, 0] <= 0
+        or k[1, 1] <= 0
+        or abs(k[2, 2] - 1) > 1e-6
+        or np.any(k[[1, 2, 2], [0, 0, 1]] != 0)
+    ):
         raise BifusionError(path, f"{camera} intrinsics must read fx 0 cx / 0 fy cy / 0 0 1 with positive finite fx, fy")
     return k
 
@@ -153,7 +162,9 @@ def _read_pose(path: Path) -> np.ndarray:
         return np.full((4, 4), -np.inf)
     rotation = pose[:3, :3]
     if np.abs(pose[3] - [0, 0, 0, 1]).max() > RIGID_TOLERANCE:
-        raise BifusionError(path, f"not a camera-to-world transform: the last row is {pose[3].tolist()}, not 0 0 0 1 (transposed?)")
+        raise BifusionError(
+            path, f"not a camera-to-world transform: the last row is {pose[3].tolist()}, not 0 0 0 1 (transposed?)"
+        )
     if np.abs(rotation.T @ rotation - np.eye(3)).max() > RIGID_TOLERANCE or np.linalg.det(rotation) <= 0:
         raise BifusionError(path, "not a rigid transform: the upper-left 3x3 is not a rotation")
     return _float32(pose)

@@ -47,7 +47,9 @@ def recording_name(path: Path) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", stem) or "recording"
 
 
-def open_recording(path: str | Path, *, frame_step: int = 1, max_frames: int | None = None, depth_scale: float | None = None) -> Recording:
+def open_recording(
+    path: str | Path, *, frame_step: int = 1, max_frames: int | None = None, depth_scale: float | None = None
+) -> Recording:
     """The recording at ``path``, its frames chosen (raw indices that are multiples of ``frame_step``,
     the first ``max_frames`` of them) and checked."""
     path = Path(path)
@@ -56,15 +58,18 @@ def open_recording(path: str | Path, *, frame_step: int = 1, max_frames: int | N
     layout = recording_layout(path)
     if depth_scale is not None and layout != "plain":
         raise BifusionError(
-            "--depth-scale", f"applies to the plain layout only; this is ScanNet's {layout} layout, whose depth unit is fixed "
+            "--depth-scale",
+            f"applies to the plain layout only; this is ScanNet's {layout} layout, whose depth unit is fixed "
             "(exported PNGs: millimetres; .sens: its header's depth shift)",
         )
     source = _open_source(path, layout, depth_scale)
     try:
         available = source.frames()
-        frames = [f for f in available if f % frame_step == 0][: max_frames]
+        frames = [f for f in available if f % frame_step == 0][:max_frames]
         if not frames:
-            raise BifusionError(path, f"no frame index is a multiple of --frame-step {frame_step} (frames {available[0]}..{available[-1]})")
+            raise BifusionError(
+                path, f"no frame index is a multiple of --frame-step {frame_step} (frames {available[0]}..{available[-1]})"
+            )
         if isinstance(source, (PlainFrames, ExportedFrames)):  # a .sens was checked whole when opened
             source.check_files(frames)
     except BaseException:
@@ -87,7 +92,8 @@ def recording_layout(path: Path) -> str:
     if (path / f"{files.scene}.sens").is_file():
         return "sens"
     raise BifusionError(
-        path, f"no recording here: expected {INTRINSICS} with color/ depth/ pose/ (plain layout, docs/OWN_DATA.md), "
+        path,
+        f"no recording here: expected {INTRINSICS} with color/ depth/ pose/ (plain layout, docs/OWN_DATA.md), "
         f"ScanNet's exported depth/ color/ pose/ intrinsic/ folders, or {files.scene}.sens",
     )
 

@@ -138,8 +138,14 @@ def read_segs(path: str | Path, num_vertices: int | None = None) -> np.ndarray:
 
 def write_segs(path: str | Path, scene: str, seg_indices: np.ndarray) -> None:
     params = {
-        "kThresh": "0.01", "segMinVerts": "20", "minPoints": "750", "maxPoints": "30000",
-        "thinThresh": "0.05", "flatThresh": "0.001", "minLength": "0.02", "maxLength": "1",
+        "kThresh": "0.01",
+        "segMinVerts": "20",
+        "minPoints": "750",
+        "maxPoints": "30000",
+        "thinThresh": "0.05",
+        "flatThresh": "0.001",
+        "minLength": "0.02",
+        "maxLength": "1",
     }
     write_json(path, {"params": params, "sceneId": scene, "segIndices": [int(s) for s in seg_indices]})
 
@@ -173,8 +179,7 @@ def write_aggregation(path: str | Path, scene: str, groups: Sequence[SegGroup]) 
             "sceneId": f"scannet.{scene}",
             "appId": "Aggregator.v2",
             "segGroups": [
-                {"id": g.group_id, "objectId": g.object_id, "segments": list(g.segments), "label": g.label}
-                for g in groups
+                {"id": g.group_id, "objectId": g.object_id, "segments": list(g.segments), "label": g.label} for g in groups
             ],
             "segmentsFile": f"scannet.{scene}{SEGS_SUFFIX}",
         },
@@ -231,7 +236,9 @@ def unknown_labels_line(unknown: Sequence[tuple[int, str]], table_name: str) -> 
     return f"labels not in {table_name}: {listed}; their points are unannotated (raw id 0)"
 
 
-def read_scan_annotations(files: ScanFiles, label_table: Mapping[str, tuple[int, int]]) -> tuple[Mesh, np.ndarray, VertexAnnotations]:
+def read_scan_annotations(
+    files: ScanFiles, label_table: Mapping[str, tuple[int, int]]
+) -> tuple[Mesh, np.ndarray, VertexAnnotations]:
     """Mesh (with faces: the ground truth keeps them for viewers), its segment ids and per-vertex
     labels, with every cross-file check done."""
     mesh = read_mesh(files.mesh)
@@ -415,4 +422,3 @@ def write_split(path: str | Path, scenes: Iterable[str]) -> None:
 def _require_file(path: Path, what: str) -> None:
     if not path.is_file():
         raise BifusionError(path, f"{what} not found")
-

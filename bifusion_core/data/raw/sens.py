@@ -95,8 +95,9 @@ class SensReader:
         count = self.header.num_frames
         offset = self._file.tell()
         if count * _FRAME_HEADER.size > self._size - offset:
-            raise BifusionError(self.path, f"truncated: the header promises {count} frames but the file has only "
-                                           f"{self._size} bytes")
+            raise BifusionError(
+                self.path, f"truncated: the header promises {count} frames but the file has only {self._size} bytes"
+            )
         offsets = np.zeros((count, 3), np.int64)  # data start, colour size, depth size
         poses = np.zeros((count, 4, 4), np.float32)
         for index in range(count):
@@ -231,8 +232,11 @@ def write_sens(
         count = 0
         for frame in frames:
             pose = np.asarray(frame.pose, np.float32).reshape(-1)
-            out.write(_FRAME_HEADER.pack(*pose, frame.timestamp_color, frame.timestamp_depth,
-                                         len(frame.color_bytes), len(frame.depth_bytes)))
+            out.write(
+                _FRAME_HEADER.pack(
+                    *pose, frame.timestamp_color, frame.timestamp_depth, len(frame.color_bytes), len(frame.depth_bytes)
+                )
+            )
             out.write(frame.color_bytes)
             out.write(frame.depth_bytes)
             count += 1

@@ -71,6 +71,7 @@ def assign_splits(root: Path, splits_dir: str | Path | None, scenes: list[str], 
         shown = ", ".join(unlisted[:SHOWN_UNLISTED])
         if len(unlisted) > SHOWN_UNLISTED:
             shown += f" and {len(unlisted) - SHOWN_UNLISTED} more (all in the manifest's 'unlisted')"
-        reporter.note(f"{len(unlisted)} scene(s) are in none of the split lists ({source}) and are prepared as "
-                      f"{UNLISTED_SPLIT}: {shown}")
+        reporter.note(
+            f"{len(unlisted)} scene(s) are in none of the split lists ({source}) and are prepared as {UNLISTED_SPLIT}: {shown}"
+        )
     return SplitAssignment({s: listed.get(s, UNLISTED_SPLIT) for s in scenes}, unlisted, source)

@@ -44,15 +44,29 @@ ROOM_HEIGHT_M = 2.6
 FURNITURE = ("chair", "table", "cabinet", "box", "nightstand", "bookshelf", "trash can")
 SUPPORTS = ("bed", "couch")  # every scene has one, with a pillow and a towel on it
 PALETTE = np.array(
-    [[0.55, 0.40, 0.28], [0.70, 0.62, 0.50], [0.35, 0.35, 0.38], [0.60, 0.25, 0.22], [0.25, 0.40, 0.55],
-     [0.45, 0.55, 0.35], [0.75, 0.72, 0.68], [0.50, 0.45, 0.60]]
+    [
+        [0.55, 0.40, 0.28],
+        [0.70, 0.62, 0.50],
+        [0.35, 0.35, 0.38],
+        [0.60, 0.25, 0.22],
+        [0.25, 0.40, 0.55],
+        [0.45, 0.55, 0.35],
+        [0.75, 0.72, 0.68],
+        [0.50, 0.45, 0.60],
+    ]
 )
 
 
 def labels_table_rows(categories: list[str]) -> list[dict[str, object]]:
     """The label table's rows (``scannetv2-labels.combined.tsv``) of ``categories``."""
     return [
-        {"id": CATEGORIES[c][0], "raw_category": c, "category": c, "count": 1,
-         "nyu40id": CATEGORIES[c][1], "nyu40class": CATEGORIES[c][2]}
+        {
+            "id": CATEGORIES[c][0],
+            "raw_category": c,
+            "category": c,
+            "count": 1,
+            "nyu40id": CATEGORIES[c][1],
+            "nyu40class": CATEGORIES[c][2],
+        }
         for c in sorted(categories, key=lambda c: CATEGORIES[c][0])
     ]

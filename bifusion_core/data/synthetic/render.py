@@ -59,9 +59,7 @@ class SceneRenderer:
         directions = rays_cam @ rotation.T
         directions /= np.linalg.norm(directions, axis=1, keepdims=True)
         origins = np.broadcast_to(eye, directions.shape)
-        faces, rays, hits = self.intersector.intersects_id(
-            origins, directions, multiple_hits=False, return_locations=True
-        )
+        faces, rays, hits = self.intersector.intersects_id(origins, directions, multiple_hits=False, return_locations=True)
         n = width * height
         depth = np.zeros(n, np.float32)
         instance = np.zeros(n, np.int32)
@@ -115,5 +113,3 @@ def synthetic_frame(scene: SyntheticScene, frame: int) -> tuple[np.ndarray, np.n
     color = render_view(scene, pose, scene.color_intrinsic, options.color_size).color.astype(np.float64)
     color = np.clip(color + rng.normal(0, options.color_noise, color.shape), 0, 255).round().astype(np.uint8)
     return pose, depth_mm, encode_jpeg(color, JPEG_QUALITY)
-
-

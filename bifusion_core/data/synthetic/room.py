@@ -118,7 +118,6 @@ def _print_sign(texture: str, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np
     return np.where(np.mod(phase, 1.0) < 0.5, 1.0, -1.0)
 
 
-
 @dataclass(frozen=True, eq=False)
 class SyntheticScene:
     """A room in the axis-aligned frame plus the alignment that hides it in an arbitrary world frame."""
@@ -154,14 +153,12 @@ class SyntheticScene:
         step = self.options.frame_step
         return tuple(self.frames[-1] + step * (k + 1) for k in range(self.options.lost_frames))
 
-
     def vertex_colors(self) -> np.ndarray:
         colors = np.zeros((len(self.vertices), 3))
         for k, obj in enumerate(self.objects):
             mask = self.vertex_object == k
             colors[mask] = obj.albedo(self.vertices[mask], blur_fine=True)
         return np.clip(colors * 255, 0, 255).round().astype(np.uint8)
-
 
 
 def _yaw_transform(yaw: float, x: float, y: float) -> np.ndarray:
@@ -194,8 +191,9 @@ def _place(
     for index, (w, d) in enumerate(footprints):
         for _ in range(200):
             yaw = rng.uniform(0, 2 * math.pi)
-            half = 0.5 * np.array([abs(w * math.cos(yaw)) + abs(d * math.sin(yaw)),
-                                   abs(w * math.sin(yaw)) + abs(d * math.cos(yaw))])
+            half = 0.5 * np.array(
+                [abs(w * math.cos(yaw)) + abs(d * math.sin(yaw)), abs(w * math.sin(yaw)) + abs(d * math.cos(yaw))]
+            )
             margin = half + 0.12
             if np.any(2 * margin >= room):
                 break
@@ -296,15 +294,17 @@ def synthetic_scene(seed: int, index: int, options: SyntheticOptions | None = No
         else:
             base, contrast = np.clip(PALETTE[rng.integers(len(PALETTE))] + rng.normal(0, 0.04, 3), 0.05, 0.95), np.zeros(3)
         annotated = category != "clutter"
-        objects.append(SyntheticObject(
-            object_id=next_object_id if annotated else -1,
-            category=category,
-            texture=design.texture,
-            base_color=np.clip(base, contrast, 1 - contrast),
-            contrast=contrast,
-            to_local=np.linalg.inv(to_aligned),
-            segment_size_m=0.5 if category in ("floor", "wall") else 0.25,
-        ))
+        objects.append(
+            SyntheticObject(
+                object_id=next_object_id if annotated else -1,
+                category=category,
+                texture=design.texture,
+                base_color=np.clip(base, contrast, 1 - contrast),
+                contrast=contrast,
+                to_local=np.linalg.inv(to_aligned),
+                segment_size_m=0.5 if category in ("floor", "wall") else 0.25,
+            )
+        )
         next_object_id += int(annotated)
         vertex_chunks.append(vertices)
         face_chunks.append(faces + offset)
@@ -389,4 +389,3 @@ def _segments(vertices: np.ndarray, vertex_object: np.ndarray, objects: list[Syn
     first = np.full(patch.max() + 1, len(vertices), np.int64)
     np.minimum.at(first, patch, np.arange(len(vertices)))
     return first[patch]
-

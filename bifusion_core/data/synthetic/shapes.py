@@ -14,9 +14,7 @@ from .catalogue import PRINTS, WALL_CLASSES
 # --------------------------------------------------------------------------- geometry primitives
 
 
-def _parametric_grid(
-    surface: Callable[[np.ndarray, np.ndarray], np.ndarray], ns: int, nt: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _parametric_grid(surface: Callable[[np.ndarray, np.ndarray], np.ndarray], ns: int, nt: int) -> tuple[np.ndarray, np.ndarray]:
     """Triangulate ``surface(s, t)`` over a (ns x nt)-cell grid of [0,1]^2: near-uniform edges, no slivers."""
     s, t = np.meshgrid(np.linspace(0, 1, ns + 1), np.linspace(0, 1, nt + 1), indexing="ij")
     vertices = surface(s.reshape(-1), t.reshape(-1))
@@ -71,7 +69,9 @@ def _cylinder(radius: float, height: float, centre_xy: tuple[float, float], z0: 
         a = 2 * math.pi * s
         return np.stack([cx + radius * t * np.cos(a), cy + radius * t * np.sin(a), np.full_like(s, z0 + height)], 1)
 
-    return merge_meshes([_parametric_grid(side, n_around, _cells(height, edge)), _parametric_grid(cap, n_around, _cells(radius, edge))])
+    return merge_meshes(
+        [_parametric_grid(side, n_around, _cells(height, edge)), _parametric_grid(cap, n_around, _cells(radius, edge))]
+    )
 
 
 def merge_meshes(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
@@ -104,8 +104,11 @@ def object_design(category: str, rng: np.random.Generator, edge: float) -> Desig
     u = rng.uniform
     if category == "chair":
         w, d, seat = u(0.42, 0.52), u(0.42, 0.52), u(0.42, 0.48)
-        legs = [_box((0.04, 0.04, seat - 0.05), (sx * (w / 2 - 0.04), sy * (d / 2 - 0.04)), 0, edge, False)
-                for sx in (-1, 1) for sy in (-1, 1)]
+        legs = [
+            _box((0.04, 0.04, seat - 0.05), (sx * (w / 2 - 0.04), sy * (d / 2 - 0.04)), 0, edge, False)
+            for sx in (-1, 1)
+            for sy in (-1, 1)
+        ]
         parts = legs + [
             _box((w, d, 0.05), (0, 0), seat - 0.05, edge, True),
             _box((w, 0.04, u(0.38, 0.5)), (0, -d / 2 + 0.02), seat, edge, False),
@@ -113,19 +116,18 @@ def object_design(category: str, rng: np.random.Generator, edge: float) -> Desig
         return Design(category, (w, d), parts, "plain")
     if category == "table":
         w, d, h = u(0.8, 1.4), u(0.6, 0.9), u(0.7, 0.78)
-        legs = [_cylinder(0.025, h - 0.04, (sx * (w / 2 - 0.07), sy * (d / 2 - 0.07)), 0, edge)
-                for sx in (-1, 1) for sy in (-1, 1)]
+        legs = [
+            _cylinder(0.025, h - 0.04, (sx * (w / 2 - 0.07), sy * (d / 2 - 0.07)), 0, edge) for sx in (-1, 1) for sy in (-1, 1)
+        ]
         return Design(category, (w, d), legs + [_box((w, d, 0.04), (0, 0), h - 0.04, edge, True)], "wood")
     if category == "bed":
         w, d = u(1.3, 1.7), u(1.9, 2.1)
         top = u(0.4, 0.5)
-        parts = [_box((w, d, top), (0, 0), 0, edge, False),
-                 _box((w, 0.08, u(0.9, 1.1)), (0, -d / 2 + 0.04), 0, edge, False)]
+        parts = [_box((w, d, top), (0, 0), 0, edge, False), _box((w, 0.08, u(0.9, 1.1)), (0, -d / 2 + 0.04), 0, edge, False)]
         return Design(category, (w, d), parts, "plain", support=top)
     if category == "couch":
         w, d, top = u(1.6, 2.0), u(0.85, 1.0), u(0.42, 0.48)
-        parts = [_box((w, d, top), (0, 0), 0, edge, False),
-                 _box((w, 0.2, u(0.8, 0.9)), (0, -d / 2 + 0.1), 0, edge, False)]
+        parts = [_box((w, d, top), (0, 0), 0, edge, False), _box((w, 0.2, u(0.8, 0.9)), (0, -d / 2 + 0.1), 0, edge, False)]
         return Design(category, (w, d), parts, "plain", support=top)
     if category in WALL_CLASSES:  # one flat panel, its print facing -y (into the room once hung)
         w, h = u(1.0, 1.3), u(0.7, 0.9)

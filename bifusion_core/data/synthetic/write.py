@@ -57,16 +57,29 @@ def write_synthetic_scene(scans_dir: str | Path, scene: SyntheticScene, layout: 
 
     dk, ck = scene.depth_intrinsic, scene.color_intrinsic
     num_raw_frames = max(scene.frames + scene.lost_frames) + 1
-    write_scene_meta(files.meta, {
-        "axisAlignment": scene.axis_align,
-        "colorWidth": options.color_size[0], "colorHeight": options.color_size[1],
-        "depthWidth": options.depth_size[0], "depthHeight": options.depth_size[1],
-        "fx_color": f"{ck[0, 0]:.6f}", "fy_color": f"{ck[1, 1]:.6f}", "mx_color": f"{ck[0, 2]:.6f}", "my_color": f"{ck[1, 2]:.6f}",
-        "fx_depth": f"{dk[0, 0]:.6f}", "fy_depth": f"{dk[1, 1]:.6f}", "mx_depth": f"{dk[0, 2]:.6f}", "my_depth": f"{dk[1, 2]:.6f}",
-        "colorToDepthExtrinsics": np.linalg.inv(scene.file_extrinsic),
-        "numColorFrames": num_raw_frames, "numDepthFrames": num_raw_frames, "numIMUmeasurements": 0,
-        "sceneType": "Bedroom / Hotel",
-    })
+    write_scene_meta(
+        files.meta,
+        {
+            "axisAlignment": scene.axis_align,
+            "colorWidth": options.color_size[0],
+            "colorHeight": options.color_size[1],
+            "depthWidth": options.depth_size[0],
+            "depthHeight": options.depth_size[1],
+            "fx_color": f"{ck[0, 0]:.6f}",
+            "fy_color": f"{ck[1, 1]:.6f}",
+            "mx_color": f"{ck[0, 2]:.6f}",
+            "my_color": f"{ck[1, 2]:.6f}",
+            "fx_depth": f"{dk[0, 0]:.6f}",
+            "fy_depth": f"{dk[1, 1]:.6f}",
+            "mx_depth": f"{dk[0, 2]:.6f}",
+            "my_depth": f"{dk[1, 2]:.6f}",
+            "colorToDepthExtrinsics": np.linalg.inv(scene.file_extrinsic),
+            "numColorFrames": num_raw_frames,
+            "numDepthFrames": num_raw_frames,
+            "numIMUmeasurements": 0,
+            "sceneType": "Bedroom / Hotel",
+        },
+    )
     frames = {frame: synthetic_frame(scene, frame) for frame in scene.frames}
     last = frames[scene.frames[-1]]
     frames.update({frame: (np.full((4, 4), -np.inf), *last[1:]) for frame in scene.lost_frames})
@@ -81,7 +94,6 @@ def write_synthetic_scene(scans_dir: str | Path, scene: SyntheticScene, layout: 
     return files.root
 
 
-
 def write_synthetic_sens(path: Path, scene: SyntheticScene, frames: dict[int, tuple[np.ndarray, np.ndarray, bytes]]) -> None:
     """The scan as a ``.sens`` stream holding *every* raw frame, like a real recording: frames between
     two rendered ones repeat the earlier one (a camera at rest), so a reader must seek past them."""
@@ -93,14 +105,23 @@ def write_synthetic_sens(path: Path, scene: SyntheticScene, frames: dict[int, tu
             key = max(f for f in rendered if f <= raw)
             pose, depth_mm, jpeg = frames[key]
             yield SensFrame(
-                pose=as_written(pose), color_bytes=jpeg, depth_bytes=encode_depth(depth_mm),
-                timestamp_color=raw * 33_333, timestamp_depth=raw * 33_333,
+                pose=as_written(pose),
+                color_bytes=jpeg,
+                depth_bytes=encode_depth(depth_mm),
+                timestamp_color=raw * 33_333,
+                timestamp_depth=raw * 33_333,
             )
 
     write_sens(
-        path, stream(), color_intrinsic=as_written(scene.color_intrinsic), depth_intrinsic=as_written(scene.depth_intrinsic),
-        color_size=options.color_size, depth_size=options.depth_size, depth_shift=1000.0,
-        color_extrinsic=np.eye(4), depth_extrinsic=as_written(scene.file_extrinsic),
+        path,
+        stream(),
+        color_intrinsic=as_written(scene.color_intrinsic),
+        depth_intrinsic=as_written(scene.depth_intrinsic),
+        color_size=options.color_size,
+        depth_size=options.depth_size,
+        depth_shift=1000.0,
+        color_extrinsic=np.eye(4),
+        depth_extrinsic=as_written(scene.file_extrinsic),
     )
 
 
@@ -145,6 +166,5 @@ def write_synthetic_scannet(
         reporter.advance("synthetic scenes")
     write_labels_tsv(out_root / "scannetv2-labels.combined.tsv", labels_table_rows(sorted(used)))
     write_split(out_root / "splits" / "scannetv2_train.txt", names[: num_scenes - num_val])
-    write_split(out_root / "splits" / "scannetv2_val.txt", names[num_scenes - num_val:])
+    write_split(out_root / "splits" / "scannetv2_val.txt", names[num_scenes - num_val :])
     return names
-
