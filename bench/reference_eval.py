@@ -31,6 +31,16 @@ import numpy as np
 OVERLAPS = np.append(np.arange(0.5, 0.95, 0.05), 0.25)  # as the benchmark builds them
 MIN_REGION = 100
 DIVISOR = 1000
+#: the summary figures ``evaluate_export`` re-scores (what bifusion's scorer is compared on)
+METRICS = (
+    "instance/ap",
+    "instance/ap50",
+    "instance/ap25",
+    "instance/ap_class_agnostic",
+    "instance/ap50_class_agnostic",
+    "instance/ap25_class_agnostic",
+    "semantic/miou",
+)
 
 
 def read_ints(path: Path) -> np.ndarray:

@@ -28,22 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.reference_eval import evaluate_export
+from bench.reference_eval import METRICS, evaluate_export
 from bifusion_core.evaluation import export as export_io
 from bifusion_core.evaluation.instance_ap import LABEL_DIVISOR
 from bifusion_core.evaluation.scene_eval import ScenePrediction, SceneScorer, SceneTruth, export_scene
 from common import Figure, emit, parser
 from mesh_scans import LABELS, mesh_scan
 
-KEYS = (
-    "instance/ap",
-    "instance/ap50",
-    "instance/ap25",
-    "instance/ap_class_agnostic",
-    "instance/ap50_class_agnostic",
-    "instance/ap25_class_agnostic",
-    "semantic/miou",
-)
+KEYS = METRICS
 TOLERANCE = 1e-9  # the two sides sum the same terms in a different order
 
 

@@ -1,1 +1,1 @@
-"""engine stage of the bifusion pipeline."""
+"""Training: the ``Trainer`` and its callbacks, checkpoints, precision, ranks, and the checks before a long job."""

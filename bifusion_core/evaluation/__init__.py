@@ -1,1 +1,1 @@
-"""evaluation stage of the bifusion pipeline."""
+"""Scoring (AP, mIoU, the benchmark's export and views) of predictions, a model and a checkpoint."""
