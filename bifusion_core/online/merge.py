@@ -48,8 +48,14 @@ class FrameInstances:
         return len(self.scores)
 
     def select(self, keep: np.ndarray) -> "FrameInstances":
-        return FrameInstances(self.masks[keep], self.labels[keep], self.scores[keep], self.embed[keep], self.boxes[keep],
-                              None if self.class_prob is None else self.class_prob[keep])
+        return FrameInstances(
+            self.masks[keep],
+            self.labels[keep],
+            self.scores[keep],
+            self.embed[keep],
+            self.boxes[keep],
+            None if self.class_prob is None else self.class_prob[keep],
+        )
 
     def uncontained(self, limit: float) -> np.ndarray:
         """(K,) bool: instances with at most ``limit`` of their points inside a better-scored kept one.
@@ -116,7 +122,11 @@ def visible_iou(mem_visible: np.ndarray, frame_inside: np.ndarray) -> np.ndarray
 
 
 def similarity(
-    mem_embed: np.ndarray, mem_boxes: np.ndarray, mem_labels: np.ndarray, frame: FrameInstances, label_gate: bool,
+    mem_embed: np.ndarray,
+    mem_boxes: np.ndarray,
+    mem_labels: np.ndarray,
+    frame: FrameInstances,
+    label_gate: bool,
     overlap: np.ndarray | None = None,
 ) -> np.ndarray:
     """(M,K): the larger of the observed overlap and cosine (negatives → 0) × box IoU (× same class)."""
@@ -296,7 +306,7 @@ class InstanceMemory:
         size, inter = np.zeros(n, np.float32), np.zeros((n, n), np.float32)
         votes = self.votes[:n, : min(num_points, self.votes.shape[1])]
         for start in range(0, votes.shape[1], FOLD_CHUNK):  # bounded: a 2,000-frame scan has ~10^6 points
-            members = (votes[:, start:start + FOLD_CHUNK] > 0).astype(np.float32)
+            members = (votes[:, start : start + FOLD_CHUNK] > 0).astype(np.float32)
             size += members.sum(1)
             inter += members @ members.T
         inside = inter / np.maximum(np.minimum(size[:, None], size[None, :]), 1)
@@ -327,4 +337,3 @@ class InstanceMemory:
             return 0
         self._keep(np.sort(np.argsort(-self.scores[: self.num], kind="stable")[: self.max_instances]))
         return extra
-

@@ -47,8 +47,9 @@ def segment_majority(values: np.ndarray, segments: np.ndarray) -> np.ndarray:
     return vals[winner[seg_of.reshape(-1)]]
 
 
-def smooth_masks(masks: np.ndarray, segments: np.ndarray, index: np.ndarray | None = None,
-                 counted: np.ndarray | None = None) -> np.ndarray:
+def smooth_masks(
+    masks: np.ndarray, segments: np.ndarray, index: np.ndarray | None = None, counted: np.ndarray | None = None
+) -> np.ndarray:
     """(K,V) bool: a segment is in a mask when more than half of its vertices are.
 
     ``masks`` are (K,V) over the vertices, or (K,P) over points with ``index`` (V,) naming each
@@ -70,7 +71,10 @@ def smooth_masks(masks: np.ndarray, segments: np.ndarray, index: np.ndarray | No
 
 
 def to_vertices(
-    masks: np.ndarray, semantic: np.ndarray, index: np.ndarray, segments: np.ndarray | None = None,
+    masks: np.ndarray,
+    semantic: np.ndarray,
+    index: np.ndarray,
+    segments: np.ndarray | None = None,
     near: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Point-level masks (K,P) and semantic (P,) → vertex-level (K,V), (V,), optionally segment-smoothed;

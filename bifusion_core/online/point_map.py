@@ -119,10 +119,23 @@ class PointMap:
     def view(self) -> dict[str, np.ndarray]:
         n = self.size
         return {
-            "points": self.points[:n], "semantic": self.semantic[:n],
-            "gt_label": self.gt_label[:n], "gt_instance": self.gt_instance[:n],
+            "points": self.points[:n],
+            "semantic": self.semantic[:n],
+            "gt_label": self.gt_label[:n],
+            "gt_instance": self.gt_instance[:n],
         }
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.points, self.semantic, self.semantic_weight, self.gt_label, self.gt_instance, self.cells, self._keys, self._rows))
-
+        return sum(
+            a.nbytes
+            for a in (
+                self.points,
+                self.semantic,
+                self.semantic_weight,
+                self.gt_label,
+                self.gt_instance,
+                self.cells,
+                self._keys,
+                self._rows,
+            )
+        )
