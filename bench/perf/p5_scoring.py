@@ -28,11 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from common import Figure, emit, parser  # first: puts the repository on sys.path for bench.*
+
+# isort: split
 from bench.reference_eval import METRICS, evaluate_export
 from bifusion_core.evaluation import export as export_io
 from bifusion_core.evaluation.instance_ap import LABEL_DIVISOR
 from bifusion_core.evaluation.scene_eval import ScenePrediction, SceneScorer, SceneTruth, export_scene
-from common import Figure, emit, parser
 from mesh_scans import LABELS, mesh_scan
 
 KEYS = METRICS

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 
+from common import Figure, emit, parser, work_folder  # first: puts the repository on sys.path for bench.*
+
+# isort: split
 from bench.online_latency import latency, load_model, prepare
-from common import Figure, emit, parser, work_folder
 
 SHARE_TARGET = 0.10
 #: An untrained decoder's mask probabilities sit around 0.35-0.53 (seeded demo-mv init): at the

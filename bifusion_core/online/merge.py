@@ -225,21 +225,20 @@ class InstanceMemory:
         """(M,K) IoU of memory and frame instances over the coarse cells the frame observes.
 
         A frame instance covers a cell when most of the frame's points in it are in its mask; a
-        memory instance covers a cell when any of its member points lies in it."""
+        memory instance covers a cell when any of its member points lies in it. Cells are dense
+        ids (``PointMap.cells``), so the accumulated points in the frame's cells are one lookup
+        in a flat array, not a search."""
         n = self.num
         if n == 0:
             return np.zeros((0, len(frame)))
         cells, inside = majority_inside(frame.masks, row_cells[point_rows])
         cols = min(self.votes.shape[1], len(row_cells))
-        rows = np.flatnonzero(np.isin(row_cells[:cols], cells))
-        cell_of = np.searchsorted(cells, row_cells[rows])
-        order = np.argsort(cell_of, kind="stable")
-        rows, cell_of = rows[order], cell_of[order]
+        slot = np.full(int(row_cells[:cols].max(initial=cells.max(initial=0))) + 1, -1, np.int64)
+        slot[cells] = np.arange(len(cells))  # each of the frame's cells -> its column below
+        rows = np.flatnonzero(slot[row_cells[:cols]] >= 0)
+        member, at = np.nonzero(self.votes[:n, rows] > 0)
         covered = np.zeros((n, len(cells)), bool)  # (M, cells)
-        if len(rows):
-            present = np.unique(cell_of)
-            starts = np.searchsorted(cell_of, present)
-            covered[:, present] = np.maximum.reduceat(self.votes[:n, rows] > 0, starts, axis=1)
+        covered[member, slot[row_cells[rows[at]]]] = True
         return visible_iou(covered, inside)
 
     def update(self, frame: FrameInstances, point_rows: np.ndarray, num_points: int, row_cells: np.ndarray) -> MergeStats:

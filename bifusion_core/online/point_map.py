@@ -6,6 +6,8 @@ again reuses its row. Each row keeps its first point, a streaming semantic vote 
 on the observed points, the ground truth of its first point. Each row also names its coarser
 ``cell`` (``eval.online.match_cell``): frames sample a surface sparsely, so two views of one
 object rarely share a fine voxel, but they share cells, and the merge compares instances there.
+Cells are numbered 0, 1, ... in first-seen order like the rows, so the merge can mark a frame's
+cells in a flat array instead of searching the accumulated points for them.
 """
 
 from __future__ import annotations
@@ -37,21 +39,55 @@ def weighted_vote(label: np.ndarray, weight: np.ndarray, new_label: np.ndarray, 
     weight[:] = np.abs(balance)
 
 
+class KeyIndex:
+    """Dense ids 0, 1, ... for int64 keys in first-seen order, over a sorted key index."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._keys = np.zeros(0, np.int64)  # sorted keys ...
+        self._ids = np.zeros(0, np.int64)  # ... and the id of each
+
+    def intern(self, unique: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ids of sorted distinct ``unique`` keys (new ones numbered next) and which were new."""
+        pos = np.searchsorted(self._keys, unique)
+        known = pos < len(self._keys)
+        known[known] = self._keys[pos[known]] == unique[known]
+        ids = np.empty(len(unique), np.int64)
+        ids[known] = self._ids[pos[known]]
+        fresh = ~known
+        ids[fresh] = np.arange(self.size, self.size + int(fresh.sum()))
+        if fresh.any():  # new keys are sorted and ``pos`` is where each belongs: one O(P) insert keeps the index sorted
+            self._keys = np.insert(self._keys, pos[fresh], unique[fresh])
+            self._ids = np.insert(self._ids, pos[fresh], ids[fresh])
+            self.size += int(fresh.sum())
+        return ids, fresh
+
+    def nbytes(self) -> int:
+        return self._keys.nbytes + self._ids.nbytes
+
+
 class PointMap:
     """Rows = occupied voxels in first-seen order; arrays grow by doubling."""
 
     def __init__(self, voxel: float, cell: float | None = None, capacity: int = 1 << 16):
         self.voxel = float(voxel)
         self.cell = float(cell) if cell else 5 * self.voxel
-        self.size = 0
-        self._keys = np.zeros(0, np.int64)  # sorted voxel keys ...
-        self._rows = np.zeros(0, np.int64)  # ... and the row of each
+        self._voxels = KeyIndex()  # voxel key -> row
+        self._cells = KeyIndex()  # cell key -> cell id
         self.points = np.zeros((capacity, 3), np.float32)
         self.semantic = np.zeros(capacity, np.int64)  # train id, streaming vote
         self.semantic_weight = np.zeros(capacity, np.float32)
         self.gt_label = np.zeros(capacity, np.int64)  # raw benchmark id of the first point
         self.gt_instance = np.zeros(capacity, np.int64)
-        self.cells = np.zeros(capacity, np.int64)  # coarse cell key of each row
+        self.cells = np.zeros(capacity, np.int64)  # coarse cell id of each row
+
+    @property
+    def size(self) -> int:
+        return self._voxels.size
+
+    @property
+    def num_cells(self) -> int:
+        return self._cells.size
 
     @property
     def capacity(self) -> int:
@@ -66,7 +102,7 @@ class PointMap:
         for name in ("points", "semantic", "semantic_weight", "gt_label", "gt_instance", "cells"):
             old = getattr(self, name)
             new = np.zeros((capacity, *old.shape[1:]), old.dtype)
-            new[: self.size] = old[: self.size]
+            new[: len(old)] = old
             setattr(self, name, new)
 
     def add(
@@ -78,32 +114,20 @@ class PointMap:
         gt_instance: np.ndarray | None = None,
     ) -> np.ndarray:
         """Insert one frame's points; returns each point's row."""
-        keys = voxel_keys(points, self.voxel)
-        unique, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        unique, first, inverse = np.unique(voxel_keys(points, self.voxel), return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
-        pos = np.searchsorted(self._keys, unique)
-        known = pos < len(self._keys)
-        known[known] = self._keys[pos[known]] == unique[known]
-        unique_rows = np.empty(len(unique), np.int64)
-        unique_rows[known] = self._rows[pos[known]]
-        fresh = ~known
-        count = int(fresh.sum())
-        if count:
-            self._grow(self.size + count)
-            rows = np.arange(self.size, self.size + count)
-            unique_rows[fresh] = rows
-            src = first[fresh]
+        unique_rows, fresh = self._voxels.intern(unique)
+        if fresh.any():
+            rows, src = unique_rows[fresh], first[fresh]
+            self._grow(self.size)
             self.points[rows] = points[src]
-            self.cells[rows] = voxel_keys(points[src], self.cell)
+            cell_keys, cell_of = np.unique(voxel_keys(points[src], self.cell), return_inverse=True)
+            self.cells[rows] = self._cells.intern(cell_keys)[0][cell_of.reshape(-1)]
             self.semantic[rows] = semantic[src]
             self.semantic_weight[rows] = 0.0
             if gt_label is not None:
                 self.gt_label[rows] = gt_label[src]
                 self.gt_instance[rows] = gt_instance[src]
-            self.size += count
-            # new keys are sorted and ``pos`` is where each belongs: one O(P) insert keeps the index sorted
-            self._keys = np.insert(self._keys, pos[fresh], unique[fresh])
-            self._rows = np.insert(self._rows, pos[fresh], rows)
         point_rows = unique_rows[inverse]
         # one vote per voxel and frame: the label of its most confident point in this frame
         best = np.full(len(unique), -1.0, np.float32)
@@ -126,16 +150,18 @@ class PointMap:
         }
 
     def nbytes(self) -> int:
-        return sum(
-            a.nbytes
-            for a in (
-                self.points,
-                self.semantic,
-                self.semantic_weight,
-                self.gt_label,
-                self.gt_instance,
-                self.cells,
-                self._keys,
-                self._rows,
+        return (
+            sum(
+                a.nbytes
+                for a in (
+                    self.points,
+                    self.semantic,
+                    self.semantic_weight,
+                    self.gt_label,
+                    self.gt_instance,
+                    self.cells,
+                )
             )
+            + self._voxels.nbytes()
+            + self._cells.nbytes()
         )
