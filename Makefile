@@ -31,3 +31,15 @@ ablation: setup
 
 clean-demo:
 	rm -rf $(DEMO_DATA) outputs/demo
+
+.PHONY: cuda-wheel gpu-check
+
+# MinkowskiEngine built for CUDA on a machine without a GPU (nvcc from the registry, into its own
+# venv), then compared with the CPU build and the test suite run on CPU tensors against it. A one-time
+# check, not part of `make test`: hours on 2 cores the first time (docs/GPU.md).
+cuda-wheel:
+	@bash scripts/cuda_wheel.sh
+
+# On a machine with an NVIDIA GPU: the CUDA path and bench P1/P3/P6 in one table (docs/GPU.md).
+gpu-check:
+	@bash scripts/gpu_check.sh

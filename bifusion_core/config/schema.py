@@ -322,7 +322,11 @@ class OnlineConfig(Section):
     ``bifusion eval --online``). Per-frame instances use ``eval.*`` post-processing with ``frame_topk``."""
 
     merge_threshold: float = Field(
-        0.3, ge=0, le=1, description="a memory/frame pair merges when cosine × max(box IoU, visible-voxel IoU) exceeds this"
+        0.3,
+        ge=0,
+        le=1,
+        description="a memory/frame pair merges when max(overlap over the cells the frame sees, cosine × box IoU), "
+        "zero across classes with label_gate, exceeds this",
     )
     voxel: float = Field(0.02, gt=0, description="accumulated points keep one point per voxel of this edge (metres)")
     map_radius: float = Field(
