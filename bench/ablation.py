@@ -10,7 +10,7 @@ Usage: python bench/ablation.py [--data data/ablation] [--scenes 40] [--iters 28
        [--variants 3d plain lite enhanced lite-l0 [lite-res lite-ps2 lite-nofilm lite-align]] [--out outputs/ablation]
        python bench/ablation.py --collect OUT1 OUT2 ... --out OUT   (one table from separate runs,
        e.g. one process per seed)
-Sized for ~45 min on 2 CPU cores with the defaults (15 runs of 1.8-4.8 min, measured 2026-12-05).
+Sized for ~45 min on 2 CPU cores with the defaults (15 runs of 1.8-4.8 min). Results: docs/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ VARIANTS: dict[str, list[str]] = {
     "lite-res": ["model.fusion.gate=lite", "model.fusion.mode=residual"],
     "lite-ps2": ["model.fusion.gate=lite", "clip.pixel_shuffle=2"],
     "lite-nofilm": ["model.fusion.gate=lite", "model.film.enabled=false"],
-    # lite with the CLIP alignment loss the demo preset had before (stage weights 0.2 / 0.08 / 0.04)
+    # lite with the CLIP alignment loss of the default stage table (weights 0.2 / 0.08 / 0.04)
     "lite-align": [
         "model.fusion.gate=lite",
         "loss.stages=[{until: 0.3, semantic: 0.3, instance: 0.4, clip: 0.2, aux: 0.1}, "
@@ -128,7 +128,7 @@ def print_table(table: dict) -> None:
 
 
 def markdown_table(table: dict) -> str:
-    """The same table as Markdown (``ablation.md``), ready for the README."""
+    """The same table as Markdown (``ablation.md``), ready for docs/RESULTS.md."""
     variants = list(table)
     lines = ["| metric | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     for key in next(iter(table.values())):

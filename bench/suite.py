@@ -87,7 +87,7 @@ def render(rows: list[dict], title: str) -> Table:
 
 
 def markdown(result: dict) -> str:
-    """The table of a results.json for the README, with the machine it ran on."""
+    """The table of a results.json for bench/README.md, with the machine it ran on."""
     m = result["machine"]
     lines = [
         f"Measured {result['date'][:10]} on {m.get('gpu') or m['cpu']} ({m['cpus']} CPUs, torch {m['torch']}, "

@@ -80,9 +80,9 @@ def knn(
     ``groups`` (query group, reference group): only neighbours of the same group count;
     ``exclude`` (Q,) a reference index each query may not pick (itself). A neighbour that does
     not exist has distance ``inf`` (and some valid index). No gradient flows through the
-    distances. On CPU a k-d tree answers (the brute force spent ~100 ms of a 0.5 s demo step on
-    the spatial and no-view losses); on a GPU, ``chunk`` queries at a time against every
-    reference point, so memory stays at ``chunk × len(reference)`` distances.
+    distances. On CPU a k-d tree answers (a brute-force distance matrix costs a large share of a
+    CPU training step); on a GPU, ``chunk`` queries at a time against every reference point, so
+    memory stays at ``chunk × len(reference)`` distances.
     """
     if query.device.type == "cpu":
         return _knn_tree(query, reference, k, groups, exclude)

@@ -33,8 +33,8 @@ def cpu_threads(cfg: Preset, device: torch.device) -> int | None:
     ``OMP_NUM_THREADS`` already says.
 
     torch's default (every core) makes the main process fight its own workers for the cores: a
-    parallel region whose second thread is descheduled spins, and on 2 cores the demo's training
-    step took 0.66 s instead of 0.53 s. None: leave torch's setting alone (CUDA, or the user's).
+    parallel region whose second thread is descheduled spins. None: leave torch's setting alone
+    (CUDA, or the user's).
     """
     if cfg.train.threads:
         return cfg.train.threads

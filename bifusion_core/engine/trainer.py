@@ -275,7 +275,7 @@ class Trainer:
         self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
         self.precision.load_state_dict(payload.get("scaler", {}))
         self.bad_total = int(payload.get("skipped_steps", 0))
-        states = payload.get("callbacks") or {"Evaluation": {"best": payload.get("best", {})}}  # checkpoints before 2026-12-06
+        states = payload.get("callbacks") or {"Evaluation": {"best": payload.get("best", {})}}  # checkpoints without callbacks
         for cb in self.callbacks:
             cb.load_state_dict(states.get(cb.state_key, {}))
         note = self.sampler.load_state(payload.get("sampler", {}))

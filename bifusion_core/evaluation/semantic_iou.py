@@ -58,8 +58,8 @@ def semantic_scores(conf: np.ndarray) -> dict[str, Any]:
     ``miou`` follows ScanNet's ``evaluate_semantic_label.py``: IoU_c = TP / (TP + FP + FN); a class
     with no ground truth but predicted on valid points gets IoU 0 (every such prediction is an
     FP); a class with neither is NaN and left out (the upstream script crashes there).
-    ``miou_gt_classes`` averages only the classes that have ground truth (bifusion's earlier
-    headline, kept as a named extra: it says how well present classes are segmented).
+    ``miou_gt_classes`` averages only the classes that have ground truth (a named extra: it says
+    how well present classes are segmented).
     Accuracies are defined only for classes with ground truth.
     """
     conf = np.asarray(conf)

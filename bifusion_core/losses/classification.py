@@ -4,15 +4,13 @@ With one query per sampled superpoint, unmatched ("no object") queries outnumber
 by an order of magnitude. Two ways to keep them from drowning the object classes:
 
 - ``focal``: the term (1 − p_t)^γ silences well-classified queries and α balances objects
-  against no-object, averaged over all queries. Dividing by the number of object queries
-  instead (as RetinaNet does) scored lower on the synthetic ablation (class-agnostic AP50 0.40
-  vs 0.49-0.60), when the class head still ranked the masks.
+  against no-object, averaged over all queries (dividing by the number of object queries, as
+  RetinaNet does, scored lower: docs/RESULTS.md).
 - ``ce``: cross-entropy whose no-object target weighs ``no_object_weight`` (Mask2Former /
   OneFormer3D), normalised by the summed weights, so the few matched queries carry most of the
   loss. Objectness ranks the masks and only the object columns label them, so the no-object
-  column no longer needs the focal balance. On the demo it taught the head chairs, boxes,
-  cabinets, couches and tables better and beds, towels and bookshelves worse, for no gain in
-  per-class AP50 once mixed with the semantic head (docs/MODEL.md), so the demo keeps focal.
+  column needs no focal balance. The demo keeps focal: ``ce`` gains no per-class AP50 once the
+  class head is mixed with the semantic head (docs/RESULTS.md).
 """
 
 from __future__ import annotations

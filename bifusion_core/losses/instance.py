@@ -5,8 +5,8 @@ with a light no-object weight), BCE and Dice on the matched masks, and objectnes
 each query's mask IoU with its best-overlapping instance (``loss.objectness_target: iou``).
 Objectness scores a query's mask independently of its class, which ranks masks better at
 inference when the class is uncertain. Taught "matched = 1, the rest 0" instead, it learns which
-of several equally good copies the matching happened to pick: on the demo it ranked worse than
-no objectness at all (per-class AP50 0.185 vs 0.223).
+of several equally good copies the matching happened to pick, and ranks worse than no objectness
+at all (docs/RESULTS.md).
 """
 
 from __future__ import annotations
