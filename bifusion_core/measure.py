@@ -26,7 +26,18 @@ HOST_ONLY_SITES = ("site-packages/", "models/decoder.py", "_knn_tree")
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    """Peak resident memory of this process so far.
+
+    Linux: ``VmHWM`` of this process's own memory; ``ru_maxrss`` would also count the parent's
+    resident set at ``fork`` (kept through ``exec``), so a spawned worker of a large process
+    would report the parent's size. Elsewhere ``ru_maxrss`` (bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
