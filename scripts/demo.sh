@@ -28,6 +28,6 @@ MV_RUN=$(ls -td "$OUT"/demo-mv/*/ | head -1)
 
 echo "[demo $((SECONDS / 60))m$((SECONDS % 60))s] frame-level evaluation (protocol: frame), untrained vs trained"
 "$BIN/bifusion" eval "$SV_RUN/checkpoints/init.pt" "$SV_RUN" --data "$DATA" --export "$SV_RUN/benchmark"
-echo "[demo $((SECONDS / 60))m$((SECONDS % 60))s] online scene-level evaluation (protocol: mesh-vertex), untrained vs trained single-view vs multi-view"
+echo "[demo $((SECONDS / 60))m$((SECONDS % 60))s] online scene-level evaluation (protocols: mesh-vertex+segments, observed-points), untrained vs trained single-view vs multi-view"
 "$BIN/bifusion" eval "$SV_RUN/checkpoints/init.pt" "$SV_RUN" "$MV_RUN" --online --data "$DATA" --export "$MV_RUN/benchmark-online"
 echo "[demo] done in $((SECONDS / 60)) min $((SECONDS % 60)) s"
