@@ -36,7 +36,7 @@ clean-demo:
 
 # MinkowskiEngine built for CUDA on a machine without a GPU (nvcc from the registry, into its own
 # venv), then compared with the CPU build and the test suite run on CPU tensors against it. A one-time
-# check, not part of `make test`: hours on 2 cores the first time (docs/GPU.md).
+# check, not part of `make test`: ~45 min on 2 cores the first time (docs/GPU.md).
 cuda-wheel:
 	@bash scripts/cuda_wheel.sh
 

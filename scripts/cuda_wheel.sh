@@ -6,7 +6,7 @@
 # MinkowskiEngine, compare its CPU results with .venv's CPU build (scripts/me_parity.py) and run the
 # test suite on CPU tensors. Everything runs under nice; a one-time check, not part of `make test`.
 # Settings: BIFUSION_CUDA_VENV (default ~/.cache/bifusion/venv-cuda), BIFUSION_CUDA_ARCHS, MAX_JOBS,
-# BIFUSION_NVCC (registry, system or auto), PYTEST_ARGS (default: -q tests).
+# BIFUSION_NVCC (registry, system or auto), PYTEST_ARGS (shell-quoted; default: -q tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CUDA_VENV=${BIFUSION_CUDA_VENV:-$HOME/.cache/bifusion/venv-cuda}
@@ -47,6 +47,6 @@ else
 fi
 
 log "test suite on CPU tensors with the CUDA build: $CUDA_VENV/bin/python -m pytest ${PYTEST_ARGS:--q tests}"
-# shellcheck disable=SC2086  # PYTEST_ARGS is a list of arguments
-nice -n 19 "$CUDA_VENV/bin/python" -m pytest ${PYTEST_ARGS:--q tests}
+eval "set -- ${PYTEST_ARGS:--q tests}"  # shell-quoted, e.g. PYTEST_ARGS="-q -m 'not slow' tests"
+nice -n 19 "$CUDA_VENV/bin/python" -m pytest "$@"
 log "done in $(( ($(date +%s) - start) / 60 )) min"
