@@ -42,7 +42,7 @@ from bifusion_core.measure import current_rss_mb, peak_rss_mb
 from bifusion_core.models.bifusion import build_model
 from bifusion_core.online.merge import FrameInstances
 from bifusion_core.online.predictions import mesh_vertices
-from bifusion_core.online.segmenter import OnlineSegmenter, fold_stages, merge_frame, start_scan
+from bifusion_core.online.segmenter import OnlineSegmenter, fold_stages, merge_frame, start_scan, state_mb
 from bifusion_core.online.stream import ScanStream, mesh_truth_path, stream_manifest
 from bifusion_core.online.timing import StageClock
 
@@ -136,7 +136,7 @@ def long_stream(cfg, cache: list, frames: int) -> list[dict]:
                     "current_rss_mb": round(current_rss_mb(), 1),
                     "accumulated_points": point_map.size,
                     "instances": memory.num,
-                    "online_state_mb": round((point_map.nbytes() + memory.nbytes()) / (1 << 20), 2),
+                    "online_state_mb": round(state_mb(point_map, memory), 2),
                     "all_frame_points": raw_points,
                     # ESAM keeps every frame's xyz+rgb (6 float32) and each instance's mask over all of them
                     "esam_like_state_mb": round(raw_points * (24 + memory.num) / (1 << 20), 1),

@@ -399,15 +399,16 @@ def _summarise(ap_table: np.ndarray, names: Sequence[str]) -> InstanceMetrics:
     class_ap25 = ap_table[:, num_ap]
     per_class = {name: (float(a), float(a50), float(a25)) for name, a, a50, a25 in zip(names, class_ap, class_ap50, class_ap25)}
     return InstanceMetrics(
-        ap=_nanmean(ap_table[:, :num_ap]),
-        ap50=_nanmean(class_ap50),
-        ap25=_nanmean(class_ap25),
+        ap=nanmean(ap_table[:, :num_ap]),
+        ap50=nanmean(class_ap50),
+        ap25=nanmean(class_ap25),
         per_class=per_class,
         ap_table=ap_table,
     )
 
 
-def _nanmean(values: np.ndarray) -> float:
+def nanmean(values: np.ndarray | Sequence[float]) -> float:
     """Mean of the non-NaN values, NaN when there are none (without numpy's warning)."""
+    values = np.asarray(values, np.float64)
     finite = values[~np.isnan(values)]
     return float(finite.mean()) if finite.size else float("nan")

@@ -49,6 +49,7 @@ from .instance_ap import (
     SceneTable,
     class_agnostic,
     metrics_from_tables,
+    nanmean,
     scene_table,
 )
 from .semantic_iou import confusion_matrix, semantic_scores
@@ -229,16 +230,10 @@ class SceneScorer:
         out = {}
         for group, ids in self.labels.frequency_groups:
             for k, name in enumerate(("ap", "ap50", "ap25")):
-                out[f"instance/{name}_{group}"] = _nanmean([class_ap[i][k] for i in ids if i in class_ap])
+                out[f"instance/{name}_{group}"] = nanmean([class_ap[i][k] for i in ids if i in class_ap])
         for group, ids in self.labels.frequency_groups:
-            out[f"semantic/miou_{group}"] = _nanmean([iou[i] for i in ids if i in iou])
+            out[f"semantic/miou_{group}"] = nanmean([iou[i] for i in ids if i in iou])
         return out
-
-
-def _nanmean(values: list[float]) -> float:
-    values = np.asarray(values, np.float64)
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else float("nan")
 
 
 def load_mesh_truth(gt_npz_path: str | Path, label_set: LabelSet) -> tuple[SceneTruth, MeshGT]:

@@ -133,7 +133,7 @@ class OnlineSegmenter:
                         {
                             "instances": memory.num,
                             "fused_points": point_map.size,
-                            "state_mb": (point_map.nbytes() + memory.nbytes()) / (1 << 20),
+                            "state_mb": state_mb(point_map, memory),
                         }
                     )
         finally:
@@ -170,7 +170,7 @@ class OnlineSegmenter:
             cues=source,
             seconds=seconds,
             peak_rss_mb=peak_rss_mb(),
-            state_mb=(point_map.nbytes() + memory.nbytes()) / (1 << 20),
+            state_mb=state_mb(point_map, memory),
         )
 
 
@@ -179,6 +179,11 @@ def start_scan(online: OnlineConfig) -> tuple[PointMap, InstanceMemory]:
     return PointMap(online.voxel, online.match_cell), InstanceMemory(
         online.max_instances, online.merge_threshold, online.label_gate
     )
+
+
+def state_mb(point_map: PointMap, memory: InstanceMemory) -> float:
+    """What the scan's online state holds, in MiB: the accumulated points and the instance memory."""
+    return (point_map.nbytes() + memory.nbytes()) / (1 << 20)
 
 
 def merge_frame(
